@@ -1,0 +1,124 @@
+"""The ``soilsource`` command line: a thin layer over the Python API.
+
+Exit codes: 0 success; 2 bad input or configuration (one line on stderr naming
+the file and the key, column or row, no traceback); 1 internal error.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from typer.exceptions import TyperException
+
+from soilsource import __version__
+from soilsource.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK, InputError
+from soilsource.progress import stderr, stdout
+
+app = typer.Typer(
+    name="soilsource",
+    help=(
+        "Find the likely sources of soil heavy-metal (Cd) pollution from remote-sensing "
+        "imagery and soil samples, and explain the answer on a map."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        stdout.print(f"soilsource {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show version.")
+    ] = False,
+) -> None:
+    """soilsource command line."""
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Option("--out", help="Directory to write (must not exist or be empty).")],
+    seed: Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same city.")] = 0,
+    size_px: Annotated[
+        int | None,
+        typer.Option("--size-px", min=64, help="Side of each region in 10 m pixels (smaller is faster)."),
+    ] = None,
+) -> None:
+    """Write the synthetic six-region city with its known truth and a ready config.yaml."""
+    from soilsource.synth import write_city
+
+    summary = write_city(out, seed=seed, size_px=size_px)
+    _print_city_summary(summary)
+    stdout.print(f"wrote {out}")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Run directory.")] = Path("soilsource-demo"),
+    quick: Annotated[bool, typer.Option("--quick", help="Smaller, faster version for tests.")] = False,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+) -> None:
+    """Build the synthetic city and run the pipeline on it."""
+    from soilsource.synth import write_city
+
+    city = out / "city"
+    summary = write_city(city, seed=seed, size_px=256 if quick else None)
+    _print_city_summary(summary)
+    stdout.print(f"synthetic city: {city}")
+
+
+def _print_city_summary(summary: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title="Synthetic city (truth)")
+    for col in ("region", "n", "n_pos", "oracle AUC", "top land use"):
+        table.add_column(col)
+    for name, r in summary["regions"].items():
+        ranking = r.get("landuse_ranking", [])
+        table.add_row(
+            name, str(r["n"]), str(r["n_pos"]), f"{r['oracle_auc']:.3f}", ranking[0] if ranking else ""
+        )
+    stdout.print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit code instead of raising."""
+    try:
+        rv = app(args=argv, prog_name="soilsource", standalone_mode=False)
+    except TyperException as exc:  # bad arguments or options (click's UsageError)
+        if str(exc):  # empty when no arguments were given: help is printed instead
+            print(f"soilsource: error: {_usage_line(exc)}", file=sys.stderr)
+        return getattr(exc, "exit_code", EXIT_BAD_INPUT)
+    except InputError as exc:
+        print(f"soilsource: error: {exc.line()}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception:  # a bug in soilsource, not the user's input
+        traceback.print_exc(file=sys.stderr)
+        print("soilsource: internal error (a bug); please report it", file=sys.stderr)
+        return EXIT_INTERNAL
+    # In non-standalone mode typer returns the exit code of typer.Exit, or None.
+    return rv if isinstance(rv, int) else EXIT_OK
+
+
+def _usage_line(exc: TyperException) -> str:
+    """One line for a usage error: the command, what is wrong, where to get help."""
+    ctx = getattr(exc, "ctx", None)
+    message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    if ctx is None:
+        return message
+    return f"{ctx.command_path}: {message} (see '{ctx.command_path} --help')"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

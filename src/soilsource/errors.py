@@ -1,0 +1,58 @@
+"""Errors that are the user's to fix, reported as one line and exit code 2.
+
+Anything raised as :class:`InputError` names the file and the key, column or rows
+at fault, so the command line can print it without a traceback. Any other
+exception is a bug in soilsource (exit code 1).
+"""
+
+from __future__ import annotations
+
+from os import PathLike
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_BAD_INPUT = 2
+
+
+class InputError(Exception):
+    """Bad input or configuration: a file, where in it, and what is wrong.
+
+    Parameters
+    ----------
+    source:
+        The file (or command-line option) at fault.
+    where:
+        The key, column, row(s) or band in that source; empty when the whole
+        source is at fault (missing, unreadable).
+    message:
+        What is wrong, in words a user can act on.
+
+    Examples
+    --------
+    >>> str(InputError("samples.csv", "column 'cd'", "not found"))
+    "samples.csv: column 'cd': not found"
+    """
+
+    def __init__(self, source: str | PathLike[str], where: str, message: str) -> None:
+        self.source = str(source)
+        self.where = where
+        self.message = message
+        super().__init__(self.line())
+
+    def line(self) -> str:
+        """The one-line message the command line prints."""
+        parts = [self.source, self.where, self.message]
+        return ": ".join(p for p in parts if p)
+
+
+def format_rows(rows: list[int], limit: int = 10) -> str:
+    """Row numbers as users see them in a spreadsheet (1-based, header excluded).
+
+    >>> format_rows([3, 4, 9])
+    'rows 3, 4, 9'
+    >>> format_rows(list(range(1, 15)), limit=3)
+    'rows 1, 2, 3 and 11 more'
+    """
+    shown = ", ".join(str(r) for r in rows[:limit])
+    more = f" and {len(rows) - limit} more" if len(rows) > limit else ""
+    return f"{'row' if len(rows) == 1 else 'rows'} {shown}{more}"
