@@ -1,0 +1,54 @@
+"""Command-line behaviour shared by every command: help, version, exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from soilsource import __version__
+from soilsource.cli import main
+
+
+def test_help_lists_commands(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for command in ("synth", "demo"):
+        assert command in out
+
+
+def test_version(capsys):
+    assert main(["--version"]) == 0
+    assert __version__ in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["bogus"], "No such command 'bogus'"),
+        (["synth"], "Missing option '--out'"),
+        (["synth", "--out", "x", "--seed", "abc"], "Invalid value for '--seed'"),
+        (["synth", "--out", "x", "--size-px", "3"], "Invalid value for '--size-px'"),
+    ],
+)
+def test_bad_arguments_one_line_exit_2(argv, expected, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith("soilsource: error: ")
+    assert expected in err
+    assert "Traceback" not in err
+
+
+def test_console_script_exit_code_and_stderr():
+    """The installed entry point returns main()'s code to the shell."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "soilsource.cli", "synth"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("soilsource: error: ")
+    assert "Traceback" not in proc.stderr
