@@ -1,0 +1,422 @@
+"""The YAML configuration of a soilsource run, as validated pydantic models.
+
+The schema is the one of ``SPEC.md``; every section except ``samples``, ``imagery``
+and ``label`` has defaults, so the smallest useful configuration is::
+
+    samples: {path: samples.csv, x: x, y: y, crs: "EPSG:28992", value: cadmium}
+    imagery: {path: landsat.tif}
+    label: {rule: threshold, threshold: 2.0}
+
+:func:`load_config` reads the file with ``yaml.safe_load`` (no code runs while
+loading), resolves relative paths from the file's directory, and turns every
+problem (YAML syntax, unknown key, wrong type, missing key) into one
+:class:`~soilsource.errors.InputError` that names the file and the dotted key,
+e.g. ``config.yaml: key 'patch.size_m': must be greater than 0``. Whether the
+files exist is checked by the readers in :mod:`soilsource.inputs`, which name the
+missing file itself.
+"""
+
+from __future__ import annotations
+
+import difflib
+from os import PathLike
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from soilsource.errors import InputError
+
+Metal = Literal["Cd", "Hg", "As", "Pb", "Cr", "Cu", "Ni", "Zn"]
+REGION_PLACEHOLDER = "{region}"
+DEFAULT_REGION = "all"
+CSV_SUFFIXES = (".csv", ".txt", ".tsv")
+
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Share = Annotated[float, Field(gt=0, lt=1)]
+
+
+class _Section(BaseModel):
+    """Base of every section: unknown keys are errors (a typo never passes silently)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class SamplesConfig(_Section):
+    """Where the soil samples are and which columns hold what.
+
+    ``x``, ``y`` and ``crs`` apply to CSV files only; vector files carry their own
+    geometry and CRS (``crs`` then only fills in a missing one).
+    """
+
+    path: Path
+    value: str = Field(description="Column with the measured concentration, mg/kg.")
+    x: str = "x"
+    y: str = "y"
+    crs: str | None = None
+    region: str | None = None
+    id: str | None = None
+    ph: str | None = None
+    paddy: str | None = None
+    orchard: str | None = Field(
+        default=None,
+        description="Optional boolean column for orchards (果园): GB 15618 Cu row only.",
+    )
+    layer: str | None = Field(default=None, description="Layer of a multi-layer GeoPackage.")
+
+    @field_validator("crs")
+    @classmethod
+    def _valid_crs(cls, value: str | None) -> str | None:
+        return None if value is None else _check_crs(value)
+
+    @model_validator(mode="after")
+    def _csv_needs_crs(self) -> SamplesConfig:
+        if is_csv(self.path) and self.crs is None:
+            raise PydanticCustomError(
+                "csv_crs", "CSV coordinates need a CRS, e.g. 'EPSG:4326'", {"key": "crs"}
+            )
+        return self
+
+
+class ImageryConfig(_Section):
+    """One raster, a list of rasters (scenes or tiles), or a ``{region}`` template."""
+
+    path: Path | list[Path] = Field(description="File, list of files or '{region}' template.")
+
+    @field_validator("path")
+    @classmethod
+    def _non_empty(cls, value: Path | list[Path]) -> Path | list[Path]:
+        if isinstance(value, list) and not value:
+            raise PydanticCustomError("empty", "needs at least one raster")
+        if isinstance(value, list) and any(REGION_PLACEHOLDER in str(p) for p in value):
+            raise PydanticCustomError(
+                "template", "use either a list of files or one '{region}' template, not both"
+            )
+        return value
+
+    @property
+    def paths(self) -> list[Path]:
+        """The configured paths as a list (templates unexpanded)."""
+        return list(self.path) if isinstance(self.path, list) else [self.path]
+
+    @property
+    def is_template(self) -> bool:
+        """True when the path is a per-region ``{region}`` template."""
+        return not isinstance(self.path, list) and REGION_PLACEHOLDER in str(self.path)
+
+
+class LanduseConfig(_Section):
+    """Land use: a raster of integer codes, or a vector file with a class ``field``."""
+
+    path: Path
+    classes: Path | None = Field(default=None, description="CSV with columns code,name.")
+    field: str | None = Field(default=None, description="Class field of a vector file.")
+    band: int = Field(default=1, ge=1, description="Band of a land-use raster.")
+
+    @property
+    def is_template(self) -> bool:
+        """True when the path is a per-region ``{region}`` template."""
+        return REGION_PLACEHOLDER in str(self.path)
+
+
+LabelRule = Literal["threshold", "gb15618", "background", "quantile"]
+_RULE_KEYS: dict[str, tuple[str, ...]] = {
+    "threshold": ("threshold",),
+    "gb15618": (),
+    "background": ("background", "factor"),
+    "quantile": ("q",),
+}
+
+
+class LabelConfig(_Section):
+    """When a sample counts as contaminated (positive): value strictly above the rule.
+
+    - ``threshold``: above ``threshold`` mg/kg (required).
+    - ``gb15618``: above the GB 15618-2018 risk screening value for ``metal`` at the
+      sample's pH (and paddy / orchard land); needs ``samples.ph``.
+    - ``background``: above ``factor`` x ``background`` mg/kg. ``background`` is
+      required; ``factor`` defaults to 1.5, the factor of Müller's geoaccumulation
+      index (Igeo > 0 means value > 1.5 x background).
+    - ``quantile``: above the ``q``-quantile of all samples' values (default 0.75,
+      the upper quartile), for data without an accepted limit.
+    """
+
+    rule: LabelRule
+    threshold: PositiveFloat | None = None
+    background: PositiveFloat | None = None
+    factor: PositiveFloat | None = None
+    q: Share | None = None
+
+    @model_validator(mode="after")
+    def _keys_of_rule(self) -> LabelConfig:
+        used = _RULE_KEYS[self.rule]
+        for key in ("threshold", "background", "factor", "q"):
+            if key not in used and getattr(self, key) is not None:
+                raise PydanticCustomError(
+                    "rule_key",
+                    "not used by rule '{rule}' (it uses: {used})",
+                    {"key": key, "rule": self.rule, "used": ", ".join(used) or "no other key"},
+                )
+        if self.rule == "threshold" and self.threshold is None:
+            raise PydanticCustomError(
+                "rule_key", "required by rule 'threshold' (mg/kg)", {"key": "threshold"}
+            )
+        if self.rule == "background" and self.background is None:
+            raise PydanticCustomError(
+                "rule_key", "required by rule 'background' (mg/kg)", {"key": "background"}
+            )
+        if self.rule == "background" and self.factor is None:
+            self.factor = 1.5
+        if self.rule == "quantile" and self.q is None:
+            self.q = 0.75
+        return self
+
+
+class PatchConfig(_Section):
+    """The square window around each sample that the network sees."""
+
+    size_m: PositiveFloat = Field(
+        default=1280.0, description="Side of the patch in metres (in the raster's CRS units)."
+    )
+    max_nodata_share: Share = Field(
+        default=0.5,
+        description="A sample whose patch has more nodata than this share is flagged.",
+    )
+
+
+class ExplainConfig(_Section):
+    """Occlusion sensitivity settings."""
+
+    window_m: PositiveFloat = 160.0
+    stride_m: PositiveFloat = 40.0
+    baseline: float = Field(
+        default=0.0,
+        allow_inf_nan=False,
+        description="Value of occluded pixels after normalisation: 0 = the band mean.",
+    )
+    hotspot_share: Share = Field(
+        default=0.05, description="Top share of sensitivity that forms hotspots."
+    )
+
+
+Baseline = Literal["random_forest", "mobilenet_v3_small", "resnet18"]
+
+
+class ModelConfig(_Section):
+    """Which models run beside SI-LICNet in the same harness."""
+
+    baselines: list[Baseline] = Field(default_factory=lambda: ["random_forest"])
+
+
+class TrainConfig(_Section):
+    """Training scope and cross-validation."""
+
+    scope: Literal["region", "pooled"] = "region"
+    folds: int = Field(default=5, ge=2)
+    cv: Literal["spatial", "random"] = "spatial"
+    seed: int = 0
+    block_m: PositiveFloat | None = Field(
+        default=None,
+        description="Side of the spatial CV blocks in metres; null = default_block_m().",
+    )
+
+    def default_block_m(self, patch_size_m: float, extent_m: float) -> float:
+        """Spatial CV block side when ``block_m`` is null.
+
+        ``max(patch_size_m, extent_m / folds)``: at least one patch, so a test
+        sample's patch is mostly outside the training blocks, and at most about
+        ``folds`` blocks along the shorter side of the samples' extent
+        (``extent_m``), so every fold gets whole blocks.
+
+        >>> TrainConfig().default_block_m(960.0, 3120.0)
+        960.0
+        >>> TrainConfig(folds=4).default_block_m(1280.0, 20000.0)
+        5000.0
+        """
+        if self.block_m is not None:
+            return float(self.block_m)
+        return float(max(patch_size_m, extent_m / self.folds))
+
+
+class ComputeConfig(_Section):
+    """Where the work runs."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    scheduler: str | None = Field(default=None, description="Dask scheduler address; null = local.")
+
+
+class Config(_Section):
+    """A whole soilsource configuration (see ``SPEC.md``)."""
+
+    metal: Metal = "Cd"
+    samples: SamplesConfig
+    imagery: ImageryConfig
+    landuse: LanduseConfig | None = None
+    label: LabelConfig
+    patch: PatchConfig = Field(default_factory=PatchConfig)
+    explain: ExplainConfig = Field(default_factory=ExplainConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    compute: ComputeConfig = Field(default_factory=ComputeConfig)
+
+    _source: Path | None = PrivateAttr(default=None)
+
+    @field_validator("metal", mode="before")
+    @classmethod
+    def _metal_case(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            for metal in Metal.__args__:  # type: ignore[attr-defined]
+                if metal.lower() == value.strip().lower():
+                    return metal
+        return value
+
+    @property
+    def source(self) -> Path | None:
+        """The configuration file this came from (None when built in Python)."""
+        return self._source
+
+    def to_yaml(self) -> str:
+        """The resolved configuration as YAML (absolute paths), e.g. for a run directory."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def is_csv(path: str | PathLike[str]) -> bool:
+    """True when ``path`` is a delimited text file (read with coordinate columns)."""
+    return Path(path).suffix.lower() in CSV_SUFFIXES
+
+
+def load_config(path: str | PathLike[str]) -> Config:
+    """Read, validate and resolve a configuration file.
+
+    Parameters
+    ----------
+    path:
+        The YAML file. Relative paths inside it are relative to its directory.
+
+    Raises
+    ------
+    InputError
+        The file is missing or unreadable, is not valid YAML (with the line), or a
+        key is unknown, missing or of the wrong type (with the dotted key).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(path, "", "file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(path, "", f"cannot read: {exc}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}" if mark is not None else ""
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise InputError(path, where, f"YAML syntax error: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise InputError(path, "", f"YAML syntax error: {exc}") from None
+    if not isinstance(raw, dict):
+        raise InputError(path, "", "expected a mapping of keys (samples:, imagery:, label:, ...)")
+    return config_from_dict(raw, base_dir=path.parent, source=path)
+
+
+def config_from_dict(
+    raw: dict[str, Any],
+    base_dir: str | PathLike[str] = ".",
+    source: str | PathLike[str] = "config",
+) -> Config:
+    """Validate a configuration given as a dict; relative paths resolve from ``base_dir``."""
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise _input_error(exc, source) from None
+    base = Path(base_dir).resolve()
+    config.samples.path = _resolve(base, config.samples.path)
+    paths = config.imagery.path
+    config.imagery.path = (
+        [_resolve(base, p) for p in paths] if isinstance(paths, list) else _resolve(base, paths)
+    )
+    if config.landuse is not None:
+        config.landuse.path = _resolve(base, config.landuse.path)
+        if config.landuse.classes is not None:
+            config.landuse.classes = _resolve(base, config.landuse.classes)
+    config._source = Path(source)
+    return config
+
+
+def _resolve(base: Path, path: Path) -> Path:
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def _check_crs(value: str) -> str:
+    from pyproj import CRS
+    from pyproj.exceptions import CRSError
+
+    try:
+        CRS.from_user_input(value)
+    except CRSError:
+        raise PydanticCustomError(
+            "crs", "'{value}' is not a CRS pyproj knows (e.g. EPSG:4326)", {"value": value}
+        ) from None
+    return value
+
+
+def _input_error(exc: ValidationError, source: str | PathLike[str]) -> InputError:
+    """The first validation error as one line: file, dotted key, what is wrong."""
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    key = ""
+    extra = (first.get("ctx") or {}).get("key")  # model-level checks name their key
+    for part in (*first["loc"], *([extra] if extra else [])):
+        key += f"[{part}]" if isinstance(part, int) else f".{part}" if key else str(part)
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        message = "unknown key" + _suggestion(first["loc"])
+    elif kind == "missing":
+        message = "required key is missing"
+    elif kind in {"model_type", "dict_type"}:
+        message = "expected a mapping of keys"
+    else:
+        message = first["msg"]
+        if message[1:2].islower():  # pydantic's "Input should ..." reads on after the key
+            message = message[:1].lower() + message[1:]
+        if kind.startswith("literal_error"):
+            message = f"got {first['input']!r}; {message}"
+    more = len(errors) - 1
+    if more:
+        message += f" (and {more} more problem{'s' if more > 1 else ''})"
+    return InputError(source, f"key '{key}'" if key else "", message)
+
+
+def _suggestion(loc: tuple[Any, ...]) -> str:
+    """', did you mean ...?' for a misspelt key, from the model's known keys."""
+    model: type[BaseModel] | None = Config
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part)) if model else None
+        annotation = field.annotation if field else None
+        model = _model_of(annotation)
+    if model is None:
+        return ""
+    match = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
+    return f"; did you mean '{match[0]}'?" if match else ""
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
