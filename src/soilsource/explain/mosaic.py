@@ -1,0 +1,228 @@
+"""Per-sample sensitivity maps placed back on the region's imagery grid.
+
+Occlusion gives one (H, W) map per sample, in the pixel frame of that sample's patch.
+Neighbouring samples' patches overlap, so a place seen by several samples gets several
+values; the region map is their mean. The mosaic is built tile by tile: for each output
+tile only the patches that touch it are read, so memory is bounded by one tile plus the
+maps in use, however large the region (``maps`` may be a :class:`numpy.memmap`).
+
+Conventions
+-----------
+- A patch of ``(H, W)`` pixels centred on a sample at grid pixel ``(row, col)`` covers
+  rows ``row - H // 2`` to ``row - H // 2 + H - 1`` and the same for columns (the patch
+  extractor uses the same rule). Parts of a patch beyond the raster edge are dropped.
+- NaN inside a map (a pixel the patch did not see) contributes nothing.
+- Nodata is NaN: sensitivity is a signed float with no value to spare, NaN cannot be
+  mistaken for a real value, and GDAL, QGIS, rasterio and numpy all read it as missing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.windows import Window, subdivide
+
+from soilsource.atomic import atomic_path
+
+NODATA = float("nan")
+"""Value of pixels that no patch covers."""
+
+TILE_PX = 512
+"""Side of the output tiles (and GeoTIFF blocks): 1 MiB of float32 per tile."""
+
+
+def _check_inputs(maps: Sequence[np.ndarray], rows: np.ndarray, cols: np.ndarray) -> None:
+    # Mismatched arrays are a bug in the caller, not something a user can fix.
+    if isinstance(maps, np.ndarray) and maps.ndim != 3:
+        raise ValueError(f"maps must have shape (N, H, W), got {maps.shape}")
+    if rows.ndim != 1 or cols.ndim != 1 or len(rows) != len(maps) or len(cols) != len(maps):
+        raise ValueError(f"{len(maps)} maps but rows {rows.shape} and cols {cols.shape}")
+
+
+def patch_origins(
+    rows: np.ndarray, cols: np.ndarray, patch_shape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Grid row and column of the upper-left pixel of each sample's patch.
+
+    >>> patch_origins(np.array([10]), np.array([20]), (5, 4))
+    (array([8]), array([18]))
+    """
+    h, w = patch_shape
+    return np.asarray(rows, dtype=np.int64) - h // 2, np.asarray(cols, dtype=np.int64) - w // 2
+
+
+def accumulate_window(
+    maps: Sequence[np.ndarray],
+    rows: np.ndarray,
+    cols: np.ndarray,
+    window: Window,
+    samples: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sum and count of every sample's map over one window of the grid.
+
+    Parameters
+    ----------
+    maps:
+        (N, H, W) per-sample sensitivity maps (any array indexable by sample).
+    rows, cols:
+        Grid pixel of each sample (the patch centre).
+    window:
+        The part of the grid to fill (integer offsets and size).
+    samples:
+        Indices of the samples to consider (default: all); those whose patch misses the
+        window add nothing.
+
+    Returns
+    -------
+    total, count:
+        float64 sum and int32 number of maps covering each pixel of the window.
+
+    Examples
+    --------
+    >>> maps = np.ones((2, 3, 3), dtype=np.float32)
+    >>> maps[1] *= 3
+    >>> total, count = accumulate_window(maps, [1, 1], [1, 2], Window(0, 0, 4, 2))
+    >>> count
+    array([[1, 2, 2, 1],
+           [1, 2, 2, 1]], dtype=int32)
+    >>> total / np.maximum(count, 1)
+    array([[1., 2., 2., 3.],
+           [1., 2., 2., 3.]])
+    """
+    row_off, col_off = int(window.row_off), int(window.col_off)
+    height, width = int(window.height), int(window.width)
+    total = np.zeros((height, width), dtype=np.float64)
+    count = np.zeros((height, width), dtype=np.int32)
+    if len(maps) == 0:
+        return total, count
+    patch_shape = tuple(np.shape(maps[0]))
+    r0, c0 = patch_origins(np.asarray(rows), np.asarray(cols), patch_shape)  # type: ignore[arg-type]
+    ph, pw = patch_shape
+    for i in range(len(maps)) if samples is None else samples:
+        # Intersection of the patch with the window, in window coordinates.
+        top, left = r0[i] - row_off, c0[i] - col_off
+        y0, y1 = max(top, 0), min(top + ph, height)
+        x0, x1 = max(left, 0), min(left + pw, width)
+        if y0 >= y1 or x0 >= x1:
+            continue
+        part = np.asarray(maps[i][y0 - top : y1 - top, x0 - left : x1 - left], dtype=np.float64)
+        seen = np.isfinite(part)
+        total[y0:y1, x0:x1] += np.where(seen, part, 0.0)
+        count[y0:y1, x0:x1] += seen
+    return total, count
+
+
+def _samples_by_tile(
+    rows: np.ndarray, cols: np.ndarray, patch_shape: tuple[int, int], tile_px: int
+) -> dict[tuple[int, int], list[int]]:
+    """Which samples' patches touch each tile (tile index = pixel // tile_px)."""
+    r0, c0 = patch_origins(rows, cols, patch_shape)
+    ph, pw = patch_shape
+    tiles: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for i, (top, left) in enumerate(zip(r0, c0, strict=True)):
+        for ty in range(top // tile_px, (top + ph - 1) // tile_px + 1):
+            for tx in range(left // tile_px, (left + pw - 1) // tile_px + 1):
+                tiles[(ty, tx)].append(i)
+    return tiles
+
+
+def mosaic_sensitivity(
+    maps: Sequence[np.ndarray], rows: np.ndarray, cols: np.ndarray, height: int, width: int
+) -> np.ndarray:
+    """Mean of the overlapping per-sample maps on a ``height`` x ``width`` grid, in memory.
+
+    For small regions and tests; :func:`write_sensitivity` does the same tile by tile.
+    Pixels no patch covers are NaN.
+
+    >>> maps = np.stack([np.full((2, 2), 1.0), np.full((2, 2), 3.0)])
+    >>> mosaic_sensitivity(maps, np.array([1, 1]), np.array([1, 2]), 2, 4)
+    array([[ 1.,  2.,  3., nan],
+           [ 1.,  2.,  3., nan]], dtype=float32)
+    """
+    rows, cols = np.asarray(rows), np.asarray(cols)
+    _check_inputs(maps, rows, cols)
+    total, count = accumulate_window(maps, rows, cols, Window(0, 0, width, height))
+    return _mean(total, count)
+
+
+def _mean(total: np.ndarray, count: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / count, NODATA).astype(np.float32)
+
+
+def write_sensitivity(
+    path: str | os.PathLike[str],
+    maps: Sequence[np.ndarray],
+    rows: np.ndarray,
+    cols: np.ndarray,
+    *,
+    transform: Affine,
+    crs: CRS | str,
+    width: int,
+    height: int,
+    tile_px: int = TILE_PX,
+) -> Path:
+    """Write the region's sensitivity mosaic as a tiled float32 GeoTIFF, atomically.
+
+    Parameters
+    ----------
+    path:
+        Output file, e.g. ``run/sensitivity/REGION.tif``.
+    maps:
+        (N, H, W) per-sample occlusion sensitivity maps, one per sample, in patch pixels.
+    rows, cols:
+        Each sample's pixel on the imagery grid (the patch centre), e.g. from
+        ``rasterio.transform.rowcol(transform, xs, ys)``.
+    transform, crs, width, height:
+        The imagery grid; the output is on exactly this grid.
+    tile_px:
+        Side of the tiles built one at a time (a multiple of 16: they are the GeoTIFF
+        blocks). Memory is about ``12 * tile_px**2`` bytes plus the maps of the samples
+        touching one tile.
+
+    Returns
+    -------
+    The path written. Pixels no patch covers hold NaN (the file's nodata).
+    """
+    rows, cols = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
+    _check_inputs(maps, rows, cols)
+    if tile_px <= 0 or tile_px % 16:
+        raise ValueError(f"tile_px must be a positive multiple of 16, got {tile_px}")
+    patch_shape = tuple(np.shape(maps[0])) if len(maps) else (1, 1)
+    by_tile = _samples_by_tile(rows, cols, patch_shape, tile_px)  # type: ignore[arg-type]
+    profile = {
+        "driver": "GTiff",
+        "dtype": "float32",
+        "count": 1,
+        "width": width,
+        "height": height,
+        "crs": crs,
+        "transform": transform,
+        "nodata": NODATA,
+        "tiled": True,
+        "blockxsize": tile_px,
+        "blockysize": tile_px,
+        "compress": "deflate",
+        "predictor": 3,  # floating-point predictor: smaller files for smooth maps
+        "BIGTIFF": "IF_SAFER",
+    }
+    with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+        dst.update_tags(1, DESCRIPTION="occlusion sensitivity: mean over overlapping patches")
+        dst.set_band_description(1, "sensitivity")
+        for window in subdivide(Window(0, 0, width, height), tile_px, tile_px):
+            key = (int(window.row_off) // tile_px, int(window.col_off) // tile_px)
+            samples = by_tile.get(key)
+            if samples:
+                total, count = accumulate_window(maps, rows, cols, window, np.array(samples))
+                block = _mean(total, count)
+            else:  # written explicitly so that any TIFF reader sees nodata, not zeros
+                block = np.full((int(window.height), int(window.width)), NODATA, np.float32)
+            dst.write(block, 1, window=window)
+    return Path(path)
