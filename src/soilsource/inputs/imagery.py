@@ -1,0 +1,239 @@
+"""Imagery: which raster(s) each region reads, and what rasterio says about them.
+
+The ``imagery.path`` of the configuration is one raster (every region reads it),
+a list of rasters (scenes or tiles; each sample reads the first one that covers
+it) or a ``{region}`` template (one raster per region). Only metadata is read
+here; pixels are read in windows by :mod:`soilsource.patches`, never whole.
+
+Band names come from the band descriptions (``band_1``, ... when there are none);
+nodata, scale and offset are kept per band so that readers can honour them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from pyproj import CRS, Transformer
+from rasterio.errors import RasterioError
+from rasterio.windows import Window
+
+from soilsource.config import REGION_PLACEHOLDER, ImageryConfig
+from soilsource.errors import InputError
+
+# Mean radius of the earth (IUGG), for the metre size of degrees on geographic grids.
+_EARTH_RADIUS_M = 6_371_008.8
+
+
+@dataclass(frozen=True)
+class RasterInfo:
+    """Metadata of one raster: grid, CRS, bands. Opening it again is cheap."""
+
+    path: Path
+    crs: CRS
+    transform: Affine
+    width: int
+    height: int
+    count: int
+    dtype: str
+    nodata: tuple[float | None, ...]
+    scales: tuple[float, ...]
+    offsets: tuple[float, ...]
+    band_names: tuple[str, ...]
+    block_shape: tuple[int, int]
+
+    @property
+    def res(self) -> tuple[float, float]:
+        """Pixel width and height in CRS units (both positive)."""
+        return abs(self.transform.a), abs(self.transform.e)
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """left, bottom, right, top in the raster's CRS."""
+        left, top = self.transform.c, self.transform.f
+        right = left + self.transform.a * self.width
+        bottom = top + self.transform.e * self.height
+        return min(left, right), min(bottom, top), max(left, right), max(bottom, top)
+
+    @property
+    def pixel_size_m(self) -> float:
+        """Pixel size in metres (the mean of width and height).
+
+        Projected CRSs use their unit (metres, feet, ...). On a geographic grid
+        one degree is taken at the raster's central latitude (a documented
+        approximation: patches in degrees are not square on the ground).
+        """
+        res_x, res_y = self.res
+        if self.crs.is_geographic:
+            lat = math.radians((self.bounds[1] + self.bounds[3]) / 2)
+            per_degree = math.pi * _EARTH_RADIUS_M / 180
+            return (res_x * per_degree * math.cos(lat) + res_y * per_degree) / 2
+        unit = self.crs.axis_info[0].unit_conversion_factor if self.crs.axis_info else 1.0
+        return (res_x + res_y) / 2 * unit
+
+    def describe_crs(self) -> str:
+        """Short CRS text for summaries, e.g. ``EPSG:28992 (Amersfoort / RD New)``."""
+        return describe_crs(self.crs)
+
+    def pixel_of(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Fractional (row, col) of points given in the raster's CRS."""
+        inverse = ~self.transform
+        cols, rows = inverse * (np.asarray(x, dtype=float), np.asarray(y, dtype=float))
+        return np.asarray(rows), np.asarray(cols)
+
+    def contains(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """True where a point (in the raster's CRS) falls on a pixel of the raster."""
+        rows, cols = self.pixel_of(x, y)
+        return (rows >= 0) & (rows < self.height) & (cols >= 0) & (cols < self.width)
+
+    def window(self) -> Window:
+        """The whole raster as a window."""
+        return Window(0, 0, self.width, self.height)
+
+
+def describe_crs(crs: CRS | str | None) -> str:
+    """``EPSG:4326 (WGS 84)``, or the CRS name when it has no EPSG code."""
+    if crs is None:
+        return "no CRS"
+    crs = CRS.from_user_input(crs)
+    code = crs.to_epsg(min_confidence=70)
+    return f"EPSG:{code} ({crs.name})" if code else crs.name
+
+
+def open_raster(path: str | PathLike[str], key: str = "imagery.path") -> rasterio.DatasetReader:
+    """Open a raster for reading, or raise :class:`InputError` naming the file.
+
+    Use as a context manager: ``with open_raster(path) as src: ...``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "", f"file not found (key '{key}')")
+    try:
+        return rasterio.open(path)
+    except RasterioError as exc:
+        raise InputError(path, "", f"not a readable raster ({_gdal_message(exc)})") from None
+
+
+def describe_raster(path: str | PathLike[str], key: str = "imagery.path") -> RasterInfo:
+    """Read the metadata of one raster and check that it can serve as a grid.
+
+    Raises
+    ------
+    InputError
+        Missing or unreadable (corrupt) file, no CRS, or a rotated grid.
+    """
+    path = Path(path)
+    with open_raster(path, key) as src:
+        if src.crs is None:
+            raise InputError(path, "", "has no CRS; assign one (e.g. with gdal_edit.py -a_srs)")
+        transform = src.transform
+        if transform.b != 0 or transform.d != 0:
+            raise InputError(path, "", "rotated grid; warp it to a north-up grid first")
+        names = tuple(
+            d.strip() if d and d.strip() else f"band_{i + 1}"
+            for i, d in enumerate(src.descriptions)
+        )
+        return RasterInfo(
+            path=path,
+            crs=CRS.from_user_input(src.crs.to_wkt()),
+            transform=transform,
+            width=src.width,
+            height=src.height,
+            count=src.count,
+            dtype=src.dtypes[0],
+            nodata=tuple(src.nodatavals),
+            scales=tuple(float(s) if s is not None else 1.0 for s in src.scales),
+            offsets=tuple(float(o) if o is not None else 0.0 for o in src.offsets),
+            band_names=names,
+            block_shape=tuple(src.block_shapes[0]),
+        )
+
+
+def region_path(template: str | PathLike[str], region: str) -> Path:
+    """The file of ``region`` under a ``{region}`` template (no check that it exists).
+
+    >>> region_path("imagery/{region}.tif", "north").as_posix()
+    'imagery/north.tif'
+    """
+    return Path(str(template).replace(REGION_PLACEHOLDER, region))
+
+
+def resolve_imagery(spec: ImageryConfig, regions: Sequence[str]) -> dict[str, list[RasterInfo]]:
+    """The rasters each region reads, opened once each.
+
+    A template needs a readable file for every region; a list must agree in band
+    count so that every patch has the same channels.
+
+    Raises
+    ------
+    InputError
+        A missing or unreadable file, a region without a file, or rasters whose
+        bands do not match.
+    """
+    if spec.is_template:
+        out = {}
+        for region in regions:
+            path = region_path(spec.path, region)
+            if not path.exists():
+                raise InputError(
+                    path, "", f"no raster for region '{region}' (template key 'imagery.path')"
+                )
+            out[region] = [describe_raster(path)]
+        _check_same_bands([r[0] for r in out.values()])
+        return out
+    rasters = [describe_raster(p) for p in spec.paths]
+    _check_same_bands(rasters)
+    return {region: rasters for region in regions}
+
+
+def assign_rasters(
+    x: np.ndarray, y: np.ndarray, crs: CRS | str, rasters: Sequence[RasterInfo]
+) -> np.ndarray:
+    """Index of the first raster that covers each point, -1 where none does.
+
+    ``x``, ``y`` are in ``crs``; they are reprojected into each raster's CRS.
+    """
+    index = np.full(np.shape(x), -1, dtype=np.int64)
+    source = CRS.from_user_input(crs)
+    for i, raster in enumerate(rasters):
+        rx, ry = reproject_points(x, y, source, raster.crs)
+        inside = raster.contains(rx, ry) & (index < 0)
+        index[inside] = i
+    return index
+
+
+def reproject_points(
+    x: np.ndarray, y: np.ndarray, source: CRS | str, target: CRS | str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Points from ``source`` to ``target`` CRS (x = easting / longitude, always)."""
+    source, target = CRS.from_user_input(source), CRS.from_user_input(target)
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if source == target:
+        return x, y
+    transformer = Transformer.from_crs(source, target, always_xy=True)
+    with np.errstate(all="ignore"):
+        tx, ty = transformer.transform(x, y, errcheck=False)
+    return np.asarray(tx, dtype=float), np.asarray(ty, dtype=float)
+
+
+def _check_same_bands(rasters: Sequence[RasterInfo]) -> None:
+    first = rasters[0]
+    for other in rasters[1:]:
+        if other.count != first.count:
+            raise InputError(
+                other.path,
+                "",
+                f"{other.count} bands, but {first.path.name} has {first.count}: "
+                "every imagery raster needs the same bands",
+            )
+
+
+def _gdal_message(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
