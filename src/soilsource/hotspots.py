@@ -1,0 +1,519 @@
+"""Hotspots: the most sensitive places of a region, as polygons (candidate pollution sources).
+
+Definition (a choice, documented here once and used by :mod:`soilsource.zones` too):
+
+- a pixel is *hot* when its sensitivity is among the top ``top_share`` (default 5 %) of the
+  covered (non-nodata) pixels of the region **and** strictly positive. Only positive values
+  count because a positive sensitivity means that hiding the place lowers the predicted
+  probability of contamination, i.e. the network reads it as evidence *for* a source; the
+  threshold is the k-th largest covered value with ``k = ceil(top_share * n_covered)``, so
+  ties at the threshold are all hot (the share can exceed ``top_share`` slightly);
+- hot pixels are joined into polygons by 4-connectivity (pixels sharing an edge, as
+  :func:`rasterio.features.shapes` does by default); a polygon of fewer than
+  ``min_pixels`` (default 4) pixels is dropped: occlusion works in windows of many pixels,
+  so a speck of one to three pixels is threshold noise, not a place;
+- each polygon carries its area, mean and maximum sensitivity, and its dominant land-use
+  class (``landuse``) with that class's share of the polygon's pixels (``landuse_share``).
+
+Everything is computed tile by tile: the threshold by an exact two-pass radix selection
+over the float32 values, the polygons per tile in pixel coordinates (integers, so pieces
+cut by tile edges join exactly) and then moved to map coordinates.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import rasterio
+import shapely
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.features import shapes
+from rasterio.windows import Window, subdivide
+from scipy import ndimage
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from soilsource.atomic import atomic_path
+from soilsource.errors import InputError
+
+DEFAULT_TOP_SHARE = 0.05
+DEFAULT_MIN_PIXELS = 4
+TILE_PX = 1024
+LAYER = "hotspots"
+UNKNOWN_CLASS = np.iinfo(np.int64).min
+"""Land-use code given to pixels that are nodata in the land-use raster."""
+
+COLUMNS = [
+    "region",
+    "hotspot_id",
+    "area_m2",
+    "n_pixels",
+    "mean_sensitivity",
+    "max_sensitivity",
+    "landuse",
+    "landuse_share",
+]
+
+Reader = Callable[[Window], tuple[np.ndarray, np.ndarray | None]]
+"""Reads sensitivity (float32, NaN nodata) and land-use codes (or None) of one window."""
+
+
+# --- threshold -----------------------------------------------------------------------------
+
+
+def _top_count(n_covered: int, top_share: float) -> int:
+    if not 0.0 < top_share <= 1.0:
+        raise ValueError(f"top_share must be in (0, 1], got {top_share}")
+    return math.ceil(top_share * n_covered - 1e-9)
+
+
+def hotspot_threshold(sensitivity: np.ndarray, top_share: float = DEFAULT_TOP_SHARE) -> float:
+    """Sensitivity of the k-th most sensitive covered pixel, ``k = ceil(top_share * n)``.
+
+    NaN pixels are not covered. Returns ``inf`` when nothing is covered.
+
+    >>> hotspot_threshold(np.array([0.1, 0.5, np.nan, 0.3, 0.2]), top_share=0.5)
+    0.3
+    """
+    values = np.asarray(sensitivity, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    k = _top_count(values.size, top_share)
+    if k == 0:
+        return math.inf
+    return float(np.partition(values, values.size - k)[values.size - k])
+
+
+def hotspot_mask(sensitivity: np.ndarray, threshold: float) -> np.ndarray:
+    """Hot pixels: at or above ``threshold`` and strictly positive (NaN is never hot).
+
+    >>> hotspot_mask(np.array([-1.0, 0.0, 0.2, 0.5, np.nan]), threshold=-2.0)
+    array([False, False,  True,  True, False])
+    """
+    s = np.asarray(sensitivity)
+    with np.errstate(invalid="ignore"):
+        return (s >= threshold) & (s > 0)
+
+
+def _sort_keys(values: np.ndarray) -> np.ndarray:
+    """uint32 keys that sort like the float32 values (IEEE 754 sign-magnitude to unsigned)."""
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
+    return np.where(bits >> 31, ~bits, bits | np.uint32(0x80000000))
+
+
+def _key_value(key: int) -> float:
+    bits = key ^ 0x80000000 if key >> 31 else ~key & 0xFFFFFFFF
+    return float(np.array([bits], dtype=np.uint32).view(np.float32)[0])
+
+
+def _kth_largest_bucket(histogram: np.ndarray, k: int) -> tuple[int, int]:
+    """Bucket holding the k-th largest value, and that value's rank within the bucket."""
+    from_top = np.cumsum(histogram[::-1])
+    bucket = histogram.size - 1 - int(np.searchsorted(from_top, k))
+    above = int(from_top[histogram.size - 2 - bucket]) if bucket < histogram.size - 1 else 0
+    return bucket, k - above
+
+
+def raster_hotspot_threshold(
+    path: str | os.PathLike[str], top_share: float = DEFAULT_TOP_SHARE, tile_px: int = TILE_PX
+) -> float:
+    """:func:`hotspot_threshold` of a sensitivity raster, read tile by tile, exactly.
+
+    Two passes of 65,536-bucket histograms over order-preserving integer keys of the
+    float32 values (the high 16 bits, then the low 16 bits inside the one bucket that holds
+    the answer): exact, with memory independent of the raster size.
+    """
+    with rasterio.open(path) as src:
+        windows = list(subdivide(Window(0, 0, src.width, src.height), tile_px, tile_px))
+
+        def keys() -> Iterator[np.ndarray]:
+            for window in windows:
+                block = src.read(1, window=window, masked=True).filled(np.nan)
+                yield _sort_keys(block[np.isfinite(block)])
+
+        high = np.zeros(1 << 16, dtype=np.int64)
+        for k in keys():
+            high += np.bincount(k >> 16, minlength=1 << 16)
+        n_top = _top_count(int(high.sum()), top_share)
+        if n_top == 0:
+            return math.inf
+        bucket, rank = _kth_largest_bucket(high, n_top)
+        low = np.zeros(1 << 16, dtype=np.int64)
+        for k in keys():
+            low += np.bincount(k[(k >> 16) == bucket] & 0xFFFF, minlength=1 << 16)
+        low_bucket, _ = _kth_largest_bucket(low, rank)
+    return _key_value((bucket << 16) | low_bucket)
+
+
+# --- polygons ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Pieces:
+    """Connected hot components found tile by tile, before those cut by tiles are joined."""
+
+    geometries: list[shapely.Geometry] = field(default_factory=list)
+    n_pixels: list[int] = field(default_factory=list)
+    total: list[float] = field(default_factory=list)
+    maximum: list[float] = field(default_factory=list)
+    classes: list[dict[int, int]] = field(default_factory=list)
+    on_tile_edge: list[bool] = field(default_factory=list)
+
+    def add_tile(
+        self,
+        window: Window,
+        sensitivity: np.ndarray,
+        landuse: np.ndarray | None,
+        threshold: float,
+        grid_shape: tuple[int, int],
+    ) -> None:
+        hot = hotspot_mask(sensitivity, threshold)
+        if not hot.any():
+            return
+        labels, n = ndimage.label(hot)  # default structure: 4-connectivity
+        index = np.arange(1, n + 1)
+        self.n_pixels += np.bincount(labels[hot], minlength=n + 1)[1:].tolist()
+        self.total += ndimage.sum_labels(sensitivity, labels, index).tolist()
+        self.maximum += ndimage.maximum(sensitivity, labels, index).tolist()
+        self.classes += _class_counts(labels, hot, landuse, n)
+        row_off, col_off = int(window.row_off), int(window.col_off)
+        height, width = hot.shape
+        for sl in ndimage.find_objects(labels):
+            rows, cols = sl
+            self.on_tile_edge.append(
+                (rows.start == 0 and row_off > 0)
+                or (cols.start == 0 and col_off > 0)
+                or (rows.stop == height and row_off + height < grid_shape[0])
+                or (cols.stop == width and col_off + width < grid_shape[1])
+            )
+        # Pixel coordinates (x = column, y = row) are integers: pieces join exactly.
+        polygons = [None] * n
+        offset = Affine.translation(col_off, row_off)
+        for geom, value in shapes(labels.astype(np.int32), mask=hot, transform=offset):
+            polygons[int(value) - 1] = shapely.geometry.shape(geom)
+        self.geometries += polygons
+
+    def joined(self) -> pd.DataFrame:
+        """One row per connected component of the whole grid."""
+        n = len(self.geometries)
+        group = np.arange(n)
+        edge = np.flatnonzero(self.on_tile_edge)
+        if edge.size > 1:
+            geoms = np.array(self.geometries, dtype=object)[edge]
+            a, b = shapely.STRtree(geoms).query(geoms, predicate="intersects")
+            keep = a < b
+            a, b = a[keep], b[keep]
+            # 4-connectivity: pieces join when they share an edge, not only a corner.
+            shares_edge = shapely.length(shapely.intersection(geoms[a], geoms[b])) > 0
+            a, b = edge[a[shares_edge]], edge[b[shares_edge]]
+            graph = coo_matrix((np.ones(a.size), (a, b)), shape=(n, n))
+            _, group = connected_components(graph, directed=False)
+        frame = pd.DataFrame(
+            {
+                "group": group,
+                "n_pixels": self.n_pixels,
+                "total": self.total,
+                "maximum": self.maximum,
+            }
+        )
+        rows = []
+        for g, members in frame.groupby("group").groups.items():
+            members = list(members)
+            counts: dict[int, int] = {}
+            for i in members:
+                for code, c in self.classes[i].items():
+                    counts[code] = counts.get(code, 0) + c
+            geometry = (
+                self.geometries[members[0]]
+                if len(members) == 1
+                else shapely.union_all([self.geometries[i] for i in members])
+            )
+            rows.append(
+                {
+                    "group": g,
+                    "n_pixels": int(frame.n_pixels[members].sum()),
+                    "total": float(frame.total[members].sum()),
+                    "maximum": float(frame.maximum[members].max()),
+                    "classes": counts,
+                    "geometry": geometry,
+                }
+            )
+        return pd.DataFrame(
+            rows, columns=["group", "n_pixels", "total", "maximum", "classes", "geometry"]
+        )
+
+
+def _class_counts(
+    labels: np.ndarray, hot: np.ndarray, landuse: np.ndarray | None, n: int
+) -> list[dict[int, int]]:
+    """Pixels of each land-use code in each labelled component."""
+    counts: list[dict[int, int]] = [{} for _ in range(n)]
+    if landuse is None:
+        return counts
+    pairs, number = np.unique(
+        np.stack([labels[hot], np.asarray(landuse)[hot].astype(np.int64)]),
+        axis=1,
+        return_counts=True,
+    )
+    for (label, code), c in zip(pairs.T.tolist(), number.tolist(), strict=True):
+        counts[label - 1][code] = c
+    return counts
+
+
+def _polygons(
+    read: Reader,
+    height: int,
+    width: int,
+    *,
+    transform: Affine,
+    crs: CRS | str | None,
+    threshold: float,
+    classes: Mapping[int, str] | None,
+    region: str,
+    min_pixels: int,
+    tile_px: int,
+) -> gpd.GeoDataFrame:
+    if min_pixels < 1:
+        raise ValueError(f"min_pixels must be at least 1, got {min_pixels}")
+    pieces = _Pieces()
+    for window in subdivide(Window(0, 0, width, height), tile_px, tile_px):
+        sensitivity, landuse = read(window)
+        pieces.add_tile(window, sensitivity, landuse, threshold, (height, width))
+    joined = pieces.joined()
+    joined = joined[joined.n_pixels >= min_pixels]
+    pixel_area = abs(transform.a * transform.e - transform.b * transform.d)
+    names = dict(classes or {})
+    dominant, share = [], []
+    for counts, n_pixels in zip(joined.classes, joined.n_pixels, strict=True):
+        known = {code: c for code, c in counts.items() if code in names}
+        if not known:
+            dominant.append(None)
+            share.append(np.nan)
+            continue
+        code = min(known, key=lambda k: (-known[k], k))  # most pixels; ties: lowest code
+        dominant.append(names[code])
+        share.append(known[code] / n_pixels)
+    matrix = [transform.a, transform.b, transform.d, transform.e, transform.c, transform.f]
+    frame = gpd.GeoDataFrame(
+        {
+            "region": region,
+            "area_m2": joined.n_pixels.to_numpy(dtype=float) * pixel_area,
+            "n_pixels": joined.n_pixels.to_numpy(dtype=np.int64),
+            "mean_sensitivity": (joined.total / joined.n_pixels).to_numpy(dtype=float),
+            "max_sensitivity": joined.maximum.to_numpy(dtype=float),
+            "landuse": pd.Series(dominant, dtype=object),
+            "landuse_share": np.asarray(share, dtype=float),
+        },
+        geometry=gpd.GeoSeries(
+            [shapely.affinity.affine_transform(g, matrix) for g in joined.geometry], crs=crs
+        ),
+        crs=crs,
+    )
+    frame = frame.sort_values(["mean_sensitivity", "area_m2"], ascending=False, ignore_index=True)
+    frame.insert(1, "hotspot_id", np.arange(1, len(frame) + 1, dtype=np.int64))
+    return frame[[*COLUMNS, "geometry"]]
+
+
+def hotspot_polygons(
+    sensitivity: np.ndarray,
+    landuse: np.ndarray | None = None,
+    classes: Mapping[int, str] | None = None,
+    *,
+    transform: Affine,
+    crs: CRS | str | None,
+    region: str = "",
+    top_share: float = DEFAULT_TOP_SHARE,
+    threshold: float | None = None,
+    min_pixels: int = DEFAULT_MIN_PIXELS,
+    tile_px: int = TILE_PX,
+) -> gpd.GeoDataFrame:
+    """Hotspot polygons of one region from in-memory arrays on the imagery grid.
+
+    Parameters
+    ----------
+    sensitivity:
+        (H, W) sensitivity mosaic, NaN where no patch covers.
+    landuse, classes:
+        (H, W) land-use codes on the same grid and the class table ``{code: name}``;
+        codes not in the table count as unknown. Without them ``landuse`` is empty.
+    transform, crs:
+        The grid, for map coordinates and areas.
+    top_share, threshold:
+        Hot share of the covered area, or a threshold computed elsewhere (then
+        ``top_share`` is not used).
+    min_pixels:
+        Smallest polygon kept, in pixels.
+
+    Returns
+    -------
+    GeoDataFrame with columns region, hotspot_id (1 = highest mean sensitivity), area_m2,
+    n_pixels, mean_sensitivity, max_sensitivity, landuse, landuse_share and geometry.
+    """
+    sensitivity = np.asarray(sensitivity, dtype=np.float32)
+    if landuse is not None and np.shape(landuse) != sensitivity.shape:
+        raise ValueError(f"landuse {np.shape(landuse)} and sensitivity {sensitivity.shape} differ")
+    if threshold is None:
+        threshold = hotspot_threshold(sensitivity, top_share)
+
+    def read(w: Window) -> tuple[np.ndarray, np.ndarray | None]:
+        rows, cols = w.toslices()
+        return sensitivity[rows, cols], None if landuse is None else landuse[rows, cols]
+
+    return _polygons(
+        read,
+        *sensitivity.shape,
+        transform=transform,
+        crs=crs,
+        threshold=threshold,
+        classes=classes,
+        region=region,
+        min_pixels=min_pixels,
+        tile_px=tile_px,
+    )
+
+
+# --- files ---------------------------------------------------------------------------------
+
+
+class RegionRasters:
+    """A region's sensitivity raster and, optionally, its land-use raster on the same grid.
+
+    Opens both, checks the land use is on the sensitivity's grid (the inputs step aligns
+    it to the imagery), and reads matching windows; land-use nodata becomes
+    :data:`UNKNOWN_CLASS`.
+    """
+
+    def __init__(
+        self,
+        sensitivity_path: str | os.PathLike[str],
+        landuse_path: str | os.PathLike[str] | None = None,
+        *,
+        landuse_band: int = 1,
+    ) -> None:
+        self._stack = ExitStack()
+        try:
+            self.sensitivity = self._stack.enter_context(rasterio.open(sensitivity_path))
+            self.landuse = None
+            self.landuse_band = landuse_band
+            if landuse_path is not None:
+                self.landuse = self._stack.enter_context(_open_input(landuse_path))
+                _check_same_grid(self.sensitivity, self.landuse, landuse_path)
+                if not 1 <= landuse_band <= self.landuse.count:
+                    raise InputError(
+                        landuse_path, f"band {landuse_band}", f"has {self.landuse.count} band(s)"
+                    )
+        except BaseException:
+            self._stack.close()
+            raise
+
+    def __enter__(self) -> RegionRasters:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.sensitivity.height, self.sensitivity.width
+
+    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray | None]:
+        """Sensitivity (float32, NaN nodata) and land-use codes (int64) of one window."""
+        s = self.sensitivity.read(1, window=window, masked=True)
+        sensitivity = s.astype(np.float32).filled(np.nan)
+        if self.landuse is None:
+            return sensitivity, None
+        lu = self.landuse.read(self.landuse_band, window=window, masked=True)
+        return sensitivity, lu.astype(np.int64).filled(UNKNOWN_CLASS)
+
+
+def _open_input(path: str | os.PathLike[str]) -> rasterio.DatasetReader:
+    try:
+        return rasterio.open(path)
+    except rasterio.RasterioIOError as exc:
+        raise InputError(path, "", f"cannot be read as a raster ({exc})") from None
+
+
+def _check_same_grid(
+    reference: rasterio.DatasetReader, other: rasterio.DatasetReader, path: os.PathLike[str] | str
+) -> None:
+    same = (
+        (other.width, other.height) == (reference.width, reference.height)
+        and other.transform.almost_equals(reference.transform, precision=1e-6)
+        and (other.crs == reference.crs or other.crs is None or reference.crs is None)
+    )
+    if not same:
+        raise InputError(
+            path,
+            "grid",
+            f"{other.width}x{other.height} pixels, {other.crs}, origin "
+            f"({other.transform.c:g}, {other.transform.f:g}), pixel {other.transform.a:g} m is "
+            f"not the imagery grid ({reference.width}x{reference.height}, {reference.crs}, origin "
+            f"({reference.transform.c:g}, {reference.transform.f:g}), pixel "
+            f"{reference.transform.a:g} m); align the land use to the imagery first",
+        )
+
+
+def region_hotspots(
+    sensitivity_path: str | os.PathLike[str],
+    landuse_path: str | os.PathLike[str] | None = None,
+    classes: Mapping[int, str] | None = None,
+    *,
+    region: str = "",
+    top_share: float = DEFAULT_TOP_SHARE,
+    threshold: float | None = None,
+    min_pixels: int = DEFAULT_MIN_PIXELS,
+    tile_px: int = TILE_PX,
+    landuse_band: int = 1,
+) -> gpd.GeoDataFrame:
+    """Hotspot polygons of one region from its sensitivity (and land-use) rasters, by tiles.
+
+    Same result as :func:`hotspot_polygons` on the whole arrays; see it for the columns.
+    """
+    if threshold is None:
+        threshold = raster_hotspot_threshold(sensitivity_path, top_share, tile_px)
+    with RegionRasters(sensitivity_path, landuse_path, landuse_band=landuse_band) as rasters:
+        return _polygons(
+            rasters.read,
+            *rasters.shape,
+            transform=rasters.sensitivity.transform,
+            crs=rasters.sensitivity.crs,
+            threshold=threshold,
+            classes=classes if landuse_path is not None else None,
+            region=region,
+            min_pixels=min_pixels,
+            tile_px=tile_px,
+        )
+
+
+def write_hotspots(
+    path: str | os.PathLike[str],
+    regions: Iterable[gpd.GeoDataFrame],
+    crs: CRS | str | None = None,
+) -> Path:
+    """Write every region's hotspots into one GeoPackage layer, atomically.
+
+    All regions must share one CRS (the imagery's); the layer is ``hotspots``. ``crs`` is
+    used when there is no region to take it from, so that even an empty layer is located.
+    """
+    frames = [f for f in regions if f is not None]
+    crs_set = {str(f.crs) for f in frames if f.crs is not None}
+    if len(crs_set) > 1:
+        raise ValueError(f"hotspots of several CRS cannot share one layer: {sorted(crs_set)}")
+    crs_value = frames[0].crs if frames else crs
+    if frames:
+        combined = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs=crs_value)
+    else:
+        combined = gpd.GeoDataFrame(
+            {c: pd.Series(dtype=object) for c in COLUMNS}, geometry=[], crs=crs_value
+        )
+    with atomic_path(path) as tmp:
+        combined.to_file(tmp, layer=LAYER, driver="GPKG", geometry_type="Polygon")
+    return Path(path)
