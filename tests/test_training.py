@@ -1,0 +1,229 @@
+"""Tests of soilsource.training: augmentation group, splits, fitting, repeatability."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+from torch import nn
+
+from soilsource.errors import InputError
+from soilsource.training import (
+    DIHEDRAL_ORDER,
+    TorchPatchClassifier,
+    TrainSettings,
+    augment,
+    available_cpus,
+    derive_seed,
+    dihedral,
+    fit,
+    inner_split,
+    predict_proba,
+    resolve_device,
+)
+
+FAST = TrainSettings(max_epochs=12, batch_size=16, patience=4, lr=1e-2)
+
+
+def blob_task(n: int = 96, px: int = 12, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Positives carry a bright 3x3 blob at a random place in band 0; negatives do not."""
+    rng = np.random.default_rng(seed)
+    y = np.zeros(n, dtype=int)
+    y[rng.permutation(n)[: n // 3]] = 1
+    x = rng.normal(size=(n, 2, px, px)).astype("float32")
+    for i in np.flatnonzero(y):
+        r, c = rng.integers(0, px - 3, size=2)
+        x[i, 0, r : r + 3, c : c + 3] += 2.0
+    return x, y
+
+
+def small_cnn(seed: int = 0, batchnorm: bool = False) -> nn.Module:
+    torch.manual_seed(seed)
+    layers: list[nn.Module] = [nn.Conv2d(2, 8, 3)]
+    if batchnorm:
+        layers.append(nn.BatchNorm2d(8))
+    layers += [nn.ReLU(), nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(8, 1), nn.Flatten(0)]
+    return nn.Sequential(*layers)
+
+
+# --- the dihedral group ---------------------------------------------------------------------
+
+
+def test_dihedral_is_exactly_the_eight_rotations_and_flips():
+    x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    expected = []
+    for flip in (False, True):
+        for k in range(4):
+            y = torch.rot90(x, k, dims=(-2, -1))
+            expected.append(torch.flip(y, dims=(-1,)) if flip else y)
+    got = [dihedral(x, k) for k in range(DIHEDRAL_ORDER)]
+    assert torch.equal(got[0], x)  # identity first
+    # all distinct
+    keys = {tuple(g.flatten().tolist()) for g in got}
+    assert len(keys) == 8
+    assert keys == {tuple(e.flatten().tolist()) for e in expected}
+    # closed under composition: a group, not just eight maps
+    for a, b in itertools.product(range(8), repeat=2):
+        assert tuple(dihedral(dihedral(x, a), b).flatten().tolist()) in keys
+    # the transpose (a reflection not built in directly) is one of them
+    assert tuple(x.transpose(-1, -2).flatten().tolist()) in keys
+
+
+def test_dihedral_rejects_out_of_range():
+    with pytest.raises(ValueError):
+        dihedral(torch.zeros(1, 1, 2, 2), 8)
+
+
+def test_augment_applies_one_group_element_per_patch_and_uses_all():
+    x = torch.arange(64 * 9, dtype=torch.float32).reshape(64, 1, 3, 3)
+    g = torch.Generator().manual_seed(0)
+    seen = set()
+    for _ in range(3):
+        out = augment(x, g)
+        for i in range(len(x)):
+            matches = [k for k in range(8) if torch.equal(out[i], dihedral(x[i], k))]
+            assert len(matches) == 1
+            seen.add(matches[0])
+    assert seen == set(range(8))
+    # the same generator state gives the same augmentation
+    a = augment(x, torch.Generator().manual_seed(5))
+    b = augment(x, torch.Generator().manual_seed(5))
+    assert torch.equal(a, b)
+
+
+# --- small pieces ---------------------------------------------------------------------------
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(InputError, match=r"compute\.device"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="no CUDA"):
+            resolve_device("cuda")
+
+
+def test_available_cpus_and_derive_seed():
+    assert 1 <= available_cpus() <= (torch.get_num_threads() + 1024)
+    assert derive_seed(3, 1) == derive_seed(3, 1)
+    assert len({derive_seed(3, k) for k in range(10)}) == 10
+
+
+def test_inner_split_keeps_blocks_whole_and_is_stratified():
+    rng = np.random.default_rng(1)
+    groups = rng.integers(0, 20, size=200)
+    y = (rng.uniform(size=200) < 0.3).astype(int)
+    train, val, kind = inner_split(y, groups, val_fraction=0.2, seed=0)
+    assert kind == "spatial"
+    assert not set(groups[train]) & set(groups[val])
+    assert sorted(np.concatenate([train, val]).tolist()) == list(range(200))
+    assert 0.1 < len(val) / 200 < 0.3
+    assert 0 < y[val].mean() < 1
+    again = inner_split(y, groups, val_fraction=0.2, seed=0)
+    assert np.array_equal(again[1], val)
+
+
+def test_inner_split_falls_back():
+    y = np.array([0, 1] * 10)
+    assert inner_split(y, np.zeros(20, int), seed=0)[2] == "random"  # one block only
+    train, val, kind = inner_split(np.array([0] * 9 + [1]), seed=0)  # one positive
+    assert kind == "none" and len(val) == 0 and len(train) == 10
+
+
+# --- fitting --------------------------------------------------------------------------------
+
+
+def test_fit_learns_a_spatial_pattern_and_restores_best_weights():
+    x, y = blob_task(n=120)
+    xt, yt = blob_task(n=60, seed=1)
+    result = fit(small_cnn(), x, y, seed=0, device="cpu", settings=FAST, num_threads=1)
+    proba = predict_proba(result.model, xt, "cpu")
+    assert roc_auc_score(yt, proba) > 0.9
+    assert 1 <= result.best_epoch <= result.epochs_run <= FAST.max_epochs
+    assert result.val_split == "random"
+    n_train_pos = y[result.train_index].sum()
+    assert result.pos_weight == pytest.approx((len(result.train_index) - n_train_pos) / n_train_pos)
+    # the model handed back is the best epoch's, by validation AUC then loss
+    best = result.history[result.best_epoch - 1]
+    assert best.val_auc == max(h.val_auc for h in result.history)
+    val_auc = roc_auc_score(
+        y[result.val_index], predict_proba(result.model, x[result.val_index], "cpu")
+    )
+    assert val_auc == pytest.approx(best.val_auc)
+
+
+def test_fit_monitor_loss_restores_lowest_validation_loss():
+    x, y = blob_task(n=80)
+    settings = TrainSettings(max_epochs=6, batch_size=16, patience=10, monitor="loss", lr=1e-2)
+    result = fit(small_cnn(), x, y, seed=0, device="cpu", settings=settings, num_threads=1)
+    losses = [h.val_loss for h in result.history]
+    assert result.best_epoch == int(np.argmin(losses)) + 1
+    assert result.epochs_run == 6 and not result.stopped_early
+
+
+def test_fit_is_repeatable_bit_for_bit_and_seed_matters():
+    x, y = blob_task(n=64)
+    settings = TrainSettings(max_epochs=3, batch_size=16, patience=3)
+
+    def run(seed: int) -> dict[str, torch.Tensor]:
+        model = small_cnn(seed=0)
+        fit(model, x, y, seed=seed, device="cpu", settings=settings, num_threads=1)
+        return model.state_dict()
+
+    a, b, c = run(7), run(7), run(8)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_fit_restores_thread_count_and_handles_batch_of_one():
+    x, y = blob_task(n=42)  # 33 or so training samples with batch 16: a last batch of one
+    before = torch.get_num_threads()
+    settings = TrainSettings(max_epochs=2, batch_size=16, patience=2)
+    for n in range(30, 42):
+        train, _, _ = inner_split(y[:n], val_fraction=settings.val_fraction, seed=derive_seed(0, 0))
+        if len(train) % 16 == 1:
+            break
+    assert len(train) % 16 == 1
+    model = small_cnn(batchnorm=True)
+    fit(model, x[:n], y[:n], device="cpu", settings=settings, num_threads=1)
+    assert torch.get_num_threads() == before
+
+
+def test_fit_rejects_bad_inputs():
+    x, y = blob_task(n=20)
+    model = small_cnn()
+    with pytest.raises(ValueError, match="square"):
+        fit(model, x[:, :, :, :10], y, device="cpu")
+    with pytest.raises(ValueError, match="0 or 1"):
+        fit(model, x, y * 2, device="cpu")
+    with pytest.raises(ValueError, match="both classes"):
+        fit(model, x, np.zeros(20, int), device="cpu")
+    with pytest.raises(ValueError, match="labels must be"):
+        fit(model, x, y[:5], device="cpu")
+    with pytest.raises(ValueError):
+        TrainSettings(val_fraction=0.7)
+    with pytest.raises(ValueError):
+        TrainSettings(monitor="accuracy")  # type: ignore[arg-type]
+
+
+def test_predict_proba_is_deterministic_in_eval_mode():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(8, 1), nn.Flatten(0))
+    x = np.random.default_rng(0).normal(size=(10, 2, 2, 2)).astype("float32")
+    a, b = predict_proba(model, x, "cpu", batch_size=3), predict_proba(model, x, "cpu")
+    assert a.shape == (10,) and a.dtype == np.float64
+    assert np.array_equal(a, b)
+    assert ((a > 0) & (a < 1)).all()
+
+
+def test_torch_patch_classifier_is_an_estimator():
+    x, y = blob_task(n=80)
+    est = TorchPatchClassifier(small_cnn(), settings=FAST, device="cpu", num_threads=1)
+    assert est.fit(x, y, seed=0) is est
+    assert est.fit_result_ is not None and est.fit_result_.epochs_run >= 1
+    p = est.predict_proba(x)
+    assert p.shape == (80,) and roc_auc_score(y, p) > 0.8
