@@ -1,0 +1,535 @@
+"""Square image patches centred on soil samples, with validity masks and band statistics.
+
+A patch is a window of ``patch.size_m`` metres (``size_px`` pixels) in the
+raster's own pixel grid, centred on the sample: for an odd size the sample's
+pixel is the centre pixel, for an even size the grid corner nearest the sample
+is the centre. Windows that cross the raster's edge, or cover nodata, are
+zero-filled where there is no data and marked in ``valid``; they are never
+dropped silently, so patch ``i`` always belongs to sample ``i``.
+
+The maths (window origins, statistics, normalisation) is separate from the I/O
+(:func:`read_windows`), in the style of TorchGeo's samplers and datasets:
+
+>>> import numpy as np
+>>> patch_origins(np.array([10.3]), np.array([4.0]), 3)
+(array([9]), array([3]))
+
+Reading is windowed (never the whole raster), sorted by raster block so that
+each block is decoded about once, and split across threads, each with its own
+dataset handle (GDAL releases the GIL while it reads).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from os import PathLike
+
+import numpy as np
+import rasterio
+from rasterio.enums import MaskFlags
+from rasterio.errors import RasterioError
+from rasterio.windows import Window
+
+from soilsource.errors import InputError
+from soilsource.inputs.imagery import RasterInfo, describe_raster
+
+
+@dataclass
+class Patches:
+    """Patches of ``N`` samples from one raster.
+
+    Attributes
+    ----------
+    data:
+        float32 ``(N, C, S, S)``: physical values (scale and offset applied),
+        0 where ``valid`` is False.
+    valid:
+        bool ``(N, S, S)``: True where every band has data.
+    row_off, col_off:
+        int64 ``(N,)``: the window origin of each patch in the raster grid.
+    index:
+        int64 ``(N,)``: position of each patch's sample in the points given.
+    band_names:
+        Names of the ``C`` bands.
+    """
+
+    data: np.ndarray
+    valid: np.ndarray
+    row_off: np.ndarray
+    col_off: np.ndarray
+    index: np.ndarray
+    band_names: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return int(self.data.shape[0])
+
+    @property
+    def size_px(self) -> int:
+        """Side of each patch in pixels."""
+        return int(self.data.shape[-1])
+
+    @property
+    def nodata_share(self) -> np.ndarray:
+        """Share of each patch's pixels without data (outside the raster or nodata)."""
+        return 1.0 - self.valid.reshape(len(self), -1).mean(axis=1)
+
+    def subset(self, index: np.ndarray | Sequence[int]) -> Patches:
+        """The patches at positions ``index`` (numpy indexing: copies)."""
+        index = np.asarray(index)
+        return Patches(
+            self.data[index],
+            self.valid[index],
+            self.row_off[index],
+            self.col_off[index],
+            self.index[index],
+            self.band_names,
+        )
+
+
+def patch_size_px(size_m: float, raster: RasterInfo) -> int:
+    """Patch side in pixels of ``raster`` for a side of ``size_m`` metres (at least 1).
+
+    >>> from affine import Affine
+    >>> from pyproj import CRS
+    >>> from pathlib import Path
+    >>> grid = RasterInfo(Path("x.tif"), CRS.from_epsg(28992), Affine(40, 0, 0, 0, -40, 0),
+    ...                   10, 10, 1, "uint8", (None,), (1.0,), (0.0,), ("b",), (10, 10))
+    >>> patch_size_px(960, grid)
+    24
+    """
+    return max(1, round(size_m / raster.pixel_size_m))
+
+
+def patch_origins(
+    rows: np.ndarray, cols: np.ndarray, size_px: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-left pixel of the ``size_px`` window centred on fractional pixel positions.
+
+    ``floor(p - size/2 + 1/2)``: for odd sizes the pixel containing ``p`` is the
+    centre pixel; for even sizes the grid corner nearest ``p`` is the centre.
+
+    >>> patch_origins(np.array([10.3, 10.6]), np.array([0.2, 0.2]), 4)
+    (array([8, 9]), array([-2, -2]))
+    """
+    half = size_px / 2 - 0.5
+    row_off = np.floor(np.asarray(rows, dtype=float) - half).astype(np.int64)
+    col_off = np.floor(np.asarray(cols, dtype=float) - half).astype(np.int64)
+    return row_off, col_off
+
+
+def block_order(
+    row_off: np.ndarray, col_off: np.ndarray, block_shape: tuple[int, int]
+) -> np.ndarray:
+    """Order that visits windows block row by block row, so each block is read once.
+
+    >>> block_order(np.array([300, 0, 10]), np.array([0, 300, 0]), (256, 256)).tolist()
+    [2, 1, 0]
+    """
+    block_h, block_w = block_shape
+    return np.lexsort(
+        (col_off, np.floor_divide(col_off, block_w), np.floor_divide(row_off, block_h))
+    )
+
+
+def extract_patches(
+    raster: str | PathLike[str] | RasterInfo,
+    points_xy: np.ndarray,
+    size_px: int,
+    *,
+    threads: int = 2,
+) -> Patches:
+    """Read the ``size_px`` patch around each point (given in the raster's CRS).
+
+    Parameters
+    ----------
+    raster:
+        The raster (path or :class:`~soilsource.inputs.RasterInfo`).
+    points_xy:
+        ``(N, 2)`` x, y in the raster's CRS (see
+        :func:`soilsource.inputs.reproject_points`).
+    size_px:
+        Side of the square patches in pixels.
+    threads:
+        Reader threads, each with its own dataset handle.
+
+    Returns
+    -------
+    Patches
+        In the order of ``points_xy`` (``index`` is ``0..N-1``).
+    """
+    info = raster if isinstance(raster, RasterInfo) else describe_raster(raster)
+    row_off, col_off = _origins(info, points_xy, size_px)
+    with PatchReader(info, size_px, threads=threads) as reader:
+        return reader.read(row_off, col_off)
+
+
+def iter_patches(
+    raster: str | PathLike[str] | RasterInfo,
+    points_xy: np.ndarray,
+    size_px: int,
+    *,
+    batch_size: int = 256,
+    threads: int = 2,
+    reuse: bool = False,
+) -> Iterator[Patches]:
+    """Patches in batches of ``batch_size``, in raster block order, in bounded memory.
+
+    Each batch's ``index`` gives the positions of its samples in ``points_xy``.
+    Use it when all patches together would not fit in memory. With ``reuse``,
+    every full batch is written into the same arrays (faster; copy what you keep).
+    """
+    info = raster if isinstance(raster, RasterInfo) else describe_raster(raster)
+    row_off, col_off = _origins(info, points_xy, size_px)
+    order = block_order(row_off, col_off, info.block_shape)
+    buffer = None
+    with PatchReader(info, size_px, threads=threads) as reader:
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            out = buffer if reuse and buffer is not None and len(buffer) == len(batch) else None
+            patches = reader.read(row_off[batch], col_off[batch], out=out)
+            patches.index = batch
+            buffer = patches
+            yield patches
+
+
+def read_windows(
+    raster: RasterInfo,
+    row_off: np.ndarray,
+    col_off: np.ndarray,
+    size_px: int,
+    *,
+    threads: int = 2,
+) -> Patches:
+    """Read square windows with the given origins (the I/O half of :func:`extract_patches`)."""
+    with PatchReader(raster, size_px, threads=threads) as reader:
+        return reader.read(row_off, col_off)
+
+
+def _origins(info: RasterInfo, points_xy: np.ndarray, size_px: int):
+    points_xy = np.asarray(points_xy, dtype=float).reshape(-1, 2)
+    rows, cols = info.pixel_of(points_xy[:, 0], points_xy[:, 1])
+    return patch_origins(rows, cols, size_px)
+
+
+class PatchReader:
+    """Reads windows of one size from one raster; open datasets and decoded blocks persist.
+
+    Windows are clipped to the raster, read, converted to float32 with the band
+    scale and offset, and placed in zero-filled arrays; pixels outside the raster
+    or with nodata (per-band nodata, NaN, or a GDAL mask / alpha band) are invalid.
+
+    Two ways to read, chosen per call from what the windows touch:
+
+    - *blocks*: each raster block a window touches is read whole (GDAL's fast
+      path), kept in a small per-thread cache that drops block rows behind the
+      current one, and patches are cut from it with numpy. Best when windows are
+      dense (several per block), the usual case for samples in a region.
+    - *windows*: one GDAL windowed read per patch. Best for a few scattered
+      windows on a raster with large blocks (e.g. full-width strips).
+
+    Use as a context manager; each thread holds its own dataset handle.
+
+    Raises
+    ------
+    InputError
+        The raster cannot be read (e.g. a corrupt or truncated file).
+    """
+
+    def __init__(self, raster: RasterInfo, size_px: int, *, threads: int = 2) -> None:
+        self.raster = raster
+        self.size = int(size_px)
+        self.threads = max(1, int(threads))
+        self._workers: list[_Worker] = []
+
+    def __enter__(self) -> PatchReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the datasets and drop the cached blocks."""
+        for worker in self._workers:
+            worker.close()
+        self._workers = []
+
+    def read(self, row_off: np.ndarray, col_off: np.ndarray, out: Patches | None = None) -> Patches:
+        """Patches whose top-left pixels are ``(row_off, col_off)``, in the order given.
+
+        ``out``, a :class:`Patches` of the same shape, is filled in place and
+        returned (no new memory: re-using one batch buffer saves the page faults of
+        fresh arrays, about a third of the time for large patches).
+        """
+        raster = self.raster
+        row_off = np.asarray(row_off, dtype=np.int64)
+        col_off = np.asarray(col_off, dtype=np.int64)
+        n = len(row_off)
+        shape = (n, raster.count, self.size, self.size)
+        if out is None:
+            data = np.zeros(shape, dtype=np.float32)
+            valid = np.zeros((n, self.size, self.size), dtype=bool)
+        else:
+            if out.data.shape != shape:
+                raise ValueError(f"out has shape {out.data.shape}, expected {shape}")
+            data, valid = out.data, out.valid
+            edge = (
+                (row_off < 0)
+                | (col_off < 0)
+                | (row_off + self.size > raster.height)
+                | (col_off + self.size > raster.width)
+            )
+            data[edge] = 0.0  # inside patches are overwritten pixel by pixel
+            valid[edge] = False
+        order = block_order(row_off, col_off, raster.block_shape)
+        threads = max(1, min(self.threads, math.ceil(n / 16)))  # few windows: one thread
+        while len(self._workers) < threads:
+            self._workers.append(_Worker(raster))
+        by_blocks = self._blocks_pay_off(row_off, col_off)
+        jobs = [
+            (worker, chunk, row_off, col_off, self.size, data, valid, by_blocks)
+            for worker, chunk in zip(self._workers, np.array_split(order, threads), strict=False)
+        ]
+        if threads == 1:
+            _run(jobs[0])
+        else:
+            with ThreadPoolExecutor(max_workers=threads) as pool:
+                list(pool.map(_run, jobs))
+        if out is None:
+            return Patches(data, valid, row_off, col_off, np.arange(n), raster.band_names)
+        out.row_off, out.col_off, out.index = row_off, col_off, np.arange(n)
+        return out
+
+    def _blocks_pay_off(self, row_off: np.ndarray, col_off: np.ndarray) -> bool:
+        """True when reading whole blocks moves fewer pixels than windowed reads would.
+
+        GDAL's partial-block reads cost several times a whole-block read per pixel
+        (measured: ~4x for pixel-interleaved GeoTIFF tiles), hence the factor.
+        """
+        block_h, block_w = self.raster.block_shape
+        blocks = _touched_blocks(row_off, col_off, self.size, self.raster)
+        return len(blocks) * block_h * block_w <= 4 * len(row_off) * self.size**2
+
+
+def _touched_blocks(row_off, col_off, size, raster: RasterInfo) -> set[tuple[int, int]]:
+    block_h, block_w = raster.block_shape
+    r0 = np.clip(row_off, 0, raster.height - 1) // block_h
+    r1 = np.clip(row_off + size - 1, 0, raster.height - 1) // block_h
+    c0 = np.clip(col_off, 0, raster.width - 1) // block_w
+    c1 = np.clip(col_off + size - 1, 0, raster.width - 1) // block_w
+    touched: set[tuple[int, int]] = set()
+    for a, b, c, d in zip(r0.tolist(), r1.tolist(), c0.tolist(), c1.tolist(), strict=True):
+        touched.update((r, col) for r in range(a, b + 1) for col in range(c, d + 1))
+    return touched
+
+
+def _run(job) -> None:
+    worker, chunk, row_off, col_off, size, data, valid, by_blocks = job
+    worker.read(chunk, row_off, col_off, size, data, valid, by_blocks)
+
+
+class _Worker:
+    """One thread's dataset handle and block cache."""
+
+    def __init__(self, raster: RasterInfo) -> None:
+        self.raster = raster
+        self.src = None
+        self.mode = "none"
+        self.blocks: dict[tuple[int, int], tuple[np.ndarray, np.ndarray | None]] = {}
+        scales = np.asarray(raster.scales, dtype=np.float32)
+        offsets = np.asarray(raster.offsets, dtype=np.float32)
+        self.identity = bool(np.all(scales == 1) and np.all(offsets == 0))
+        self.scales = scales[:, None, None]
+        self.offsets = offsets[:, None, None]
+        self.is_float = np.issubdtype(np.dtype(raster.dtype), np.floating)
+
+    def close(self) -> None:
+        if self.src is not None:
+            self.src.close()
+            self.src = None
+        self.blocks.clear()
+
+    def read(self, chunk, row_off, col_off, size, data, valid, by_blocks) -> None:
+        if len(chunk) == 0:
+            return
+        path = self.raster.path
+        try:
+            if self.src is None:
+                self.src = rasterio.open(path)
+                self.mode = _mask_mode(self.src)
+            for i in chunk.tolist():
+                r0, c0 = int(row_off[i]), int(col_off[i])
+                if by_blocks:
+                    self._from_blocks(i, r0, c0, size, data, valid)
+                else:
+                    self._from_window(i, r0, c0, size, data, valid)
+        except RasterioError as exc:
+            text = str(exc).strip().splitlines()
+            raise InputError(path, "", f"cannot read pixels: {text[0] if text else exc}") from None
+
+    def _from_window(self, i, r0, c0, size, data, valid) -> None:
+        rr0, cc0 = max(r0, 0), max(c0, 0)
+        rr1, cc1 = min(r0 + size, self.raster.height), min(c0 + size, self.raster.width)
+        if rr1 <= rr0 or cc1 <= cc0:  # entirely outside: all invalid, zeros
+            return
+        window = Window(cc0, rr0, cc1 - cc0, rr1 - rr0)
+        pixels = self.src.read(window=window)
+        ok = _valid_pixels(self.src, pixels, window, self.mode, self.raster.nodata, self.is_float)
+        self._put(pixels, ok, data[i], valid[i], rr0 - r0, cc0 - c0)
+
+    def _from_blocks(self, i, r0, c0, size, data, valid) -> None:
+        block_h, block_w = self.raster.block_shape
+        rr0, cc0 = max(r0, 0), max(c0, 0)
+        rr1, cc1 = min(r0 + size, self.raster.height), min(c0 + size, self.raster.width)
+        if rr1 <= rr0 or cc1 <= cc0:
+            return
+        first_row = rr0 // block_h
+        stale = [key for key in self.blocks if key[0] < first_row]
+        for key in stale:  # windows come in block-row order: rows above are done
+            del self.blocks[key]
+        for block_row in range(first_row, (rr1 - 1) // block_h + 1):
+            top = block_row * block_h
+            for block_col in range(cc0 // block_w, (cc1 - 1) // block_w + 1):
+                left = block_col * block_w
+                pixels, ok = self._block(block_row, block_col)
+                ys = slice(max(rr0, top) - top, min(rr1, top + pixels.shape[1]) - top)
+                xs = slice(max(cc0, left) - left, min(cc1, left + pixels.shape[2]) - left)
+                self._put(
+                    pixels[:, ys, xs],
+                    None if ok is None else ok[ys, xs],
+                    data[i],
+                    valid[i],
+                    top + ys.start - r0,
+                    left + xs.start - c0,
+                )
+
+    def _block(self, block_row: int, block_col: int):
+        key = (block_row, block_col)
+        if key not in self.blocks:
+            block_h, block_w = self.raster.block_shape
+            top, left = block_row * block_h, block_col * block_w
+            window = Window(
+                left,
+                top,
+                min(block_w, self.raster.width - left),
+                min(block_h, self.raster.height - top),
+            )
+            pixels = self.src.read(window=window)
+            ok = _valid_pixels(
+                self.src, pixels, window, self.mode, self.raster.nodata, self.is_float
+            )
+            self.blocks[key] = (pixels, ok)
+        return self.blocks[key]
+
+    def _put(self, pixels, ok, data_i, valid_i, y0: int, x0: int) -> None:
+        """Copy native pixels into one patch at (y0, x0), as float32 with scale/offset."""
+        h, w = pixels.shape[1:]
+        target = data_i[:, y0 : y0 + h, x0 : x0 + w]
+        if self.identity:
+            target[...] = pixels
+        else:
+            np.multiply(pixels, self.scales, out=target, casting="unsafe")
+            target += self.offsets
+        if ok is None:
+            valid_i[y0 : y0 + h, x0 : x0 + w] = True
+        else:
+            np.copyto(target, 0.0, where=~ok)  # invalid pixels become 0 (NaN too)
+            valid_i[y0 : y0 + h, x0 : x0 + w] = ok
+
+
+def _mask_mode(src) -> str:
+    """How to find invalid pixels: "none", "nodata" (compare values) or "mask" (GDAL mask)."""
+    flags = src.mask_flag_enums
+    if all(f == [MaskFlags.all_valid] for f in flags):
+        return "none"
+    if all(MaskFlags.nodata in f or f == [MaskFlags.all_valid] for f in flags):
+        return "nodata"
+    return "mask"
+
+
+def _valid_pixels(src, block, window, mode, nodata, is_float) -> np.ndarray | None:
+    """bool (h, w): every band has data; None when every pixel is valid."""
+    ok = None
+    if mode == "mask":
+        ok = np.all(src.read_masks(window=window) > 0, axis=0)
+    elif mode == "nodata":
+        for band, value in enumerate(nodata):
+            if value is None:
+                continue
+            band_ok = ~np.isnan(block[band]) if np.isnan(value) else block[band] != value
+            ok = band_ok if ok is None else ok & band_ok
+    if is_float:
+        finite = np.all(np.isfinite(block), axis=0)
+        ok = finite if ok is None else ok & finite
+    if ok is not None and ok.all():
+        return None
+    return ok
+
+
+@dataclass(frozen=True)
+class BandStats:
+    """Per-band mean and standard deviation of valid pixels of training patches.
+
+    Fit on the training samples only, so that nothing of the test samples leaks
+    into the normalisation.
+
+    >>> data = np.arange(8, dtype=np.float32).reshape(2, 1, 2, 2)
+    >>> patches = Patches(data, np.ones((2, 2, 2), bool), np.zeros(2, int), np.zeros(2, int),
+    ...                   np.arange(2), ("b",))
+    >>> stats = BandStats.fit(patches, [0])
+    >>> stats.mean.tolist(), round(float(stats.std[0]), 4)
+    ([1.5], 1.118)
+    """
+
+    mean: np.ndarray
+    std: np.ndarray
+    band_names: tuple[str, ...]
+
+    @classmethod
+    def fit(cls, patches: Patches, index: np.ndarray | Sequence[int] | None = None) -> BandStats:
+        """Statistics over the valid pixels of ``patches[index]`` (all when None)."""
+        index = np.arange(len(patches)) if index is None else np.asarray(index)
+        channels = patches.data.shape[1]
+        total = np.zeros(channels)
+        squares = np.zeros(channels)
+        count = 0
+        for start in range(0, len(index), 64):  # chunks bound the float64 temporaries
+            part = index[start : start + 64]
+            data = patches.data[part].astype(np.float64)
+            valid = patches.valid[part][:, None, :, :]
+            data *= valid
+            total += data.sum(axis=(0, 2, 3))
+            squares += np.square(data).sum(axis=(0, 2, 3))
+            count += int(valid.sum())
+        if count == 0:
+            raise ValueError("no valid pixel in the training patches")
+        mean = total / count
+        variance = np.maximum(squares / count - mean**2, 0.0)
+        std = np.sqrt(variance)
+        std[std == 0] = 1.0  # a constant band: centre it, do not divide by zero
+        return cls(mean.astype(np.float32), std.astype(np.float32), patches.band_names)
+
+    def transform(self, patches: Patches) -> np.ndarray:
+        """float32 ``(N, C, S, S)`` normalised data; invalid pixels are 0 (the band mean)."""
+        out = (patches.data - self.mean[:, None, None]) / self.std[:, None, None]
+        out *= patches.valid[:, None, :, :]
+        return out.astype(np.float32, copy=False)
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able form (for model files that load without executing code)."""
+        return {
+            "band_names": list(self.band_names),
+            "mean": self.mean.tolist(),
+            "std": self.std.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict) -> BandStats:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            np.asarray(values["mean"], dtype=np.float32),
+            np.asarray(values["std"], dtype=np.float32),
+            tuple(values["band_names"]),
+        )
