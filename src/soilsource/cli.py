@@ -78,6 +78,17 @@ def demo(
     stdout.print(f"synthetic city: {city}")
 
 
+@app.command()
+def check(
+    config: Annotated[Path, typer.Argument(help="The YAML configuration file.")],
+) -> None:
+    """Validate the inputs of CONFIG and print a summary (no training, writes nothing)."""
+    from soilsource.check import check as check_inputs
+    from soilsource.check import print_summary
+
+    print_summary(check_inputs(config), stdout)
+
+
 def _print_city_summary(summary: dict) -> None:
     from rich.table import Table
 
