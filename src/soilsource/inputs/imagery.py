@@ -83,9 +83,11 @@ class RasterInfo:
 
     def pixel_of(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Fractional (row, col) of points given in the raster's CRS."""
-        inverse = ~self.transform
-        cols, rows = inverse * (np.asarray(x, dtype=float), np.asarray(y, dtype=float))
-        return np.asarray(rows), np.asarray(cols)
+        inv = ~self.transform
+        x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+        cols = inv.a * x + inv.b * y + inv.c
+        rows = inv.d * x + inv.e * y + inv.f
+        return rows, cols
 
     def contains(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """True where a point (in the raster's CRS) falls on a pixel of the raster."""

@@ -268,7 +268,7 @@ def _aligned_window(src, grid: RasterInfo, transform, shape) -> Window | None:
     a, e = src.transform.a, src.transform.e
     if not np.allclose((a, e), (transform.a, transform.e), rtol=1e-9):
         return None
-    col, row = ~src.transform * (transform.c, transform.f)
+    col, row = ~src.transform @ (transform.c, transform.f)
     if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
         return None
     return Window(round(col), round(row), shape[1], shape[0])
@@ -277,8 +277,8 @@ def _aligned_window(src, grid: RasterInfo, transform, shape) -> Window | None:
 def _source_window(src, grid: RasterInfo, transform, shape) -> Window | None:
     """The part of the land-use raster that covers a window of the imagery grid (+1 px)."""
     height, width = shape
-    left, top = transform * (0, 0)
-    right, bottom = transform * (width, height)
+    left, top = transform @ (0, 0)
+    right, bottom = transform @ (width, height)
     bounds = transform_bounds(
         grid.crs, src.crs, min(left, right), min(top, bottom), max(left, right), max(top, bottom)
     )
