@@ -198,7 +198,7 @@ def test_land_use_off_the_imagery_grid_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="band 2"):
         region_hotspots(s_path, good, CLASSES, landuse_band=2)
     (tmp_path / "junk.tif").write_text("not a raster")
-    with pytest.raises(InputError, match="cannot be read"):
+    with pytest.raises(InputError, match="not a readable raster"):
         region_hotspots(s_path, tmp_path / "junk.tif", CLASSES)
 
 
@@ -234,3 +234,30 @@ def test_regions_in_different_crs_are_refused(tmp_path):
     with pytest.raises(ValueError, match="CRS"):
         write_hotspots(tmp_path / "h.gpkg", [a, b])
     assert not (tmp_path / "h.gpkg").exists()
+
+
+def test_vector_land_use_is_put_on_the_grid_by_the_inputs_step(tmp_path):
+    from shapely.geometry import box
+
+    from soilsource.config import LanduseConfig
+    from soilsource.inputs.landuse import open_landuse
+
+    s, landuse = two_blobs()
+    s_path = write_raster(tmp_path / "s.tif", s, np.nan)
+    # Land use as polygons: the three vertical stripes of two_blobs(), in map coordinates.
+    left, top = TRANSFORM.c, TRANSFORM.f
+    stripes = [(1, 0, 15), (2, 15, 40), (3, 40, 80)]
+    polygons = gpd.GeoDataFrame(
+        {"name": [CLASSES[c] for c, _, _ in stripes]},
+        geometry=[box(left + 10 * a, top - 600, left + 10 * b, top) for _, a, b in stripes],
+        crs=CRS,
+    )
+    polygons.to_file(tmp_path / "landuse.gpkg")
+    table = tmp_path / "classes.csv"
+    table.write_text("code,name\n" + "".join(f"{c},{n}\n" for c, n in CLASSES.items()))
+    source = open_landuse(
+        LanduseConfig(path=tmp_path / "landuse.gpkg", classes=table, field="name"), "north"
+    )
+    from_vector = region_hotspots(s_path, source, source.classes, threshold=0.4, tile_px=16)
+    in_memory = hotspot_polygons(s, landuse, CLASSES, transform=TRANSFORM, crs=CRS, threshold=0.4)
+    assert from_vector.drop(columns="geometry").equals(in_memory.drop(columns="geometry"))

@@ -44,6 +44,8 @@ from scipy.sparse.csgraph import connected_components
 
 from soilsource.atomic import atomic_path
 from soilsource.errors import InputError
+from soilsource.inputs.imagery import describe_raster, open_raster
+from soilsource.inputs.landuse import Landuse
 
 DEFAULT_TOP_SHARE = 0.05
 DEFAULT_MIN_PIXELS = 4
@@ -383,33 +385,42 @@ def hotspot_polygons(
 # --- files ---------------------------------------------------------------------------------
 
 
-class RegionRasters:
-    """A region's sensitivity raster and, optionally, its land-use raster on the same grid.
+LanduseSource = str | os.PathLike[str] | Landuse
+"""A land-use raster already on the imagery grid, or a :class:`~soilsource.inputs.landuse.Landuse`
+(any raster or vector land use, put on the grid window by window)."""
 
-    Opens both, checks the land use is on the sensitivity's grid (the inputs step aligns
-    it to the imagery), and reads matching windows; land-use nodata becomes
-    :data:`UNKNOWN_CLASS`.
+
+class RegionRasters:
+    """A region's sensitivity raster and, optionally, its land use, read window by window.
+
+    Land use is either a raster file on the sensitivity (imagery) grid, checked here, or a
+    :class:`~soilsource.inputs.landuse.Landuse` from :func:`~soilsource.inputs.landuse.
+    open_landuse`, which resamples or rasterises it onto the grid. Land-use nodata (code 0
+    of a ``Landuse``) is a code outside every class table: unknown.
     """
 
     def __init__(
         self,
         sensitivity_path: str | os.PathLike[str],
-        landuse_path: str | os.PathLike[str] | None = None,
+        landuse: LanduseSource | None = None,
         *,
         landuse_band: int = 1,
     ) -> None:
         self._stack = ExitStack()
         try:
             self.sensitivity = self._stack.enter_context(rasterio.open(sensitivity_path))
-            self.landuse = None
+            self._landuse_file = None
+            self._landuse_source = None
             self.landuse_band = landuse_band
-            if landuse_path is not None:
-                self.landuse = self._stack.enter_context(_open_input(landuse_path))
-                _check_same_grid(self.sensitivity, self.landuse, landuse_path)
-                if not 1 <= landuse_band <= self.landuse.count:
-                    raise InputError(
-                        landuse_path, f"band {landuse_band}", f"has {self.landuse.count} band(s)"
-                    )
+            if isinstance(landuse, Landuse):
+                self._landuse_source = landuse
+                self._grid = describe_raster(sensitivity_path, key="sensitivity")
+            elif landuse is not None:
+                src = self._stack.enter_context(open_raster(landuse, key="landuse.path"))
+                _check_same_grid(self.sensitivity, src, landuse)
+                if not 1 <= landuse_band <= src.count:
+                    raise InputError(landuse, f"band {landuse_band}", f"has {src.count} band(s)")
+                self._landuse_file = src
         except BaseException:
             self._stack.close()
             raise
@@ -428,17 +439,12 @@ class RegionRasters:
         """Sensitivity (float32, NaN nodata) and land-use codes (int64) of one window."""
         s = self.sensitivity.read(1, window=window, masked=True)
         sensitivity = s.astype(np.float32).filled(np.nan)
-        if self.landuse is None:
+        if self._landuse_source is not None:
+            return sensitivity, self._landuse_source.on_grid(self._grid, window).astype(np.int64)
+        if self._landuse_file is None:
             return sensitivity, None
-        lu = self.landuse.read(self.landuse_band, window=window, masked=True)
+        lu = self._landuse_file.read(self.landuse_band, window=window, masked=True)
         return sensitivity, lu.astype(np.int64).filled(UNKNOWN_CLASS)
-
-
-def _open_input(path: str | os.PathLike[str]) -> rasterio.DatasetReader:
-    try:
-        return rasterio.open(path)
-    except rasterio.RasterioIOError as exc:
-        raise InputError(path, "", f"cannot be read as a raster ({exc})") from None
 
 
 def _check_same_grid(
@@ -463,7 +469,7 @@ def _check_same_grid(
 
 def region_hotspots(
     sensitivity_path: str | os.PathLike[str],
-    landuse_path: str | os.PathLike[str] | None = None,
+    landuse: LanduseSource | None = None,
     classes: Mapping[int, str] | None = None,
     *,
     region: str = "",
@@ -479,14 +485,14 @@ def region_hotspots(
     """
     if threshold is None:
         threshold = raster_hotspot_threshold(sensitivity_path, top_share, tile_px)
-    with RegionRasters(sensitivity_path, landuse_path, landuse_band=landuse_band) as rasters:
+    with RegionRasters(sensitivity_path, landuse, landuse_band=landuse_band) as rasters:
         return _polygons(
             rasters.read,
             *rasters.shape,
             transform=rasters.sensitivity.transform,
             crs=rasters.sensitivity.crs,
             threshold=threshold,
-            classes=classes if landuse_path is not None else None,
+            classes=classes if landuse is not None else None,
             region=region,
             min_pixels=min_pixels,
             tile_px=tile_px,

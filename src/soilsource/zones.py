@@ -73,6 +73,7 @@ from soilsource.atomic import write_text_atomic
 from soilsource.hotspots import (
     DEFAULT_TOP_SHARE,
     TILE_PX,
+    LanduseSource,
     Reader,
     RegionRasters,
     hotspot_mask,
@@ -383,7 +384,7 @@ def landuse_statistics(
 
 def region_landuse_statistics(
     sensitivity_path: str | os.PathLike[str],
-    landuse_path: str | os.PathLike[str],
+    landuse: LanduseSource,
     classes: Mapping[int, str],
     *,
     region: str = "",
@@ -395,13 +396,14 @@ def region_landuse_statistics(
 ) -> ZoneResult:
     """:func:`landuse_statistics` of a region's rasters, read window by window.
 
-    The land-use raster must be on the sensitivity (imagery) grid; its nodata is unknown
-    land use. Raises :class:`~soilsource.errors.InputError` when it is not on the grid.
+    ``landuse`` is a raster file on the sensitivity (imagery) grid (its nodata is unknown
+    land use; :class:`~soilsource.errors.InputError` when it is off the grid) or a
+    :class:`~soilsource.inputs.landuse.Landuse`, put on the grid window by window.
     """
     codes = _sorted_codes(classes)
     if threshold is None:
         threshold = raster_hotspot_threshold(sensitivity_path, top_share, tile_px)
-    with RegionRasters(sensitivity_path, landuse_path, landuse_band=landuse_band) as rasters:
+    with RegionRasters(sensitivity_path, landuse, landuse_band=landuse_band) as rasters:
         sums = _accumulate(rasters.read, *rasters.shape, codes, threshold, max_cells, tile_px)
     return _results(sums, codes, classes, region)
 
