@@ -1,0 +1,441 @@
+"""Baselines run through the same harness as SI-LICNet: same patches, folds and labels.
+
+- ``random_forest``: the usual digital-soil-mapping approach. Per band, summary
+  statistics (mean, standard deviation, and the 10/50/90 % quantiles in the larger
+  windows) in centred square windows of 1, 3, 9, 27, ... pixels up to the whole patch,
+  computed from the same patches array, fed to a scikit-learn
+  :class:`~sklearn.ensemble.RandomForestClassifier` with balanced class weights.
+- ``mobilenet_v3_small`` and ``resnet18``: torchvision's architectures with random
+  initial weights (``weights=None``). Pretrained ImageNet weights cannot be downloaded
+  here and would not fit six or more spectral bands anyway; the first convolution is
+  replaced to take the band count, and the classifier gives one logit. They are trained
+  by :func:`soilsource.training.fit`, like SI-LICNet.
+
+:data:`BASELINES` maps the configuration names (``model.baselines``) to factories
+``(in_channels, patch_px) -> model``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Self
+
+import numpy as np
+import torch
+from sklearn.ensemble import RandomForestClassifier
+from torch import nn
+from torchvision import models as tvm
+
+from soilsource.training import available_cpus
+
+__all__ = [
+    "BASELINES",
+    "TorchvisionLogit",
+    "TreeEnsemble",
+    "WindowStatsForest",
+    "make_baseline",
+    "mobilenet_v3_small",
+    "random_forest",
+    "resnet18",
+    "window_feature_names",
+    "window_scales",
+    "window_statistics",
+]
+
+QUANTILES = (10.0, 50.0, 90.0)
+_MIN_PIXELS_FOR_QUANTILES = 81  # quantiles of fewer pixels are mostly noise
+
+
+# --- multi-scale window statistics ----------------------------------------------------------
+
+
+def window_scales(patch_px: int) -> tuple[int, ...]:
+    """Window sides 1, 3, 9, 27, ... below ``patch_px``, then the whole patch.
+
+    Powers of three are centred on the sample pixel and nest without gaps in scale.
+
+    >>> window_scales(128)
+    (1, 3, 9, 27, 81, 128)
+    >>> window_scales(32)
+    (1, 3, 9, 27, 32)
+    """
+    if patch_px < 1:
+        raise ValueError(f"patch_px must be >= 1, got {patch_px}")
+    scales = [1]
+    while scales[-1] * 3 < patch_px:
+        scales.append(scales[-1] * 3)
+    if scales[-1] != patch_px:
+        scales.append(patch_px)
+    return tuple(scales)
+
+
+def _statistics(side: int) -> tuple[str, ...]:
+    if side == 1:
+        return ("value",)
+    if side * side < _MIN_PIXELS_FOR_QUANTILES:
+        return ("mean", "std")
+    return ("mean", "std", *(f"q{q:g}" for q in QUANTILES))
+
+
+def window_feature_names(n_bands: int, scales: tuple[int, ...]) -> list[str]:
+    """Names of the columns of :func:`window_statistics`, e.g. ``"b0_w9_mean"``.
+
+    >>> window_feature_names(1, (1, 3))
+    ['b0_w1_value', 'b0_w3_mean', 'b0_w3_std']
+    """
+    return [f"b{b}_w{s}_{stat}" for s in scales for b in range(n_bands) for stat in _statistics(s)]
+
+
+def window_statistics(patches: np.ndarray, scales: tuple[int, ...] | None = None) -> np.ndarray:
+    """Per band, statistics in centred windows of each side in ``scales``: (N, F) float32.
+
+    The window of side ``s`` starts at row and column ``H // 2 - s // 2``, the pixel
+    holding the sample for odd and even patch sizes alike. NaN pixels (nodata) are
+    ignored; a window of only NaN gives NaN, which the forest routes as missing.
+
+    >>> x = np.arange(9, dtype="float32").reshape(1, 1, 3, 3)
+    >>> window_statistics(x, (1, 3)).astype("float64").round(3).tolist()
+    [[4.0, 4.0, 2.582]]
+    """
+    patches = np.asarray(patches)
+    if patches.ndim != 4 or patches.shape[-1] != patches.shape[-2]:
+        raise ValueError(f"patches must be (N, C, H, H), got {patches.shape}")
+    n, c, h, _ = patches.shape
+    scales = scales or window_scales(h)
+    if max(scales) > h:
+        raise ValueError(f"window {max(scales)} px is larger than the {h} px patch")
+    blocks = []
+    for side in scales:
+        r0 = h // 2 - side // 2
+        window = patches[:, :, r0 : r0 + side, r0 : r0 + side].reshape(n, c, -1)
+        window = window.astype(np.float64)
+        has_nan = bool(np.isnan(window).any())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows give NaN
+            stats = [_one_statistic(window, stat, has_nan) for stat in _statistics(side)]
+        blocks.append(np.stack(stats, axis=-1).reshape(n, -1))  # band-major, as the names
+    return np.concatenate(blocks, axis=1).astype(np.float32)
+
+
+def _one_statistic(window: np.ndarray, stat: str, has_nan: bool) -> np.ndarray:
+    if stat in ("value", "mean"):
+        return np.nanmean(window, axis=-1) if has_nan else window.mean(axis=-1)
+    if stat == "std":
+        return np.nanstd(window, axis=-1) if has_nan else window.std(axis=-1)
+    q = float(stat[1:])
+    return np.nanpercentile(window, q, axis=-1) if has_nan else np.percentile(window, q, axis=-1)
+
+
+# --- random forest, and a predict-only copy of it built from plain arrays -------------------
+
+
+@dataclass(frozen=True)
+class TreeEnsemble:
+    """A fitted random forest as plain arrays: predicts exactly like scikit-learn's.
+
+    It exists so a trained forest can be saved and loaded without pickle (which runs
+    code on load): all trees' nodes are concatenated, ``offsets[t]:offsets[t + 1]``
+    being tree ``t``; child indices are local to their tree, -1 at leaves.
+    ``value`` holds the class fractions at each node, as in
+    ``DecisionTreeClassifier.tree_.value`` (scikit-learn >= 1.4).
+    """
+
+    children_left: np.ndarray
+    children_right: np.ndarray
+    feature: np.ndarray
+    threshold: np.ndarray
+    missing_go_to_left: np.ndarray
+    value: np.ndarray
+    offsets: np.ndarray
+    n_features: int
+
+    ARRAYS = (
+        "children_left",
+        "children_right",
+        "feature",
+        "threshold",
+        "missing_go_to_left",
+        "value",
+        "offsets",
+    )
+
+    @classmethod
+    def from_forest(cls, forest: RandomForestClassifier) -> TreeEnsemble:
+        """Copy the node arrays of a fitted binary forest."""
+        if list(forest.classes_) != [0, 1]:
+            raise ValueError(f"expected classes [0, 1], got {list(forest.classes_)}")
+        trees = [est.tree_ for est in forest.estimators_]
+        counts = [t.node_count for t in trees]
+        return cls(
+            children_left=np.concatenate([t.children_left for t in trees]).astype(np.int64),
+            children_right=np.concatenate([t.children_right for t in trees]).astype(np.int64),
+            feature=np.concatenate([t.feature for t in trees]).astype(np.int64),
+            threshold=np.concatenate([t.threshold for t in trees]).astype(np.float64),
+            missing_go_to_left=np.concatenate([t.missing_go_to_left for t in trees]).astype(
+                np.uint8
+            ),
+            value=np.concatenate([t.value[:, 0, :] for t in trees]).astype(np.float64),
+            offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+            n_features=int(forest.n_features_in_),
+        )
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], n_features: int) -> TreeEnsemble:
+        """Rebuild from :meth:`arrays` output, checking the structure.
+
+        Raises ValueError for arrays that are not a valid forest (wrong shapes or
+        types, children out of range or not after their parent, which could loop).
+        """
+        missing = [k for k in cls.ARRAYS if k not in arrays]
+        if missing:
+            raise ValueError(f"missing arrays: {', '.join(missing)}")
+        ens = cls(**{k: np.asarray(arrays[k]) for k in cls.ARRAYS}, n_features=int(n_features))
+        ens._check()
+        return ens
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The node arrays by name (for ``np.savez``)."""
+        return {k: getattr(self, k) for k in self.ARRAYS}
+
+    @property
+    def n_trees(self) -> int:
+        return len(self.offsets) - 1
+
+    def _check(self) -> None:
+        n = len(self.children_left)
+        int_arrays = ("children_left", "children_right", "feature", "offsets")
+        for name in self.ARRAYS:
+            a = getattr(self, name)
+            kind = "iu" if name in int_arrays or name == "missing_go_to_left" else "f"
+            if a.dtype.kind not in kind:
+                raise ValueError(f"{name}: unexpected dtype {a.dtype}")
+        if self.value.ndim != 2 or self.value.shape != (n, 2):
+            raise ValueError(f"value must be ({n}, 2), got {self.value.shape}")
+        for name in ("children_right", "feature", "threshold", "missing_go_to_left"):
+            if getattr(self, name).shape != (n,):
+                raise ValueError(f"{name} must have {n} entries")
+        off = self.offsets
+        if off.ndim != 1 or len(off) < 2 or off[0] != 0 or off[-1] != n or np.any(np.diff(off) < 1):
+            raise ValueError("offsets do not partition the nodes into trees")
+        sizes = np.repeat(np.diff(off), np.diff(off))
+        local = np.arange(n) - np.repeat(off[:-1], np.diff(off))
+        left, right = self.children_left, self.children_right
+        leaf = left == -1
+        if np.any(leaf != (right == -1)):
+            raise ValueError("a node has exactly one child")
+        inner = ~leaf
+        ok_children = (
+            (left[inner] > local[inner])
+            & (right[inner] > local[inner])
+            & (left[inner] < sizes[inner])
+            & (right[inner] < sizes[inner])
+        )
+        if not ok_children.all():
+            raise ValueError("child indices out of range")
+        if np.any((self.feature[inner] < 0) | (self.feature[inner] >= self.n_features)):
+            raise ValueError("feature indices out of range")
+
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        """Class probabilities (N, 2), bit for bit those of the source forest.
+
+        Same arithmetic as scikit-learn: features as float32, compared with float64
+        thresholds; NaN follows ``missing_go_to_left``; leaf fractions summed over trees
+        in order, then divided by the number of trees.
+        """
+        x = np.asarray(features, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.n_features:
+            raise ValueError(f"features must be (N, {self.n_features}), got {x.shape}")
+        rows = np.arange(x.shape[0])
+        total = np.zeros((x.shape[0], 2), dtype=np.float64)
+        for t in range(self.n_trees):
+            base = self.offsets[t]
+            node = np.zeros(x.shape[0], dtype=np.int64)
+            while True:
+                left = self.children_left[base + node]
+                inner = left != -1
+                if not inner.any():
+                    break
+                g = base + node
+                xv = x[rows, np.where(inner, self.feature[g], 0)]
+                go_left = np.where(
+                    np.isnan(xv), self.missing_go_to_left[g] != 0, xv <= self.threshold[g]
+                )
+                step = np.where(go_left, left, self.children_right[g])
+                node = np.where(inner, step, node)
+            total += self.value[base + node]
+        total /= self.n_trees
+        return total
+
+
+class WindowStatsForest:
+    """Random forest on multi-scale window statistics of patches (the DSM baseline).
+
+    Parameters
+    ----------
+    scales:
+        Window sides in pixels; default :func:`window_scales` of the patch size.
+    n_estimators, min_samples_leaf, max_features:
+        Passed to :class:`~sklearn.ensemble.RandomForestClassifier` (with
+        ``class_weight="balanced"``).
+    n_jobs:
+        Threads for fitting; default all available cores. Prediction uses one thread
+        so that probabilities are summed in a fixed order (bit-identical runs).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(60, 2, 9, 9)).astype("float32")
+    >>> y = (x[:, 0, 3:6, 3:6].mean(axis=(1, 2)) > 0).astype(int)
+    >>> model = WindowStatsForest(n_estimators=50).fit(x, y, seed=0)
+    >>> model.predict_proba(x).shape
+    (60,)
+    """
+
+    def __init__(
+        self,
+        scales: tuple[int, ...] | None = None,
+        *,
+        n_estimators: int = 300,
+        min_samples_leaf: int = 2,
+        max_features: str | float = "sqrt",
+        n_jobs: int | None = None,
+    ) -> None:
+        self.scales = scales
+        self.n_estimators = n_estimators
+        self.min_samples_leaf = min_samples_leaf
+        self.max_features = max_features
+        self.n_jobs = n_jobs
+        self.forest_: RandomForestClassifier | TreeEnsemble | None = None
+        self.scales_: tuple[int, ...] | None = None
+
+    def fit(
+        self,
+        patches: np.ndarray,
+        labels: np.ndarray,
+        *,
+        groups: np.ndarray | None = None,
+        seed: int = 0,
+    ) -> Self:
+        """Fit on (N, C, H, H) patches and 0/1 labels; ``groups`` is not used."""
+        del groups  # the forest has no inner validation split
+        self.scales_ = tuple(self.scales or window_scales(patches.shape[-1]))
+        features = window_statistics(patches, self.scales_)
+        forest = RandomForestClassifier(
+            n_estimators=self.n_estimators,
+            min_samples_leaf=self.min_samples_leaf,
+            max_features=self.max_features,
+            class_weight="balanced",
+            random_state=seed,
+            n_jobs=self.n_jobs or available_cpus(),
+        )
+        forest.fit(features, np.asarray(labels).astype(int))
+        self.forest_ = forest.set_params(n_jobs=None)
+        return self
+
+    def predict_proba(self, patches: np.ndarray) -> np.ndarray:
+        """Probability of the positive class, float64 (N,)."""
+        if self.forest_ is None or self.scales_ is None:
+            raise RuntimeError("WindowStatsForest is not fitted")
+        return self.forest_.predict_proba(window_statistics(patches, self.scales_))[:, 1]
+
+    def to_ensemble(self) -> TreeEnsemble:
+        """The fitted forest as plain arrays (what :mod:`soilsource.modelio` saves)."""
+        if isinstance(self.forest_, TreeEnsemble):
+            return self.forest_
+        if self.forest_ is None:
+            raise RuntimeError("WindowStatsForest is not fitted")
+        return TreeEnsemble.from_forest(self.forest_)
+
+    @classmethod
+    def from_ensemble(cls, ensemble: TreeEnsemble, scales: tuple[int, ...]) -> WindowStatsForest:
+        """A predict-only model from saved arrays."""
+        model = cls(tuple(scales))
+        model.scales_ = tuple(scales)
+        model.forest_ = ensemble
+        return model
+
+
+# --- torchvision networks with one logit ----------------------------------------------------
+
+
+class TorchvisionLogit(nn.Module):
+    """A torchvision classifier with ``num_classes=1``, returning logits of shape (B,)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).reshape(-1)
+
+
+def _band_conv(old: nn.Conv2d, in_channels: int) -> nn.Conv2d:
+    """``old`` with ``in_channels`` inputs, initialised as torchvision initialises it."""
+    conv = nn.Conv2d(
+        in_channels,
+        old.out_channels,
+        kernel_size=old.kernel_size,
+        stride=old.stride,
+        padding=old.padding,
+        bias=old.bias is not None,
+    )
+    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+    return conv
+
+
+def resnet18(in_channels: int, patch_px: int | None = None) -> TorchvisionLogit:
+    """torchvision ResNet18, random weights (no pretrained weights are reachable here).
+
+    The first convolution takes ``in_channels`` bands; one output logit. ``patch_px``
+    is accepted for a uniform factory signature and not used (global pooling).
+
+    >>> sum(p.numel() for p in resnet18(6).parameters())
+    11186433
+    """
+    del patch_px
+    net = tvm.resnet18(weights=None, num_classes=1)
+    net.conv1 = _band_conv(net.conv1, in_channels)
+    return TorchvisionLogit(net)
+
+
+def mobilenet_v3_small(in_channels: int, patch_px: int | None = None) -> TorchvisionLogit:
+    """torchvision MobileNetV3-small, random weights (no pretrained weights reachable here).
+
+    The stem convolution takes ``in_channels`` bands; one output logit.
+
+    >>> sum(p.numel() for p in mobilenet_v3_small(6).parameters())
+    1519313
+    """
+    del patch_px
+    net = tvm.mobilenet_v3_small(weights=None, num_classes=1)
+    net.features[0][0] = _band_conv(net.features[0][0], in_channels)
+    return TorchvisionLogit(net)
+
+
+def random_forest(in_channels: int, patch_px: int) -> WindowStatsForest:
+    """The window-statistics random forest for ``patch_px`` patches (bands: any number)."""
+    del in_channels
+    return WindowStatsForest(window_scales(patch_px))
+
+
+BASELINES: dict[str, Callable[[int, int], nn.Module | WindowStatsForest]] = {
+    "random_forest": random_forest,
+    "mobilenet_v3_small": mobilenet_v3_small,
+    "resnet18": resnet18,
+}
+"""Configuration name (``model.baselines``) -> factory ``(in_channels, patch_px)``."""
+
+
+def make_baseline(name: str, in_channels: int, patch_px: int) -> nn.Module | WindowStatsForest:
+    """A fresh, untrained baseline by its configuration name.
+
+    >>> type(make_baseline("random_forest", 6, 32)).__name__
+    'WindowStatsForest'
+    """
+    try:
+        factory = BASELINES[name]
+    except KeyError:
+        raise ValueError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}") from None
+    return factory(in_channels, patch_px)
