@@ -1,0 +1,256 @@
+"""Trained models saved in files that load without executing code.
+
+Pickle (and joblib, and ``torch.load`` without ``weights_only``) runs code named in the
+file while loading it, so a model file from elsewhere could do anything. Here:
+
+- **torch models** (SI-LICNet, the torchvision baselines): one ``.pt`` file written by
+  ``torch.save`` holding only tensors and strings, ``{"format", "header", "state_dict"}``,
+  loaded with ``torch.load(weights_only=True)``, which refuses anything else. The
+  architecture is rebuilt from a fixed list (:data:`ARCHITECTURES`), never from a
+  class path in the file.
+- **the random forest**: one ``.npz`` of the trees' node arrays
+  (:class:`~soilsource.models.baselines.TreeEnsemble`), loaded with
+  ``np.load(allow_pickle=False)``; it predicts exactly like the fitted forest.
+
+Both carry a JSON header: format and version, architecture, init kwargs, and the
+caller's metadata (band normalisation statistics, ``patch_px``, the label rule, ...).
+A file that is not one of these (a pickle, say) is refused with an
+:class:`~soilsource.errors.InputError`.
+
+>>> import tempfile
+>>> from pathlib import Path
+>>> from soilsource.models.baselines import resnet18
+>>> path = Path(tempfile.mkdtemp()) / "resnet18.pt"
+>>> _ = save_model(path, resnet18(4), architecture="resnet18", init_kwargs={"in_channels": 4},
+...                metadata={"patch_px": 32})
+>>> saved = load_model(path)
+>>> saved.architecture, saved.metadata["patch_px"], type(saved.model).__name__
+('resnet18', 32, 'TorchvisionLogit')
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import zipfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from soilsource import __version__
+from soilsource.atomic import atomic_path
+from soilsource.errors import InputError
+from soilsource.models.baselines import (
+    TreeEnsemble,
+    WindowStatsForest,
+    mobilenet_v3_small,
+    resnet18,
+)
+from soilsource.training import TorchPatchClassifier
+
+__all__ = ["ARCHITECTURES", "FORMAT", "SavedModel", "load_model", "read_header", "save_model"]
+
+FORMAT = "soilsource-model"
+VERSION = 1
+FOREST = "random_forest"
+
+
+def _silicnet(**kwargs: Any) -> nn.Module:
+    from soilsource.models import SILICNet  # imported late: models/__init__ imports baselines
+
+    return SILICNet(**kwargs)
+
+
+ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
+    "silicnet": _silicnet,
+    "mobilenet_v3_small": mobilenet_v3_small,
+    "resnet18": resnet18,
+}
+"""The torch architectures a model file may name, by name; nothing else is built."""
+
+
+@dataclass
+class SavedModel:
+    """A loaded model (torch module in eval mode on the CPU, or a predict-only forest)."""
+
+    model: nn.Module | WindowStatsForest
+    architecture: str
+    init_kwargs: dict[str, Any]
+    metadata: dict[str, Any]
+
+
+def save_model(
+    path: str | os.PathLike[str],
+    model: nn.Module | TorchPatchClassifier | WindowStatsForest,
+    *,
+    architecture: str | None = None,
+    init_kwargs: Mapping[str, Any] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``model`` to ``path`` atomically (``.pt`` for torch, ``.npz`` for the forest).
+
+    Parameters
+    ----------
+    model:
+        A trained torch module (or :class:`~soilsource.training.TorchPatchClassifier`),
+        or a fitted :class:`~soilsource.models.baselines.WindowStatsForest`.
+    architecture, init_kwargs:
+        For torch: a name in :data:`ARCHITECTURES` and the JSON-serialisable keyword
+        arguments that rebuild the module. Ignored for the forest.
+    metadata:
+        JSON-serialisable facts the model needs to be used right: band names and
+        normalisation statistics, ``patch_px``, ``patch_m``, the label rule.
+    """
+    path = Path(path)
+    if isinstance(model, TorchPatchClassifier):
+        model = model.module
+    header: dict[str, Any] = {
+        "format": FORMAT,
+        "version": VERSION,
+        "soilsource": __version__,
+        "metadata": dict(metadata or {}),
+    }
+    if isinstance(model, WindowStatsForest):
+        ensemble = model.to_ensemble()
+        header.update(
+            architecture=FOREST,
+            init_kwargs={"scales": list(model.scales_ or ())},
+            n_features=ensemble.n_features,
+        )
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(f, header=np.array(_dumps(header)), **ensemble.arrays())
+        return path
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"cannot save a {type(model).__name__}")
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"architecture must be one of {', '.join(ARCHITECTURES)}")
+    header.update(architecture=architecture, init_kwargs=dict(init_kwargs or {}))
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        torch.save({"format": FORMAT, "header": _dumps(header), "state_dict": state}, tmp)
+    return path
+
+
+def _dumps(header: Mapping[str, Any]) -> str:
+    try:
+        return json.dumps(header, allow_nan=False, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"model metadata must be plain JSON: {exc}") from None
+
+
+def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The JSON header of a model file (architecture, init kwargs, metadata)."""
+    return _open(Path(path))[0]
+
+
+def load_model(path: str | os.PathLike[str]) -> SavedModel:
+    """Load a model written by :func:`save_model`, executing nothing from the file.
+
+    Raises :class:`~soilsource.errors.InputError` for a missing file, a pickle or any
+    other file that is not a soilsource model, an unknown architecture, or weights
+    that do not fit it.
+    """
+    path = Path(path)
+    header, payload = _open(path)
+    arch = header.get("architecture")
+    kwargs = header.get("init_kwargs")
+    meta = header.get("metadata")
+    if not isinstance(kwargs, dict) or not isinstance(meta, dict):
+        raise InputError(path, "header", "init_kwargs and metadata must be objects")
+    if isinstance(payload, TreeEnsemble):
+        if arch != FOREST:
+            raise InputError(path, "header", f"trees stored for architecture {arch!r}")
+        scales = kwargs.get("scales")
+        if not (isinstance(scales, list) and scales and all(isinstance(s, int) for s in scales)):
+            raise InputError(path, "header", "init_kwargs.scales must be a list of integers")
+        model: nn.Module | WindowStatsForest = WindowStatsForest.from_ensemble(
+            payload, tuple(scales)
+        )
+        return SavedModel(model, FOREST, kwargs, meta)
+    if arch not in ARCHITECTURES:
+        known = ", ".join(ARCHITECTURES)
+        raise InputError(path, "architecture", f"unknown {arch!r} (known: {known})")
+    try:
+        module = ARCHITECTURES[arch](**kwargs)
+        module.load_state_dict(payload, strict=True)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(path, "state_dict", f"weights do not fit {arch}: {first}") from None
+    module.eval()
+    return SavedModel(module, arch, kwargs, meta)
+
+
+_NOT_A_MODEL = (
+    "not a soilsource model file (a .pt of plain weights or a .npz of trees); "
+    "pickle and joblib files are refused because loading them runs code"
+)
+
+
+def _open(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor] | TreeEnsemble]:
+    """Header and payload (a state dict, or the trees) of a model file."""
+    if not path.is_file():
+        raise InputError(path, "", "model file not found")
+    if not zipfile.is_zipfile(path):
+        raise InputError(path, "", _NOT_A_MODEL)
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    if any(name.endswith("data.pkl") for name in names):
+        return _open_torch(path)
+    if names and all(name.endswith(".npy") for name in names):
+        return _open_forest(path)
+    raise InputError(path, "", _NOT_A_MODEL)
+
+
+def _open_torch(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError, KeyError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(path, "", f"{_NOT_A_MODEL} ({reason[:200]})") from None
+    if not (isinstance(payload, dict) and payload.get("format") == FORMAT):
+        raise InputError(path, "", _NOT_A_MODEL)
+    state = payload.get("state_dict")
+    if not (isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())):
+        raise InputError(path, "state_dict", "must map names to tensors")
+    return _header(path, payload.get("header")), state
+
+
+def _open_forest(path: Path) -> tuple[dict[str, Any], TreeEnsemble]:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+    except (ValueError, OSError, zipfile.BadZipFile) as exc:
+        raise InputError(path, "", f"{_NOT_A_MODEL} ({exc})") from None
+    if "header" not in arrays or arrays["header"].dtype.kind != "U":
+        raise InputError(path, "", _NOT_A_MODEL)
+    header = _header(path, str(arrays.pop("header")))
+    n_features = header.get("n_features")
+    if not isinstance(n_features, int) or n_features < 1:
+        raise InputError(path, "header", "n_features must be a positive integer")
+    try:
+        ensemble = TreeEnsemble.from_arrays(arrays, n_features)
+    except ValueError as exc:
+        raise InputError(path, "trees", str(exc)) from None
+    return header, ensemble
+
+
+def _header(path: Path, text: object) -> dict[str, Any]:
+    if not isinstance(text, str):
+        raise InputError(path, "header", "missing")
+    try:
+        header = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(path, "header", f"not JSON: {exc}") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise InputError(path, "header", _NOT_A_MODEL)
+    if header.get("version") != VERSION:
+        raise InputError(
+            path, "header", f"format version {header.get('version')!r}, expected {VERSION}"
+        )
+    return header
