@@ -12,6 +12,7 @@ Code 0 is "no land use" (outside the map) in every array this module returns.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from os import PathLike
@@ -283,8 +284,10 @@ def _source_window(src, grid: RasterInfo, transform, shape) -> Window | None:
         grid.crs, src.crs, min(left, right), min(top, bottom), max(left, right), max(top, bottom)
     )
     window = windows.from_bounds(*bounds, transform=src.transform)
-    window = window.round_offsets("floor").round_lengths("ceil")
-    padded = Window(window.col_off - 1, window.row_off - 1, window.width + 2, window.height + 2)
+    col0, row0 = math.floor(window.col_off) - 1, math.floor(window.row_off) - 1
+    col1 = math.ceil(window.col_off + window.width) + 1
+    row1 = math.ceil(window.row_off + window.height) + 1
+    padded = Window(col0, row0, col1 - col0, row1 - row0)
     try:
         return padded.intersection(Window(0, 0, src.width, src.height))
     except WindowError:  # no overlap
