@@ -1,0 +1,215 @@
+"""Patches: centring, edges and nodata, both read paths against a brute-force oracle, statistics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from soilsource.errors import InputError
+from soilsource.inputs import describe_raster
+from soilsource.patches import (
+    BandStats,
+    Patches,
+    PatchReader,
+    block_order,
+    extract_patches,
+    iter_patches,
+    patch_origins,
+    patch_size_px,
+)
+from tinyinputs import ORIGIN, PIXEL_M, imagery_data, write_raster
+
+
+def oracle(data: np.ndarray, valid: np.ndarray, row_off, col_off, size: int):
+    """Patches by pixel-by-pixel copying from an in-memory array (slow, obviously right)."""
+    count, height, width = data.shape
+    out = np.zeros((len(row_off), count, size, size), np.float32)
+    ok = np.zeros((len(row_off), size, size), bool)
+    for i, (r0, c0) in enumerate(zip(row_off, col_off, strict=True)):
+        for y in range(size):
+            for x in range(size):
+                r, c = r0 + y, c0 + x
+                if 0 <= r < height and 0 <= c < width and valid[r, c]:
+                    out[i, :, y, x] = data[:, r, c]
+                    ok[i, y, x] = True
+    return out, ok
+
+
+def test_origins_centre_odd_and_even_sizes():
+    rows, cols = np.array([10.3, 10.5, 10.99]), np.array([0.0, 0.0, 0.0])
+    # odd: the pixel containing the point is the centre pixel
+    r, _ = patch_origins(rows, cols, 3)
+    assert (r + 1).tolist() == [10, 10, 10]
+    # even: the grid corner nearest the point is the centre
+    r, _ = patch_origins(rows, cols, 4)
+    assert (r + 2).tolist() == [10, 11, 11]
+
+
+def test_patch_size_px():
+    grid = _grid()
+    assert patch_size_px(160, grid) == 16
+    assert patch_size_px(3, grid) == 1
+    assert patch_size_px(1284, grid) == 128
+
+
+def _grid():
+    from pathlib import Path
+
+    from affine import Affine
+    from pyproj import CRS
+
+    from soilsource.inputs import RasterInfo
+
+    return RasterInfo(
+        Path("x.tif"), CRS.from_epsg(32649), Affine(10, 0, 0, 0, -10, 0), 64, 64, 1,
+        "uint16", (None,), (1.0,), (0.0,), ("b",), (16, 16),
+    )  # fmt: skip
+
+
+def test_block_order_is_a_permutation_by_block_rows():
+    rng = np.random.default_rng(0)
+    rows, cols = rng.integers(-20, 300, 100), rng.integers(-20, 300, 100)
+    order = block_order(rows, cols, (64, 64))
+    assert sorted(order.tolist()) == list(range(100))
+    block_rows = np.floor_divide(rows[order], 64)
+    assert (np.diff(block_rows) >= 0).all()
+
+
+@pytest.mark.parametrize("by_blocks", [True, False])
+@pytest.mark.parametrize(
+    ("dtype", "nodata"), [("uint16", 0), ("float32", np.nan), ("int16", -9999), ("uint8", None)]
+)
+def test_both_read_paths_match_the_oracle(tmp_path, by_blocks, dtype, nodata):
+    rng = np.random.default_rng(1)
+    data = rng.integers(1, 200, size=(3, 70, 50)).astype(dtype)
+    if nodata is not None:
+        data[:, 10:14, 20:30] = nodata
+        data[1, 40:44, 5:9] = nodata  # one band only: the pixel is invalid
+    scale, offset = (0.5, 2.0) if dtype == "int16" else (1.0, 0.0)
+    path = write_raster(
+        tmp_path / "r.tif",
+        data,
+        nodata=nodata,
+        block=16,
+        scales=(scale,) * 3,
+        offsets=(offset,) * 3,
+    )
+    valid = np.ones(data.shape[1:], bool)
+    if nodata is not None:
+        for band in data:
+            valid &= ~np.isnan(band.astype(float)) if np.isnan(nodata) else band != nodata
+    info = describe_raster(path)
+    size = 11
+    row_off, col_off = rng.integers(-15, 75, 60), rng.integers(-15, 55, 60)
+    row_off[0], col_off[0] = 500, 500  # entirely outside
+    with PatchReader(info, size, threads=2) as reader:
+        reader._blocks_pay_off = lambda *_: by_blocks
+        patches = reader.read(row_off, col_off)
+    expected, expected_ok = oracle(
+        data.astype(np.float64) * scale + offset, valid, row_off, col_off, size
+    )
+    np.testing.assert_array_equal(patches.valid, expected_ok)
+    np.testing.assert_allclose(patches.data, expected, rtol=1e-6)
+    assert not np.isnan(patches.data).any()
+    assert patches.nodata_share[0] == 1.0
+    assert patches.index.tolist() == list(range(60))
+
+
+def test_extract_patches_centred_on_points(tmp_path):
+    data = imagery_data()
+    path = write_raster(tmp_path / "r.tif", data, nodata=0)
+    # the centre of pixel (row 30, col 20) and a point exactly on the corner of (40, 40)
+    points = np.array(
+        [[ORIGIN[0] + 20.5 * PIXEL_M, ORIGIN[1] - 30.5 * PIXEL_M],
+         [ORIGIN[0] + 40 * PIXEL_M, ORIGIN[1] - 40 * PIXEL_M]]
+    )  # fmt: skip
+    odd = extract_patches(path, points, 5)
+    np.testing.assert_array_equal(odd.data[0, :, 2, 2], data[:, 30, 20])
+    even = extract_patches(path, points, 4)
+    assert (even.row_off[1], even.col_off[1]) == (38, 38)
+    np.testing.assert_array_equal(even.data[1], data[:, 38:42, 38:42])
+
+
+def test_edge_and_nodata_are_masked_not_dropped(tmp_path):
+    path = write_raster(tmp_path / "r.tif", imagery_data(), nodata=0)  # 8 x 8 nodata corner
+    corner = np.array([[ORIGIN[0] + 1, ORIGIN[1] - 1]])  # inside pixel (0, 0)
+    patches = extract_patches(path, corner, 16)
+    assert len(patches) == 1
+    # 8 rows/cols of the window lie outside the raster, the next 8 x 8 are nodata
+    assert patches.valid[0].sum() == 0
+    assert patches.nodata_share[0] == 1.0
+    middle = extract_patches(path, np.array([[ORIGIN[0] + 100, ORIGIN[1] - 100]]), 16)
+    assert middle.valid[0, :, :].sum() == 16 * 16 - 6 * 6  # rows/cols 2..7 of the corner
+
+
+def test_iter_patches_covers_every_point_once_and_reuse_matches(tmp_path):
+    data = imagery_data()
+    path = write_raster(tmp_path / "r.tif", data, nodata=0)
+    rng = np.random.default_rng(3)
+    points = np.column_stack(
+        [ORIGIN[0] + rng.uniform(-50, 700, 103), ORIGIN[1] - rng.uniform(-50, 700, 103)]
+    )
+    whole = extract_patches(path, points, 9)
+    seen = []
+    for reuse in (False, True):
+        seen = []
+        for batch in iter_patches(path, points, 9, batch_size=10, reuse=reuse):
+            np.testing.assert_array_equal(batch.data, whole.data[batch.index])
+            np.testing.assert_array_equal(batch.valid, whole.valid[batch.index])
+            seen.extend(batch.index.tolist())
+        assert sorted(seen) == list(range(103))
+
+
+def test_striped_raster_and_one_thread(tmp_path):
+    data = imagery_data()
+    path = write_raster(tmp_path / "s.tif", data, block=7)  # 64 is not a multiple: striped
+    info = describe_raster(path)
+    assert info.block_shape[1] == 64
+    points = np.array([[ORIGIN[0] + 320, ORIGIN[1] - 320]])
+    one = extract_patches(info, points, 8, threads=1)
+    np.testing.assert_array_equal(one.data[0], data[:, 28:36, 28:36])
+
+
+def test_truncated_raster_is_an_input_error(tmp_path):
+    path = write_raster(tmp_path / "r.tif", imagery_data())
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 3])
+    with pytest.raises(InputError, match=r"r\.tif"):
+        extract_patches(path, np.array([[ORIGIN[0] + 600, ORIGIN[1] - 600]]), 8)
+
+
+def _patches(data, valid):
+    n = len(data)
+    zeros = np.zeros(n, np.int64)
+    return Patches(data, valid, zeros, zeros, np.arange(n), ("a", "b"))
+
+
+def test_band_stats_use_training_samples_and_valid_pixels_only():
+    rng = np.random.default_rng(0)
+    data = rng.normal(5, 2, size=(6, 2, 8, 8)).astype(np.float32)
+    data[:, 1] *= 10
+    valid = rng.random((6, 8, 8)) > 0.2
+    data[~np.broadcast_to(valid[:, None], data.shape)] = 0.0
+    data[4:] += 1000  # test samples: must not move the statistics
+    train = [0, 1, 2, 3]
+    stats = BandStats.fit(_patches(data, valid), train)
+    pixels = data[train].transpose(1, 0, 2, 3)[:, valid[train]]
+    np.testing.assert_allclose(stats.mean, pixels.mean(axis=1), rtol=1e-5)
+    np.testing.assert_allclose(stats.std, pixels.std(axis=1), rtol=1e-4)
+    normalised = stats.transform(_patches(data, valid))
+    assert normalised.dtype == np.float32
+    assert (normalised[~np.broadcast_to(valid[:, None], data.shape)] == 0).all()
+    train_pixels = normalised[train].transpose(1, 0, 2, 3)[:, valid[train]]
+    np.testing.assert_allclose(train_pixels.mean(axis=1), 0, atol=1e-4)
+    np.testing.assert_allclose(train_pixels.std(axis=1), 1, atol=1e-3)
+    again = BandStats.from_dict(stats.to_dict())
+    np.testing.assert_array_equal(again.mean, stats.mean)
+    assert again.band_names == ("a", "b")
+
+
+def test_band_stats_constant_band_and_no_valid_pixel():
+    data = np.ones((2, 2, 4, 4), np.float32)
+    stats = BandStats.fit(_patches(data, np.ones((2, 4, 4), bool)))
+    assert stats.std.tolist() == [1.0, 1.0]
+    with pytest.raises(ValueError, match="no valid pixel"):
+        BandStats.fit(_patches(data, np.zeros((2, 4, 4), bool)))
