@@ -181,11 +181,13 @@ class _Pieces:
         if not hot.any():
             return
         labels, n = ndimage.label(hot)  # default structure: 4-connectivity
-        index = np.arange(1, n + 1)
-        self.n_pixels += np.bincount(labels[hot], minlength=n + 1)[1:].tolist()
-        self.total += ndimage.sum_labels(sensitivity, labels, index).tolist()
-        self.maximum += ndimage.maximum(sensitivity, labels, index).tolist()
-        self.classes += _class_counts(labels, hot, landuse, n)
+        label, value = labels[hot], sensitivity[hot].astype(np.float64)
+        self.n_pixels += np.bincount(label, minlength=n + 1)[1:].tolist()
+        self.total += np.bincount(label, value, minlength=n + 1)[1:].tolist()
+        maximum = np.full(n + 1, -np.inf)
+        np.maximum.at(maximum, label, value)
+        self.maximum += maximum[1:].tolist()
+        self.classes += _class_counts(label, None if landuse is None else landuse[hot], n)
         row_off, col_off = int(window.row_off), int(window.col_off)
         height, width = hot.shape
         for sl in ndimage.find_objects(labels):
@@ -218,55 +220,48 @@ class _Pieces:
             a, b = edge[a[shares_edge]], edge[b[shares_edge]]
             graph = coo_matrix((np.ones(a.size), (a, b)), shape=(n, n))
             _, group = connected_components(graph, directed=False)
-        frame = pd.DataFrame(
-            {
-                "group": group,
-                "n_pixels": self.n_pixels,
-                "total": self.total,
-                "maximum": self.maximum,
-            }
-        )
-        rows = []
-        for g, members in frame.groupby("group").groups.items():
-            members = list(members)
+        _, group = np.unique(group, return_inverse=True)
+        n_groups = int(group.max()) + 1 if n else 0
+        n_pixels = np.bincount(group, self.n_pixels, minlength=n_groups).astype(np.int64)
+        total = np.bincount(group, self.total, minlength=n_groups)
+        maximum = np.full(n_groups, -np.inf)
+        np.maximum.at(maximum, group, self.maximum)
+        members: list[list[int]] = [[] for _ in range(n_groups)]
+        for i, g in enumerate(group.tolist()):
+            members[g].append(i)
+        classes, geometries = [], []
+        for parts in members:
             counts: dict[int, int] = {}
-            for i in members:
+            for i in parts:
                 for code, c in self.classes[i].items():
                     counts[code] = counts.get(code, 0) + c
-            geometry = (
-                self.geometries[members[0]]
-                if len(members) == 1
-                else shapely.union_all([self.geometries[i] for i in members])
-            )
-            rows.append(
-                {
-                    "group": g,
-                    "n_pixels": int(frame.n_pixels[members].sum()),
-                    "total": float(frame.total[members].sum()),
-                    "maximum": float(frame.maximum[members].max()),
-                    "classes": counts,
-                    "geometry": geometry,
-                }
+            classes.append(counts)
+            geometries.append(
+                self.geometries[parts[0]]
+                if len(parts) == 1
+                else shapely.union_all([self.geometries[i] for i in parts])
             )
         return pd.DataFrame(
-            rows, columns=["group", "n_pixels", "total", "maximum", "classes", "geometry"]
+            {
+                "n_pixels": n_pixels,
+                "total": total,
+                "maximum": maximum,
+                "classes": classes,
+                "geometry": geometries,
+            }
         )
 
 
-def _class_counts(
-    labels: np.ndarray, hot: np.ndarray, landuse: np.ndarray | None, n: int
-) -> list[dict[int, int]]:
-    """Pixels of each land-use code in each labelled component."""
+def _class_counts(label: np.ndarray, codes: np.ndarray | None, n: int) -> list[dict[int, int]]:
+    """Pixels of each land-use code in each labelled component (labels 1..n)."""
     counts: list[dict[int, int]] = [{} for _ in range(n)]
-    if landuse is None:
+    if codes is None:
         return counts
-    pairs, number = np.unique(
-        np.stack([labels[hot], np.asarray(landuse)[hot].astype(np.int64)]),
-        axis=1,
-        return_counts=True,
-    )
-    for (label, code), c in zip(pairs.T.tolist(), number.tolist(), strict=True):
-        counts[label - 1][code] = c
+    distinct, code_index = np.unique(codes.astype(np.int64), return_inverse=True)
+    pair = (label - 1) * distinct.size + code_index
+    number = np.bincount(pair, minlength=n * distinct.size).reshape(n, distinct.size)
+    for i, j in zip(*np.nonzero(number), strict=True):
+        counts[i][int(distinct[j])] = int(number[i, j])
     return counts
 
 

@@ -52,7 +52,7 @@ pixels and is anti-conservative on rasters.
 Large regions: the test works on a grid of cells of ``cell_px`` x ``cell_px`` pixels
 holding sums (sensitivity, its square, coverage) and class fractions, with ``cell_px``
 the smallest that keeps the grid under ``max_cells``; with one-pixel cells (every region
-up to 1024 x 1024 pixels by default) it is exactly the pixel-level test. The other
+up to 724 x 724 pixels by default) it is exactly the pixel-level test. The other
 statistics are always exact and computed window by window.
 """
 
@@ -101,7 +101,7 @@ GEODETECTOR_COLUMNS = [
     "n_classes",
     "cell_px",
 ]
-DEFAULT_MAX_CELLS = 1 << 20
+DEFAULT_MAX_CELLS = 1 << 19
 """Largest grid of the torus test; its FFTs run on twice the size in each direction."""
 
 _MIN_COVER = 0.5  # pixels of a class under an offset below which the offset is skipped
@@ -233,15 +233,23 @@ def _torus_test(sums: _ZoneSums) -> tuple[np.ndarray, float]:
 
     spectra = [zero_padded_spectrum(a) for a in (sums.cover, total, square)]
     within = np.zeros(shape)
+    class_mean = np.empty(shape)
     for j in range(sums.n_classes):
         weights = fft.rfft2(_mirrored(sums.fraction[j].astype(np.float64)), workers=-1)
-        n, s, ss = (correlate(f, weights) for f in spectra)
+        n, s = correlate(spectra[0], weights), correlate(spectra[1], weights)
         valid = n >= _MIN_COVER
-        with np.errstate(invalid="ignore", divide="ignore"):
-            class_mean = np.where(valid, s / n, np.nan)
-        within += np.where(valid, ss - s * np.nan_to_num(class_mean), 0.0)
+        class_mean.fill(np.nan)
+        np.divide(s, n, out=class_mean, where=valid)
+        del n
         if valid[0, 0]:
             p_class[j] = np.mean(class_mean[valid] >= class_mean[0, 0] - _TIE)
+        # within-class sum of squares: ss - s * mean, in place to bound memory
+        ss = correlate(spectra[2], weights)
+        np.multiply(s, class_mean, out=s, where=valid)
+        np.subtract(ss, s, out=ss)
+        ss[~valid] = 0.0
+        within += ss
+        del s, ss, weights
     known = fft.rfft2(_mirrored(sums.fraction.sum(axis=0, dtype=np.float64)), workers=-1)
     n, s, ss = (correlate(f, known) for f in spectra)
     with np.errstate(invalid="ignore", divide="ignore"):
