@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import rasterio
 import yaml
 
 from soilsource.check import check
@@ -171,13 +172,22 @@ def test_corrupt_raster(tmp_path, capsys):
     assert_one_line_error(code, err, "imagery.tif", "not a readable raster")
 
 
-def test_truncated_raster(tmp_path, capsys):
+def test_raster_with_corrupt_pixels(tmp_path, capsys):
+    """The header reads, the tiles do not: found while reading patches, still one line."""
     config = write_project(tmp_path)
     path = tmp_path / "imagery.tif"
-    raw = path.read_bytes()
-    path.write_bytes(raw[: len(raw) // 2])  # header intact, pixels cut off
+    with rasterio.open(path) as src:
+        profile, data = src.profile, src.read()
+    profile.update(compress="deflate")
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    raw = bytearray(path.read_bytes())
+    for k in range(3000, len(raw) - 3000, 5):
+        raw[k] = (raw[k] * 31 + 7) % 256
+    path.write_bytes(bytes(raw))
     code, _, err = run_check(config, capsys)
-    assert_one_line_error(code, err, "imagery.tif")
+    assert_one_line_error(code, err, "imagery.tif", "cannot read pixels")
+    assert err.count("\n") == 1, err  # no progress bar left behind in a log
 
 
 def test_csv_without_named_column(tmp_path, capsys):

@@ -369,8 +369,7 @@ class _Worker:
                     else:
                         self._from_window(i, r0, c0, size, data, valid)
         except RasterioError as exc:
-            text = str(exc).strip().splitlines()
-            raise InputError(path, "", f"cannot read pixels: {text[0] if text else exc}") from None
+            raise InputError(path, "", f"cannot read pixels: {_gdal_reason(exc)}") from None
 
     def _from_window(self, i, r0, c0, size, data, valid) -> None:
         rr0, cc0 = max(r0, 0), max(c0, 0)
@@ -452,6 +451,14 @@ class _Worker:
         else:
             np.copyto(target, 0.0, where=~ok)  # invalid pixels become 0 (NaN too)
             valid_i[y0 : y0 + h, x0 : x0 + w] = ok
+
+
+def _gdal_reason(exc: BaseException) -> str:
+    """The first line of the innermost error (rasterio wraps GDAL's own message)."""
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
 
 
 def _mask_mode(src) -> str:
