@@ -45,5 +45,13 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=stderr, transient=False) as progress:
-        yield from progress.track(items, total=total, description=description)
+    quiet = stderr.quiet
+    try:
+        with Progress(*columns, console=stderr, transient=False) as progress:
+            try:
+                yield from progress.track(items, total=total, description=description)
+            except BaseException:  # failed or abandoned: a log gets only the error's line
+                stderr.quiet = quiet or not stderr.is_terminal
+                raise
+    finally:
+        stderr.quiet = quiet
