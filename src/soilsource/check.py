@@ -279,19 +279,24 @@ def print_summary(summary: CheckSummary, console) -> None:
         f"{summary.n} samples, {summary.n_pos} positive: {summary.metal} {summary.rule}",
         soft_wrap=True,
     )
-    for item in summary.inputs:
-        console.print(
-            escape(f"{item.role}: {_relative(item.path, base)}; CRS {item.crs}; {item.detail}"),
-            soft_wrap=True,
-        )
+    groups: dict[tuple[str, str, str], list[str]] = {}
+    for item in summary.inputs:  # e.g. six region rasters alike but for the file name
+        groups.setdefault((item.role, item.crs, item.detail), []).append(item.path)
+    for (role, crs, detail), paths in groups.items():
+        files = ", ".join(_relative(p, base) for p in paths)
+        count = f" ({len(paths)} files)" if len(paths) > 1 else ""
+        console.print(escape(f"{role}: {files}{count}; CRS {crs}; {detail}"), soft_wrap=True)
     table = Table(
-        title=f"Regions (patch {summary.patch_size_m:g} m; nodata limit "
-        f"{summary.max_nodata_share:.0%} of a patch)"
+        title=f"Regions (patches of {summary.patch_size_m:g} m)",
+        caption=(
+            "outside: samples outside the imagery; nodata: samples with more than "
+            f"{summary.max_nodata_share:.0%} of their patch without data"
+        ),
     )
-    table.add_column("region")
-    for column in ("samples", "positive", "outside imagery", "too much nodata", "usable"):
+    table.add_column("region", no_wrap=True)
+    for column in ("samples", "positive", "outside", "nodata", "usable"):
         table.add_column(column, justify="right")
-    table.add_column("patch px", justify="right")
+    table.add_column("patch px", justify="right", no_wrap=True)
     for r in summary.regions:
         size = ", ".join(f"{s} x {s}" for s in r.patch_px)
         cells = (r.n, r.n_pos, r.n_outside, r.n_nodata, r.n_usable)
