@@ -293,3 +293,24 @@ def test_python_api_raises_input_error(tmp_path):
     (tmp_path / "classes.csv").unlink()
     with pytest.raises(InputError, match=r"classes.csv: file not found"):
         check(config)
+
+
+@pytest.fixture(scope="module")
+def small_city(tmp_path_factory):
+    """A small synthetic city (skipped where soilsource.synth is not there yet)."""
+    synth = pytest.importorskip("soilsource.synth")
+    out = tmp_path_factory.mktemp("city") / "city"
+    summary = synth.write_city(out, seed=0, size_px=128)
+    return out, summary
+
+
+def test_synthetic_city_config_checks(small_city, capsys):
+    out, truth = small_city
+    code, stdout, err = run_check(out / "config.yaml", capsys)
+    assert code == 0, err
+    summary = check(out / "config.yaml")
+    counts = {r.name: (r.n, r.n_pos) for r in summary.regions}
+    assert counts == {name: (r["n"], r["n_pos"]) for name, r in truth["regions"].items()}
+    assert all(r.n_outside == 0 for r in summary.regions)
+    assert "EPSG:4326" in stdout and "EPSG:32649" in stdout
+    assert "128 x 128" in stdout  # 1280 m of 10 m pixels
