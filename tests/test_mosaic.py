@@ -8,25 +8,20 @@ import rasterio
 from rasterio.transform import from_origin
 from rasterio.windows import Window
 
-from soilsource.explain.mosaic import (
-    accumulate_window,
-    mosaic_sensitivity,
-    patch_origins,
-    write_sensitivity,
-)
+from soilsource.explain.mosaic import accumulate_window, mosaic_sensitivity, write_sensitivity
 
 TRANSFORM = from_origin(500_000.0, 2_560_000.0, 10.0, 10.0)
 CRS = "EPSG:32649"
 
 
-def brute_force_mosaic(maps, rows, cols, height, width):
+def brute_force_mosaic(maps, row_off, col_off, height, width):
     """Independent oracle: paste every patch into a padded canvas, then crop."""
     _, ph, pw = maps.shape
     pad_y, pad_x = ph, pw
     total = np.zeros((height + 2 * pad_y, width + 2 * pad_x))
     count = np.zeros_like(total)
-    for m, r, c in zip(maps, rows, cols, strict=True):
-        top, left = r - ph // 2 + pad_y, c - pw // 2 + pad_x
+    for m, r, c in zip(maps, row_off, col_off, strict=True):
+        top, left = r + pad_y, c + pad_x
         seen = np.isfinite(m)
         total[top : top + ph, left : left + pw] += np.where(seen, m, 0)
         count[top : top + ph, left : left + pw] += seen
@@ -39,8 +34,8 @@ def brute_force_mosaic(maps, rows, cols, height, width):
 
 def test_two_overlapping_constant_patches_average_in_the_overlap():
     maps = np.stack([np.full((4, 4), 1.0), np.full((4, 4), 5.0)]).astype(np.float32)
-    # Patch 1 centred on (4, 4) covers rows/cols 2..5; patch 2 centred on (6, 6) covers 4..7.
-    mosaic = mosaic_sensitivity(maps, np.array([4, 6]), np.array([4, 6]), 10, 10)
+    # Patch 1 read from origin (2, 2) covers rows/cols 2..5; patch 2 from (4, 4) covers 4..7.
+    mosaic = mosaic_sensitivity(maps, np.array([2, 4]), np.array([2, 4]), 10, 10)
     assert mosaic.dtype == np.float32
     assert np.all(mosaic[4:6, 4:6] == 3.0)  # overlap: mean of 1 and 5
     assert mosaic[2, 2] == 1.0 and mosaic[3, 5] == 1.0
@@ -50,39 +45,52 @@ def test_two_overlapping_constant_patches_average_in_the_overlap():
     assert np.array_equal(np.isfinite(mosaic), covered)
 
 
-@pytest.mark.parametrize(("size", "first"), [(4, 8), (5, 8), (1, 10)])
-def test_patch_convention_for_even_and_odd_sizes(size, first):
-    r0, c0 = patch_origins(np.array([10]), np.array([10]), (size, size))
-    assert (r0[0], c0[0]) == (first, first)
-    mosaic = mosaic_sensitivity(np.ones((1, size, size)), np.array([10]), np.array([10]), 20, 20)
-    rows = np.flatnonzero(np.isfinite(mosaic[:, 10]))
-    assert rows[0] == first and rows[-1] == first + size - 1
+def test_maps_go_back_where_the_patch_extractor_read_them(tmp_path):
+    """Round trip with soilsource.patches: a map of the patch's own pixels lands on them."""
+    from soilsource.patches import extract_patches
+
+    height, width = 30, 40
+    grid = np.arange(height * width, dtype=np.float32).reshape(height, width) + 1
+    path = tmp_path / "grid.tif"
+    profile = {"driver": "GTiff", "dtype": "float32", "count": 1, "width": width}
+    profile |= {"height": height, "crs": CRS, "transform": TRANSFORM}
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(grid, 1)
+    # Points anywhere in their pixels (even and odd patch sizes centre differently).
+    xy = np.array([[500_003.0, 2_559_996.0], [500_158.0, 2_559_871.0], [500_395.0, 2_559_705.0]])
+    for size in (4, 5):
+        patches = extract_patches(path, xy, size)
+        maps = np.where(patches.valid, patches.data[:, 0], np.nan)
+        mosaic = mosaic_sensitivity(maps, patches.row_off, patches.col_off, height, width)
+        seen = np.isfinite(mosaic)
+        assert seen.any()
+        np.testing.assert_array_equal(mosaic[seen], grid[seen])
 
 
 def test_patches_across_the_raster_edge_are_clipped():
     maps = np.arange(2 * 6 * 6, dtype=np.float32).reshape(2, 6, 6)
-    rows, cols = np.array([0, 9]), np.array([1, 10])
-    mosaic = mosaic_sensitivity(maps, rows, cols, 10, 11)
+    row_off, col_off = np.array([-3, 6]), np.array([-2, 7])
+    mosaic = mosaic_sensitivity(maps, row_off, col_off, 10, 11)
     # Sample 0: origin (-3, -2), so grid (0, 0) is map pixel (3, 2).
     assert mosaic[0, 0] == maps[0, 3, 2]
     # Sample 1: origin (6, 7), so grid (9, 10) is map pixel (3, 3); rows 10-11 are dropped.
     assert mosaic[9, 10] == maps[1, 3, 3]
-    np.testing.assert_array_equal(mosaic, brute_force_mosaic(maps, rows, cols, 10, 11))
+    np.testing.assert_array_equal(mosaic, brute_force_mosaic(maps, row_off, col_off, 10, 11))
 
 
 def test_nan_in_a_map_contributes_nothing():
     maps = np.stack([np.full((3, 3), 2.0), np.full((3, 3), 4.0)])
     maps[1, 1, 1] = np.nan
-    mosaic = mosaic_sensitivity(maps, np.array([1, 1]), np.array([1, 1]), 3, 3)
+    mosaic = mosaic_sensitivity(maps, np.array([0, 0]), np.array([0, 0]), 3, 3)
     assert mosaic[1, 1] == 2.0 and mosaic[0, 0] == 3.0
 
 
 def test_accumulate_window_matches_the_full_grid():
     rng = np.random.default_rng(0)
     maps = rng.normal(size=(30, 9, 9)).astype(np.float32)
-    rows, cols = rng.integers(-4, 44, 30), rng.integers(-4, 54, 30)
-    total, count = accumulate_window(maps, rows, cols, Window(0, 0, 50, 40))
-    part_total, part_count = accumulate_window(maps, rows, cols, Window(13, 7, 20, 25))
+    row_off, col_off = rng.integers(-8, 40, 30), rng.integers(-8, 50, 30)
+    total, count = accumulate_window(maps, row_off, col_off, Window(0, 0, 50, 40))
+    part_total, part_count = accumulate_window(maps, row_off, col_off, Window(13, 7, 20, 25))
     np.testing.assert_allclose(part_total, total[7:32, 13:33])
     np.testing.assert_array_equal(part_count, count[7:32, 13:33])
 
@@ -92,12 +100,12 @@ def test_written_raster_equals_the_oracle_on_the_imagery_grid(tmp_path, tile_px)
     rng = np.random.default_rng(1)
     height, width = 70, 90
     maps = rng.normal(size=(40, 12, 12)).astype(np.float32)
-    rows, cols = rng.integers(-5, height + 5, 40), rng.integers(-5, width + 5, 40)
+    row_off, col_off = rng.integers(-11, height, 40), rng.integers(-11, width, 40)
     path = write_sensitivity(
         tmp_path / "sensitivity" / "north.tif",
         maps,
-        rows,
-        cols,
+        row_off,
+        col_off,
         transform=TRANSFORM,
         crs=CRS,
         width=width,
@@ -110,7 +118,7 @@ def test_written_raster_equals_the_oracle_on_the_imagery_grid(tmp_path, tile_px)
         assert src.dtypes[0] == "float32" and np.isnan(src.nodata)
         data = src.read(1)
         mask = src.read_masks(1)
-    expected = brute_force_mosaic(maps, rows, cols, height, width)
+    expected = brute_force_mosaic(maps, row_off, col_off, height, width)
     np.testing.assert_allclose(data, expected, rtol=1e-6, atol=1e-6, equal_nan=True)
     assert np.array_equal(mask > 0, np.isfinite(expected))
     assert np.isnan(data).any() and np.isfinite(data).any()
@@ -123,8 +131,8 @@ def test_memmapped_maps_work_and_untouched_tiles_are_nodata(tmp_path):
     path = write_sensitivity(
         tmp_path / "s.tif",
         maps,
-        np.array([4, 5]),
-        np.array([4, 6]),
+        np.array([0, 1]),
+        np.array([0, 2]),
         transform=TRANSFORM,
         crs=CRS,
         width=64,
@@ -155,8 +163,8 @@ def test_an_interrupted_write_leaves_nothing(tmp_path):
         write_sensitivity(
             tmp_path / "s.tif",
             Failing(),
-            np.array([2, 2, 30]),
-            np.array([2, 2, 30]),
+            np.array([0, 0, 28]),
+            np.array([0, 0, 28]),
             transform=TRANSFORM,
             crs=CRS,
             width=40,

@@ -39,10 +39,14 @@ cross-correlation: exact over its set, deterministic (no seed), seconds per regi
 observed alignment is one of the offsets, so a p-value is never below ``1 / (4 H W)``.
 Offsets that put no covered pixel on a class are skipped for that class.
 
-Measured on independent autocorrelated null maps (``benchmarks/bench_zones.py``; 96 x 96
-Gaussian fields, smoothing 5 to 10 pixels, land use in four classes, 25 square patches),
-rejections at the 5 % level: pixel permutation about 40 %, block permutation (blocks of 2
-to 4 smoothing lengths) 7 to 12 %, plain torus 5 to 11 % (q), mirrored torus 4 to 6 %.
+Measured on independent autocorrelated null maps (``python benchmarks/bench_zones.py``:
+100 maps of 96 x 96 pixels per setting, Gaussian fields smoothed by 5 or 10 pixels, land
+use in four classes, 25 square patches), the share of p-values <= 0.05 for a class mean |
+for q, nominal 0.05: pixel permutation 0.40-0.46 | 0.99; block permutation (16 or 32 px
+blocks) 0.06-0.15 | 0.06-0.30; plain torus 0.05-0.09 | 0.05-0.09; mirrored torus
+0.045-0.052 | 0.04-0.09 (the 0.09 with smoothing 10, where a 96-pixel map holds only a few
+independent patches; binomial standard error 0.02). Power at an effect of 0.5 standard
+deviations on one class: 0.60 (class) and 0.34 (q); at 1.0: 0.98 and 0.97.
 
 The q-statistic's p-value uses the same offsets (``p_value``); the geodetector's own
 non-central F test (Wang, Zhang & Fu 2016; as in the R package ``geodetector``) is given

@@ -8,9 +8,10 @@ maps in use, however large the region (``maps`` may be a :class:`numpy.memmap`).
 
 Conventions
 -----------
-- A patch of ``(H, W)`` pixels centred on a sample at grid pixel ``(row, col)`` covers
-  rows ``row - H // 2`` to ``row - H // 2 + H - 1`` and the same for columns (the patch
-  extractor uses the same rule). Parts of a patch beyond the raster edge are dropped.
+- Each map goes back where its patch was read: its upper-left pixel at grid pixel
+  ``(row_off, col_off)``, the window origin the patch extractor reports
+  (:attr:`soilsource.patches.Patches.row_off` and ``col_off``), so the centring rule
+  lives in one place only. Parts of a patch beyond the raster edge are dropped.
 - NaN inside a map (a pixel the patch did not see) contributes nothing.
 - Nodata is NaN: sensitivity is a signed float with no value to spare, NaN cannot be
   mistaken for a real value, and GDAL, QGIS, rasterio and numpy all read it as missing.
@@ -38,30 +39,19 @@ TILE_PX = 512
 """Side of the output tiles (and GeoTIFF blocks): 1 MiB of float32 per tile."""
 
 
-def _check_inputs(maps: Sequence[np.ndarray], rows: np.ndarray, cols: np.ndarray) -> None:
+def _check_inputs(maps: Sequence[np.ndarray], row_off: np.ndarray, col_off: np.ndarray) -> None:
     # Mismatched arrays are a bug in the caller, not something a user can fix.
     if isinstance(maps, np.ndarray) and maps.ndim != 3:
         raise ValueError(f"maps must have shape (N, H, W), got {maps.shape}")
-    if rows.ndim != 1 or cols.ndim != 1 or len(rows) != len(maps) or len(cols) != len(maps):
-        raise ValueError(f"{len(maps)} maps but rows {rows.shape} and cols {cols.shape}")
-
-
-def patch_origins(
-    rows: np.ndarray, cols: np.ndarray, patch_shape: tuple[int, int]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Grid row and column of the upper-left pixel of each sample's patch.
-
-    >>> patch_origins(np.array([10]), np.array([20]), (5, 4))
-    (array([8]), array([18]))
-    """
-    h, w = patch_shape
-    return np.asarray(rows, dtype=np.int64) - h // 2, np.asarray(cols, dtype=np.int64) - w // 2
+    n = len(maps)
+    if row_off.ndim != 1 or col_off.ndim != 1 or len(row_off) != n or len(col_off) != n:
+        raise ValueError(f"{n} maps but row_off {row_off.shape} and col_off {col_off.shape}")
 
 
 def accumulate_window(
     maps: Sequence[np.ndarray],
-    rows: np.ndarray,
-    cols: np.ndarray,
+    row_off: np.ndarray,
+    col_off: np.ndarray,
     window: Window,
     samples: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -71,8 +61,8 @@ def accumulate_window(
     ----------
     maps:
         (N, H, W) per-sample sensitivity maps (any array indexable by sample).
-    rows, cols:
-        Grid pixel of each sample (the patch centre).
+    row_off, col_off:
+        Grid pixel of each map's upper-left pixel (its patch's window origin).
     window:
         The part of the grid to fill (integer offsets and size).
     samples:
@@ -88,7 +78,7 @@ def accumulate_window(
     --------
     >>> maps = np.ones((2, 3, 3), dtype=np.float32)
     >>> maps[1] *= 3
-    >>> total, count = accumulate_window(maps, [1, 1], [1, 2], Window(0, 0, 4, 2))
+    >>> total, count = accumulate_window(maps, [0, 0], [0, 1], Window(0, 0, 4, 2))
     >>> count
     array([[1, 2, 2, 1],
            [1, 2, 2, 1]], dtype=int32)
@@ -96,18 +86,18 @@ def accumulate_window(
     array([[1., 2., 2., 3.],
            [1., 2., 2., 3.]])
     """
-    row_off, col_off = int(window.row_off), int(window.col_off)
+    win_row, win_col = int(window.row_off), int(window.col_off)
     height, width = int(window.height), int(window.width)
     total = np.zeros((height, width), dtype=np.float64)
     count = np.zeros((height, width), dtype=np.int32)
     if len(maps) == 0:
         return total, count
-    patch_shape = tuple(np.shape(maps[0]))
-    r0, c0 = patch_origins(np.asarray(rows), np.asarray(cols), patch_shape)  # type: ignore[arg-type]
-    ph, pw = patch_shape
+    ph, pw = _map_shape(maps)
+    r0 = np.asarray(row_off, dtype=np.int64)
+    c0 = np.asarray(col_off, dtype=np.int64)
     for i in range(len(maps)) if samples is None else samples:
         # Intersection of the patch with the window, in window coordinates.
-        top, left = r0[i] - row_off, c0[i] - col_off
+        top, left = int(r0[i]) - win_row, int(c0[i]) - win_col
         y0, y1 = max(top, 0), min(top + ph, height)
         x0, x1 = max(left, 0), min(left + pw, width)
         if y0 >= y1 or x0 >= x1:
@@ -119,14 +109,18 @@ def accumulate_window(
     return total, count
 
 
+def _map_shape(maps: Sequence[np.ndarray]) -> tuple[int, int]:
+    shape = maps.shape[1:] if hasattr(maps, "shape") else np.shape(maps[0])
+    return int(shape[0]), int(shape[1])
+
+
 def _samples_by_tile(
-    rows: np.ndarray, cols: np.ndarray, patch_shape: tuple[int, int], tile_px: int
+    row_off: np.ndarray, col_off: np.ndarray, map_shape: tuple[int, int], tile_px: int
 ) -> dict[tuple[int, int], list[int]]:
-    """Which samples' patches touch each tile (tile index = pixel // tile_px)."""
-    r0, c0 = patch_origins(rows, cols, patch_shape)
-    ph, pw = patch_shape
+    """Which samples' maps touch each tile (tile index = pixel // tile_px)."""
+    ph, pw = map_shape
     tiles: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for i, (top, left) in enumerate(zip(r0, c0, strict=True)):
+    for i, (top, left) in enumerate(zip(row_off.tolist(), col_off.tolist(), strict=True)):
         for ty in range(top // tile_px, (top + ph - 1) // tile_px + 1):
             for tx in range(left // tile_px, (left + pw - 1) // tile_px + 1):
                 tiles[(ty, tx)].append(i)
@@ -134,7 +128,7 @@ def _samples_by_tile(
 
 
 def mosaic_sensitivity(
-    maps: Sequence[np.ndarray], rows: np.ndarray, cols: np.ndarray, height: int, width: int
+    maps: Sequence[np.ndarray], row_off: np.ndarray, col_off: np.ndarray, height: int, width: int
 ) -> np.ndarray:
     """Mean of the overlapping per-sample maps on a ``height`` x ``width`` grid, in memory.
 
@@ -142,13 +136,13 @@ def mosaic_sensitivity(
     Pixels no patch covers are NaN.
 
     >>> maps = np.stack([np.full((2, 2), 1.0), np.full((2, 2), 3.0)])
-    >>> mosaic_sensitivity(maps, np.array([1, 1]), np.array([1, 2]), 2, 4)
+    >>> mosaic_sensitivity(maps, np.array([0, 0]), np.array([0, 1]), 2, 4)
     array([[ 1.,  2.,  3., nan],
            [ 1.,  2.,  3., nan]], dtype=float32)
     """
-    rows, cols = np.asarray(rows), np.asarray(cols)
-    _check_inputs(maps, rows, cols)
-    total, count = accumulate_window(maps, rows, cols, Window(0, 0, width, height))
+    row_off, col_off = np.asarray(row_off), np.asarray(col_off)
+    _check_inputs(maps, row_off, col_off)
+    total, count = accumulate_window(maps, row_off, col_off, Window(0, 0, width, height))
     return _mean(total, count)
 
 
@@ -160,8 +154,8 @@ def _mean(total: np.ndarray, count: np.ndarray) -> np.ndarray:
 def write_sensitivity(
     path: str | os.PathLike[str],
     maps: Sequence[np.ndarray],
-    rows: np.ndarray,
-    cols: np.ndarray,
+    row_off: np.ndarray,
+    col_off: np.ndarray,
     *,
     transform: Affine,
     crs: CRS | str,
@@ -177,9 +171,9 @@ def write_sensitivity(
         Output file, e.g. ``run/sensitivity/REGION.tif``.
     maps:
         (N, H, W) per-sample occlusion sensitivity maps, one per sample, in patch pixels.
-    rows, cols:
-        Each sample's pixel on the imagery grid (the patch centre), e.g. from
-        ``rasterio.transform.rowcol(transform, xs, ys)``.
+    row_off, col_off:
+        Grid pixel of each map's upper-left pixel: the window origins of the patches
+        (``Patches.row_off``, ``Patches.col_off``).
     transform, crs, width, height:
         The imagery grid; the output is on exactly this grid.
     tile_px:
@@ -191,12 +185,12 @@ def write_sensitivity(
     -------
     The path written. Pixels no patch covers hold NaN (the file's nodata).
     """
-    rows, cols = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
-    _check_inputs(maps, rows, cols)
+    row_off = np.asarray(row_off, dtype=np.int64)
+    col_off = np.asarray(col_off, dtype=np.int64)
+    _check_inputs(maps, row_off, col_off)
     if tile_px <= 0 or tile_px % 16:
         raise ValueError(f"tile_px must be a positive multiple of 16, got {tile_px}")
-    patch_shape = tuple(np.shape(maps[0])) if len(maps) else (1, 1)
-    by_tile = _samples_by_tile(rows, cols, patch_shape, tile_px)  # type: ignore[arg-type]
+    by_tile = _samples_by_tile(row_off, col_off, _map_shape(maps), tile_px) if len(maps) else {}
     profile = {
         "driver": "GTiff",
         "dtype": "float32",
@@ -220,7 +214,7 @@ def write_sensitivity(
             key = (int(window.row_off) // tile_px, int(window.col_off) // tile_px)
             samples = by_tile.get(key)
             if samples:
-                total, count = accumulate_window(maps, rows, cols, window, np.array(samples))
+                total, count = accumulate_window(maps, row_off, col_off, window, samples)
                 block = _mean(total, count)
             else:  # written explicitly so that any TIFF reader sees nodata, not zeros
                 block = np.full((int(window.height), int(window.width)), NODATA, np.float32)
