@@ -186,6 +186,7 @@ def iter_patches(
     order = block_order(row_off, col_off, info.block_shape)
     buffer = None
     with PatchReader(info, size_px, threads=threads) as reader:
+        reader.split_columns(col_off)
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
             out = buffer if reuse and buffer is not None and len(buffer) == len(batch) else None
@@ -243,6 +244,18 @@ class PatchReader:
         self.size = int(size_px)
         self.threads = max(1, int(threads))
         self._workers: list[_Worker] = []
+        self._split: np.ndarray | None = None
+
+    def split_columns(self, col_off: np.ndarray) -> None:
+        """Share raster columns among the threads by quantiles of all windows to come.
+
+        Each thread then keeps to its own band of columns across calls, so its
+        block cache serves it and no block is read by two threads (but for
+        windows on a boundary); quantiles keep the work even for clustered samples.
+        """
+        col_off = np.asarray(col_off)
+        levels = np.linspace(0, 1, self.threads + 1)[1:-1]
+        self._split = np.quantile(col_off, levels) if len(col_off) else np.zeros(0)
 
     def __enter__(self) -> PatchReader:
         return self
@@ -288,9 +301,18 @@ class PatchReader:
         while len(self._workers) < threads:
             self._workers.append(_Worker(raster))
         by_blocks = self._blocks_pay_off(row_off, col_off)
+        if threads == 1:
+            chunks = [order]
+        else:
+            split = self._split
+            if split is None:
+                levels = np.linspace(0, 1, self.threads + 1)[1:-1]
+                split = np.quantile(col_off, levels)
+            part = np.searchsorted(split, col_off[order], side="right") * threads // self.threads
+            chunks = [order[part == t] for t in range(threads)]
         jobs = [
             (worker, chunk, row_off, col_off, self.size, data, valid, by_blocks)
-            for worker, chunk in zip(self._workers, np.array_split(order, threads), strict=False)
+            for worker, chunk in zip(self._workers, chunks, strict=False)
         ]
         if threads == 1:
             _run(jobs[0])
