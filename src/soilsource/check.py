@@ -201,7 +201,8 @@ def _check_region(
         size = patch_size_px(config.patch.size_m, raster)
         sizes.append(size)
         rx, ry = reproject_points(x[members], y[members], crs, raster.crs)
-        batches = iter_patches(raster, np.column_stack([rx, ry]), size, threads=threads)
+        points = np.column_stack([rx, ry])
+        batches = iter_patches(raster, points, size, threads=threads, reuse=True)
         total = -(-len(members) // 256)
         for patches in track(batches, f"patches of region {region}", total=total):
             n_nodata += int((patches.nodata_share > config.patch.max_nodata_share).sum())
