@@ -499,15 +499,20 @@ def _valid_pixels(src, block, window, mode, nodata, is_float) -> np.ndarray | No
     if mode == "mask":
         ok = np.all(src.read_masks(window=window) > 0, axis=0)
     elif mode == "nodata":
-        for band, value in enumerate(nodata):
-            if value is None:
-                continue
-            if np.isnan(value):
-                band_ok = ~np.isnan(block[band])
-            else:  # in the block's dtype, as GDAL converted it (float32 for direct reads)
-                band_ok = block[band] != np.asarray(value).astype(block.dtype)
-            ok = band_ok if ok is None else ok & band_ok
-    if is_float or block.dtype.kind == "f":
+        values = {v for v in nodata if v is not None}
+        if len(values) == 1 and len(nodata) == len(block) and not np.isnan(next(iter(values))):
+            # one nodata for every band (the usual case): one pass over the block
+            ok = np.all(block != np.asarray(values.pop()).astype(block.dtype), axis=0)
+        else:
+            for band, value in enumerate(nodata):
+                if value is None:
+                    continue
+                if np.isnan(value):
+                    band_ok = ~np.isnan(block[band])
+                else:  # in the block's dtype, as GDAL converted it (float32: direct reads)
+                    band_ok = block[band] != np.asarray(value).astype(block.dtype)
+                ok = band_ok if ok is None else ok & band_ok
+    if is_float:  # integer rasters read as float32 are finite by construction
         finite = np.all(np.isfinite(block), axis=0)
         ok = finite if ok is None else ok & finite
     if ok is not None and ok.all():
