@@ -14,7 +14,15 @@ import yaml
 from soilsource.check import check
 from soilsource.cli import main
 from soilsource.errors import InputError
-from tinyinputs import landuse_data, snapshot, write_project, write_raster
+from tinyinputs import (
+    ORIGIN,
+    PIXEL_M,
+    imagery_data,
+    landuse_data,
+    snapshot,
+    write_project,
+    write_raster,
+)
 
 MEUSE = Path(__file__).resolve().parents[1] / "examples" / "meuse" / "config.yaml"
 
@@ -314,3 +322,17 @@ def test_synthetic_city_config_checks(small_city, capsys):
     assert all(r.n_outside == 0 for r in summary.regions)
     assert "EPSG:4326" in stdout and "EPSG:32649" in stdout
     assert "128 x 128" in stdout  # 1280 m of 10 m pixels
+
+
+def test_list_of_rasters_each_sample_reads_the_one_covering_it(tmp_path, capsys):
+    config = write_project(tmp_path)
+    data = imagery_data()
+    write_raster(tmp_path / "west.tif", data[:, :, :32], nodata=0)
+    east_origin = (ORIGIN[0] + 32 * PIXEL_M, ORIGIN[1])
+    write_raster(tmp_path / "east.tif", data[:, :, 32:], nodata=0, origin=east_origin)
+    edit_config(config, lambda c: c["imagery"].__setitem__("path", ["west.tif", "east.tif"]))
+    code, out, err = run_check(config, capsys)
+    assert code == 0, err
+    summary = check(config)
+    assert all(r.n_outside == 0 for r in summary.regions)
+    assert "west.tif, east.tif (2 files)" in out
