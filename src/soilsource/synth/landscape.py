@@ -22,7 +22,6 @@ import numpy as np
 import shapely
 from affine import Affine
 from rasterio.features import rasterize
-from rasterio.transform import from_origin
 from shapely.geometry import LineString, MultiPoint, Point, Polygon, box
 
 from soilsource.synth.fields import distance_m, nearest_index, rescale01, smooth_noise
@@ -114,7 +113,7 @@ def build_landscape(recipe: RegionRecipe, size_px: int, rng: np.random.Generator
     side = size_px * PIXEL_M
     zone = max(size_px / DEFAULT_SIZE_PX, 0.15)  # zone scale factor
     region = box(x0, y0, x0 + side, y0 + side)
-    transform = from_origin(x0, y0 + side, PIXEL_M, PIXEL_M)
+    transform = Affine(PIXEL_M, 0.0, x0, 0.0, -PIXEL_M, y0 + side)
     shape = (size_px, size_px)
     grid = _Grid(transform, shape)
 

@@ -1,0 +1,21 @@
+"""Fixtures shared by the test modules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def small_city(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A synthetic six-region city, 128 x 128 px (1.28 km) per region, seed 0.
+
+    Every region has every land-use class, 60 samples and both labels. Written
+    once per test session; treat it as read-only.
+    """
+    from soilsource.synth import write_city
+
+    out = tmp_path_factory.mktemp("small_city") / "city"
+    write_city(out, seed=0, size_px=128)
+    return out

@@ -1,0 +1,431 @@
+"""The synthetic city: files, metadata, truth consistency, determinism, difficulty, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+import rasterio
+import shapely
+from pyproj import Transformer
+from shapely.geometry import box
+from sklearn.metrics import roc_auc_score
+
+from soilsource.cli import main
+from soilsource.config import load_config
+from soilsource.errors import InputError
+from soilsource.labels import exceeds, gb15618_screening_value
+from soilsource.synth import REGIONS, LandUse, write_city
+from soilsource.synth.cadmium import (
+    AUC_BAND,
+    DETECTION_LIMIT,
+    LAB_CV,
+    build_cadmium,
+    calibrate_scale,
+    measure,
+    plume_kernel,
+)
+from soilsource.synth.fields import distance_m, smooth_noise
+from soilsource.synth.landscape import build_landscape, subdivide
+from soilsource.synth.recipes import BANDS, SOIL_CLASSES
+
+NAMES = [r.name for r in REGIONS]
+SOIL_NAMES = {c.label for c in SOIL_CLASSES}
+TO_UTM = Transformer.from_crs("EPSG:4326", "EPSG:32649", always_xy=True)
+
+
+def _summary(city: Path) -> dict:
+    return json.loads((city / "truth" / "summary.json").read_text())
+
+
+# --------------------------------------------------------------------------- files
+
+
+def test_every_file_of_the_city_is_written(small_city):
+    for name in NAMES:
+        for folder in ("imagery", "landuse", "truth/contribution", "truth/background"):
+            assert (small_city / folder / f"{name}.tif").is_file(), (folder, name)
+    for path in (
+        "samples.csv",
+        "config.yaml",
+        "landuse/classes.csv",
+        "truth/sources.gpkg",
+        "truth/summary.json",
+        "truth/samples.csv",
+    ):
+        assert (small_city / path).is_file(), path
+    assert not [p for p in small_city.parent.iterdir() if p.name.startswith(".")]  # no temp dirs
+
+
+def test_imagery_metadata(small_city):
+    for name in NAMES:
+        with rasterio.open(small_city / "imagery" / f"{name}.tif") as src:
+            assert src.crs.to_epsg() == 32649
+            assert src.res == (10.0, 10.0)
+            assert (src.count, src.width, src.height) == (6, 128, 128)
+            assert src.dtypes == ("uint16",) * 6
+            assert src.descriptions == BANDS
+            assert src.nodata == 0
+            assert src.profile["tiled"] and src.block_shapes[0] == (256, 256)
+            assert src.compression.name.lower() == "deflate"
+            assert src.scales == (1e-4,) * 6 and src.offsets == (0.0,) * 6
+            assert src.tags(1)["SENTINEL2_BAND"] == "B2"
+            data = src.read()
+        assert data.min() >= 1  # 0 is nodata and never a valid reflectance
+        assert np.percentile(data, 99) < 6000  # surface reflectance, not radiance
+
+
+def test_imagery_shows_land_use_but_not_trivially(small_city):
+    """Vegetation is red-edge bright, water dark in NIR, roofs bright in the visible, and
+    industrial and residential pixels overlap in spectrum (as real roofs do)."""
+    spectra = {c: [] for c in LandUse}
+    for name in NAMES:
+        with rasterio.open(small_city / "imagery" / f"{name}.tif") as src:
+            img = src.read().astype(float) / 10000
+        with rasterio.open(small_city / "landuse" / f"{name}.tif") as src:
+            lu = src.read(1)
+        for c in LandUse:
+            spectra[c].append(img[:, lu == c].T)
+    px = {c: np.concatenate(v) for c, v in spectra.items()}
+    mean = {c: v.mean(axis=0) for c, v in px.items()}
+    red, nir = BANDS.index("red"), BANDS.index("nir")
+    assert mean[LandUse.FOREST][nir] > 5 * mean[LandUse.FOREST][red]
+    assert mean[LandUse.WATER][nir] < 0.1
+    for built in (LandUse.INDUSTRIAL, LandUse.RESIDENTIAL):
+        assert mean[built][red] > 2 * mean[LandUse.FOREST][red]
+    # Nearest class mean of industrial vs residential: far from perfect.
+    ind, res = px[LandUse.INDUSTRIAL], px[LandUse.RESIDENTIAL]
+    both = np.concatenate([ind, res])
+    truth = np.r_[np.ones(len(ind), bool), np.zeros(len(res), bool)]
+    d_ind = np.linalg.norm(both - mean[LandUse.INDUSTRIAL], axis=1)
+    d_res = np.linalg.norm(both - mean[LandUse.RESIDENTIAL], axis=1)
+    accuracy = np.mean((d_ind < d_res) == truth)
+    assert 0.5 < accuracy < 0.85
+
+
+def test_landuse_rasters_and_classes(small_city):
+    classes = pd.read_csv(small_city / "landuse" / "classes.csv")
+    assert list(classes.columns) == ["code", "name"]
+    assert 0 not in classes["code"].tolist()
+    names = set(classes["name"])
+    for needed in ("industrial", "residential", "paddy", "forest", "water", "road"):
+        assert needed in names
+    assert any("farmland" in n or "orchard" in n for n in names)
+    for name in NAMES:
+        with rasterio.open(small_city / "landuse" / f"{name}.tif") as src:
+            assert src.crs.to_epsg() == 32649 and src.res == (10.0, 10.0)
+            assert src.dtypes == ("uint8",) and src.nodata == 0
+            lu = src.read(1)
+        # Every class in every region, even at 1.28 km.
+        assert set(np.unique(lu)) == set(classes["code"]), name
+
+
+def test_samples_table(small_city):
+    samples = pd.read_csv(small_city / "samples.csv")
+    assert list(samples.columns) == [
+        "sample_id",
+        "region",
+        "lon",
+        "lat",
+        "cd_mgkg",
+        "ph",
+        "is_paddy",
+        "landuse",
+    ]
+    assert samples["sample_id"].is_unique
+    assert samples["lon"].between(113.0, 115.0).all()
+    assert samples["lat"].between(22.0, 24.0).all()
+    assert samples["is_paddy"].dtype == bool
+    assert (samples["is_paddy"] == (samples["landuse"] == "paddy")).all()
+    assert (samples["cd_mgkg"] >= DETECTION_LIMIT / 2).all()
+    assert samples["ph"].between(3.5, 9.0).all()
+    assert set(samples["landuse"]) <= SOIL_NAMES
+    assert set(samples["region"]) == set(NAMES)
+    summary = _summary(small_city)
+    for name, group in samples.groupby("region"):
+        assert len(group) >= 40
+        assert summary["regions"][name]["n"] == len(group)
+
+
+def test_samples_lie_on_soil_in_the_rasters(small_city):
+    """Never on water, roads or roofs: the land-use raster at each point is a soil class."""
+    samples = pd.read_csv(small_city / "samples.csv")
+    soil_codes = {int(c) for c in SOIL_CLASSES}
+    for name, group in samples.groupby("region"):
+        x, y = TO_UTM.transform(group["lon"].to_numpy(), group["lat"].to_numpy())
+        with rasterio.open(small_city / "landuse" / f"{name}.tif") as src:
+            codes = np.array([v[0] for v in src.sample(zip(x, y, strict=True))])
+        assert set(codes.tolist()) <= soil_codes, name
+        assert [LandUse(int(c)).label for c in codes] == group["landuse"].tolist()
+
+
+def test_labels_are_gb15618_and_match_the_summary(small_city):
+    samples = pd.read_csv(small_city / "samples.csv")
+    truth = pd.read_csv(small_city / "truth" / "samples.csv")
+    limit = gb15618_screening_value("Cd", samples["ph"].to_numpy(), samples["is_paddy"].to_numpy())
+    label = exceeds(samples["cd_mgkg"].to_numpy(), limit)
+    np.testing.assert_array_equal(label, truth["label"].to_numpy())
+    summary = _summary(small_city)
+    assert summary["rule"]["name"] == "gb15618"
+    for name, region in summary["regions"].items():
+        mine = label[samples["region"].to_numpy() == name]
+        assert region["n_pos"] == int(mine.sum())
+        assert 0 < region["n_pos"] < region["n"]  # both classes
+
+
+def test_truth_agrees_with_samples_and_rasters(small_city):
+    """Reported Cd = (background + contribution) x lab error, within the stated noise."""
+    samples = pd.read_csv(small_city / "samples.csv")
+    truth = pd.read_csv(small_city / "truth" / "samples.csv")
+    assert (truth["sample_id"] == samples["sample_id"]).all()
+    np.testing.assert_allclose(
+        truth["true_cd"], truth["background"] + truth["contribution"], atol=2e-4
+    )
+    pathways = truth[["site", "atmospheric", "traffic", "irrigation"]].sum(axis=1)
+    np.testing.assert_allclose(pathways, truth["contribution"], atol=5e-4)
+    above = samples["cd_mgkg"] >= DETECTION_LIMIT
+    log_ratio = np.log(samples["cd_mgkg"][above] / truth["true_cd"][above])
+    assert abs(log_ratio.mean()) < 0.03
+    assert 0.6 * LAB_CV < log_ratio.std() < 1.4 * LAB_CV
+    assert np.abs(log_ratio).max() < 5 * LAB_CV
+    # The truth table holds the raster values at the sample points.
+    for name, group in truth.groupby("region"):
+        xy = list(zip(group["x"], group["y"], strict=True))
+        for folder, column in (("contribution", "contribution"), ("background", "background")):
+            with rasterio.open(small_city / "truth" / folder / f"{name}.tif") as src:
+                assert src.dtypes == ("float32",) and src.crs.to_epsg() == 32649
+                values = np.array([v[0] for v in src.sample(xy)])
+            np.testing.assert_allclose(values, group[column], atol=1e-4)
+
+
+def test_summary_content(small_city):
+    summary = _summary(small_city)
+    assert summary["seed"] == 0 and summary["size_px"] == 128 and summary["crs"] == "EPSG:32649"
+    assert list(summary["regions"]) == NAMES
+    truth = pd.read_csv(small_city / "truth" / "samples.csv")
+    labels = {c.label for c in LandUse}
+    for name, region in summary["regions"].items():
+        mine = truth[truth["region"] == name]
+        auc = roc_auc_score(mine["label"], mine["contribution"])
+        assert region["oracle_auc"] == pytest.approx(auc, abs=2e-3)
+        ranking = region["landuse_ranking"]
+        assert set(ranking) == labels
+        means = [region["landuse_mean_contribution"][k] for k in ranking]
+        assert means == sorted(means, reverse=True)
+        assert "industrial" in ranking[:3]  # emitting sites sit on industrial land
+        assert region["strength_scale"] > 0
+
+
+def test_sources_geopackage(small_city):
+    sources = gpd.read_file(small_city / "truth" / "sources.gpkg", layer="sources")
+    assert sources.crs.to_epsg() == 32649
+    assert {"region", "type", "strength", "unit", "geometry"} <= set(sources.columns)
+    assert set(sources["region"]) == set(NAMES)
+    assert set(sources["type"]) <= {
+        "industrial_site",
+        "stack",
+        "effluent",
+        "upstream_inflow",
+        "traffic",
+    }
+    assert (sources["strength"] > 0).all()
+    sites = sources[sources["type"] == "industrial_site"]
+    assert (sites.geometry.geom_type == "Polygon").all()
+    assert (sources[sources["type"] == "stack"].geometry.geom_type == "Point").all()
+    for name, group in sources.groupby("region"):
+        assert {"industrial_site", "stack", "traffic"} <= set(group["type"]), name
+        # Strengths of emitting sites vary by an order of magnitude or more.
+        strength = group.loc[group["type"] == "industrial_site", "strength"]
+        if len(strength) >= 5:
+            assert strength.max() / strength.min() > 10
+
+
+def test_config_is_ready_for_soilsource_run(small_city):
+    config = load_config(small_city / "config.yaml")
+    assert config.metal == "Cd"
+    assert config.label.rule == "gb15618"
+    assert config.samples.path == (small_city / "samples.csv").resolve()
+    assert config.samples.crs == "EPSG:4326"
+    assert (config.samples.x, config.samples.y, config.samples.value) == ("lon", "lat", "cd_mgkg")
+    assert (config.samples.ph, config.samples.paddy) == ("ph", "is_paddy")
+    assert config.imagery.is_template and config.landuse.is_template
+    assert config.patch.size_m == 1280 and config.explain.window_m == 160
+    assert config.train.scope == "region" and config.train.cv == "spatial"
+    assert (small_city / "config.yaml").read_text().startswith("#")
+
+
+# --------------------------------------------------------------------------- determinism
+
+
+def _bytes(city: Path) -> dict[str, bytes]:
+    files = sorted(city.glob("**/*.tif")) + sorted(city.glob("**/*.csv"))
+    return {str(p.relative_to(city)): p.read_bytes() for p in files}
+
+
+def test_same_seed_same_bytes_other_seed_different(small_city, tmp_path):
+    write_city(tmp_path / "again", seed=0, size_px=128)
+    assert _bytes(tmp_path / "again") == _bytes(small_city)
+    assert json.loads((tmp_path / "again/truth/summary.json").read_text()) == _summary(small_city)
+    write_city(tmp_path / "other", seed=1, size_px=128)
+    other = _bytes(tmp_path / "other")
+    mine = _bytes(small_city)
+    assert other.keys() == mine.keys()
+    for key in mine:
+        if key != "landuse/classes.csv":
+            assert other[key] != mine[key], key
+
+
+# --------------------------------------------------------------------------- difficulty
+
+
+def test_oracle_auc_in_range_at_a_moderate_size(tmp_path):
+    """Every region: not easy, not hopeless (the docs give the default-size numbers)."""
+    summary = write_city(tmp_path / "city", seed=0, size_px=320)
+    for name, region in summary["regions"].items():
+        assert 0.75 <= region["oracle_auc"] <= 0.95, (name, region["oracle_auc"])
+        assert 0.1 <= region["n_pos"] / region["n"] <= 0.9, name
+
+
+def _fake_samples(rng: np.random.Generator, n: int, strength: float) -> pd.DataFrame:
+    contribution = strength * rng.lognormal(-2.5, 1.2, n)
+    return pd.DataFrame(
+        {
+            "background": rng.lognormal(np.log(0.16), 0.35, n),
+            "contribution": contribution,
+            "ph": rng.uniform(4.5, 7.5, n).round(2),
+            "is_paddy": rng.random(n) < 0.4,
+            "lab_factor": rng.lognormal(0, LAB_CV, n),
+        }
+    )
+
+
+@pytest.mark.parametrize("strength", [0.05, 1.0, 30.0])
+def test_calibration_moves_the_oracle_auc_into_the_band(strength):
+    samples = _fake_samples(np.random.default_rng(3), 300, strength)
+    scale = calibrate_scale(samples)
+    measured = measure(samples, scale)
+    auc = roc_auc_score(measured["label"], measured["contribution"])
+    assert AUC_BAND[0] - 0.005 <= auc <= AUC_BAND[1] + 0.005
+    if strength == 30.0:
+        assert scale < 1.0  # too easy: sources weakened
+    if strength == 0.05:
+        assert scale > 1.0  # too hard: sources strengthened
+
+
+def test_calibration_keeps_a_region_already_in_the_band():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        samples = _fake_samples(rng, 300, rng.uniform(0.5, 3))
+        measured = measure(samples, 1.0)
+        auc = roc_auc_score(measured["label"], measured["contribution"])
+        n_pos = measured["label"].sum()
+        if AUC_BAND[0] <= auc <= AUC_BAND[1] and 30 <= n_pos <= 270:
+            assert calibrate_scale(samples) == 1.0
+            return
+    pytest.fail("no in-band draw to test with")
+
+
+# --------------------------------------------------------------------------- generators
+
+
+def test_only_some_industrial_parcels_emit_and_plumes_follow_the_wind():
+    recipe = REGIONS[0]
+    rng = np.random.default_rng(7)
+    land = build_landscape(recipe, 300, rng)
+    cad = build_cadmium(land, recipe, rng)
+    n_industrial = int((land.parcels["kind"] == "industrial").sum())
+    n_sites = int((cad.sources["type"] == "industrial_site").sum())
+    assert 0.2 <= n_sites / n_industrial <= 0.4
+    assert cad.contribution.dtype == np.float32 and (cad.contribution >= 0).all()
+    assert 0.03 < float(np.median(cad.background)) < 0.4
+    assert cad.ph.min() >= 3.9 and cad.ph.max() <= 8.4
+    # Traffic: road pixels carry more traffic Cd than pixels 200 m away from any road.
+    far = distance_m(land.road_class > 0, 10.0) > 200
+    traffic = cad.pathways["traffic"]
+    assert traffic[land.road_class > 0].mean() > 5 * traffic[far].mean()
+
+
+def test_plume_kernel_is_anisotropic():
+    kernel = plume_kernel((45.0, 45.0), 1.0, pixel_m=50.0)  # wind from the north-east
+    c = kernel.shape[0] // 2
+    downwind = kernel[c + 20, c - 20]  # 1.4 km to the south-west
+    upwind = kernel[c - 20, c + 20]  # 1.4 km to the north-east
+    assert downwind > 20 * upwind
+    assert kernel.max() == pytest.approx(1.0)
+
+
+def test_smooth_noise_is_standardised_and_correlated():
+    field = smooth_noise(np.random.default_rng(0), (200, 300), 10.0)
+    assert field.shape == (200, 300)
+    assert abs(field.mean()) < 1e-5 and field.std() == pytest.approx(1.0, abs=1e-4)
+    lag1 = np.corrcoef(field[:, :-1].ravel(), field[:, 1:].ravel())[0, 1]
+    assert lag1 > 0.9
+
+
+def test_subdivide_tiles_the_polygon_into_pieces_near_the_target():
+    block = box(0, 0, 400, 200)
+    pieces, src = subdivide(np.array([block]), np.array([2000.0]), np.random.default_rng(1))
+    assert (src == 0).all()
+    assert shapely.area(pieces).sum() == pytest.approx(block.area)
+    assert shapely.area(pieces).max() <= 4000.0  # split while above 1-2 x the target
+    assert shapely.union_all(pieces).symmetric_difference(block).area < 1e-6
+    assert shapely.area(shapely.intersection_all(pieces[:2])) < 1e-6  # no overlaps
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_write_city_refuses_a_non_empty_directory(tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "keep.txt").write_text("user data")
+    with pytest.raises(InputError, match="exists and is not empty"):
+        write_city(out, size_px=64)
+    assert (out / "keep.txt").read_text() == "user data"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"seed": -1}, "--seed"), ({"size_px": 10_000}, "--size-px"), ({"size_px": 8}, "--size-px")],
+)
+def test_write_city_bad_arguments(tmp_path, kwargs, message):
+    with pytest.raises(InputError, match=message):
+        write_city(tmp_path / "out", **kwargs)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--seed", "-3"], "--seed: must be 0 or more"),
+        (["--size-px", "32"], "Invalid value for '--size-px'"),
+        (["--size-px", "100000"], "--size-px: must be between"),
+        (["--size-px", "ten"], "Invalid value for '--size-px'"),
+    ],
+)
+def test_cli_bad_arguments_exit_2_one_line(tmp_path, capsys, argv, expected):
+    assert main(["synth", "--out", str(tmp_path / "out"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert expected in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_refuses_non_empty_out(tmp_path, capsys):
+    (tmp_path / "x.txt").write_text("")
+    assert main(["synth", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert str(tmp_path) in err and "exists and is not empty" in err
+
+
+def test_cli_writes_a_city(tmp_path, capsys):
+    assert main(["synth", "--out", str(tmp_path / "c"), "--seed", "2", "--size-px", "64"]) == 0
+    out = capsys.readouterr().out
+    for name in NAMES:
+        assert name in out
+    assert _summary(tmp_path / "c")["seed"] == 2
