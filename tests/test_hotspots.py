@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import geopandas as gpd
 import numpy as np
 import pyogrio
 import pytest
-import rasterio
 from rasterio.transform import from_origin
 from scipy import ndimage
 
+import tinyinputs
 from soilsource.errors import InputError
 from soilsource.hotspots import (
     COLUMNS,
@@ -21,25 +23,11 @@ from soilsource.hotspots import (
     write_hotspots,
 )
 
-TRANSFORM = from_origin(500_000.0, 2_560_000.0, 10.0, 10.0)
+ORIGIN_XY = (500_000.0, 2_560_000.0)
+TRANSFORM = from_origin(*ORIGIN_XY, 10.0, 10.0)
+write_raster = partial(tinyinputs.write_raster, origin=ORIGIN_XY)
 CRS = "EPSG:32649"
 CLASSES = {1: "industrial", 2: "residential", 3: "paddy"}
-
-
-def write_raster(path, array, nodata, transform=TRANSFORM, crs=CRS):
-    profile = {
-        "driver": "GTiff",
-        "dtype": array.dtype.name,
-        "count": 1,
-        "width": array.shape[1],
-        "height": array.shape[0],
-        "crs": crs,
-        "transform": transform,
-        "nodata": nodata,
-    }
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(array, 1)
-    return path
 
 
 def two_blobs():
@@ -159,10 +147,10 @@ def test_windowed_threshold_equals_the_in_memory_one(tmp_path):
     s[rng.random(s.shape) < 0.3] = np.nan
     s[:10, :10] = 0.25  # ties
     s[10:12, :] = -0.0
-    path = write_raster(tmp_path / "s.tif", s, np.nan)
+    path = write_raster(tmp_path / "s.tif", s, nodata=np.nan)
     for share in (0.001, 0.05, 0.2, 0.5, 0.9, 1.0):
         assert raster_hotspot_threshold(path, share, tile_px=16) == hotspot_threshold(s, share)
-    empty = write_raster(tmp_path / "e.tif", np.full((4, 4), np.nan, np.float32), np.nan)
+    empty = write_raster(tmp_path / "e.tif", np.full((4, 4), np.nan, np.float32), nodata=np.nan)
     assert raster_hotspot_threshold(empty, 0.05) == np.inf
 
 
@@ -170,8 +158,8 @@ def test_region_hotspots_from_files_equal_the_arrays(tmp_path):
     s, landuse = two_blobs()
     landuse = landuse.astype(np.uint8)
     landuse[12, 16] = 0  # land-use nodata: unknown, counted in the share's denominator
-    s_path = write_raster(tmp_path / "s.tif", s, np.nan)
-    lu_path = write_raster(tmp_path / "lu.tif", landuse, 0)
+    s_path = write_raster(tmp_path / "s.tif", s, nodata=np.nan)
+    lu_path = write_raster(tmp_path / "lu.tif", landuse, nodata=0)
     kwargs = {"region": "north", "threshold": 0.4}
     from_files = region_hotspots(s_path, lu_path, CLASSES, tile_px=16, **kwargs)
     masked = landuse.astype(np.int64)
@@ -185,16 +173,16 @@ def test_region_hotspots_from_files_equal_the_arrays(tmp_path):
 
 def test_land_use_off_the_imagery_grid_is_an_input_error(tmp_path):
     s, landuse = two_blobs()
-    s_path = write_raster(tmp_path / "s.tif", s, np.nan)
-    shifted = from_origin(500_005.0, 2_560_000.0, 10.0, 10.0)
-    bad = write_raster(tmp_path / "lu.tif", landuse.astype(np.uint8), 0, transform=shifted)
+    s_path = write_raster(tmp_path / "s.tif", s, nodata=np.nan)
+    shifted = (500_005.0, 2_560_000.0)
+    bad = write_raster(tmp_path / "lu.tif", landuse.astype(np.uint8), nodata=0, origin=shifted)
     with pytest.raises(InputError, match="grid") as info:
         region_hotspots(s_path, bad, CLASSES)
     assert info.value.source.endswith("lu.tif")
-    small = write_raster(tmp_path / "lu2.tif", landuse[:50].astype(np.uint8), 0)
+    small = write_raster(tmp_path / "lu2.tif", landuse[:50].astype(np.uint8), nodata=0)
     with pytest.raises(InputError, match="not the imagery grid"):
         region_hotspots(s_path, small, CLASSES)
-    good = write_raster(tmp_path / "lu3.tif", landuse.astype(np.uint8), 0)
+    good = write_raster(tmp_path / "lu3.tif", landuse.astype(np.uint8), nodata=0)
     with pytest.raises(InputError, match="band 2"):
         region_hotspots(s_path, good, CLASSES, landuse_band=2)
     (tmp_path / "junk.tif").write_text("not a raster")
@@ -243,7 +231,7 @@ def test_vector_land_use_is_put_on_the_grid_by_the_inputs_step(tmp_path):
     from soilsource.inputs.landuse import open_landuse
 
     s, landuse = two_blobs()
-    s_path = write_raster(tmp_path / "s.tif", s, np.nan)
+    s_path = write_raster(tmp_path / "s.tif", s, nodata=np.nan)
     # Land use as polygons: the three vertical stripes of two_blobs(), in map coordinates.
     left, top = TRANSFORM.c, TRANSFORM.f
     stripes = [(1, 0, 15), (2, 15, 40), (3, 40, 80)]

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import numpy as np
 import pytest
-import rasterio
 from rasterio.transform import from_origin
 from scipy import ndimage
 
+import tinyinputs
 from soilsource.explain.scoring import (
     SCORE_COLUMNS,
     ranking_spearman,
@@ -20,25 +21,10 @@ from soilsource.explain.scoring import (
 )
 from soilsource.zones import landuse_statistics, write_landuse_sensitivity
 
-TRANSFORM = from_origin(500_000.0, 2_560_000.0, 10.0, 10.0)
+ORIGIN_XY = (500_000.0, 2_560_000.0)
+TRANSFORM = from_origin(*ORIGIN_XY, 10.0, 10.0)
+write_raster = partial(tinyinputs.write_raster, origin=ORIGIN_XY)
 CLASSES = {1: "industrial", 2: "residential", 3: "paddy", 4: "forest"}
-
-
-def write_raster(path, array, nodata, transform=TRANSFORM):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    profile = {
-        "driver": "GTiff",
-        "dtype": array.dtype.name,
-        "count": 1,
-        "width": array.shape[1],
-        "height": array.shape[0],
-        "crs": "EPSG:32649",
-        "transform": transform,
-        "nodata": nodata,
-    }
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(array, 1)
-    return path
 
 
 def truth_region(seed=0, size=80):
@@ -87,9 +73,9 @@ def test_score_region_from_files_with_subsampling(tmp_path):
     s = ndimage.gaussian_filter(c, 2) + rng.normal(0, 0.3, c.shape).astype(np.float32)
     s[:, :10] = np.nan
     paths = {
-        "s": write_raster(tmp_path / "s.tif", s.astype(np.float32), np.nan),
-        "c": write_raster(tmp_path / "c.tif", c, None),
-        "lu": write_raster(tmp_path / "lu.tif", landuse, 0),
+        "s": write_raster(tmp_path / "s.tif", s.astype(np.float32), nodata=np.nan),
+        "c": write_raster(tmp_path / "c.tif", c, nodata=None),
+        "lu": write_raster(tmp_path / "lu.tif", landuse, nodata=0),
     }
     ranking = ["industrial", "residential", "paddy", "forest"]
     kwargs = {"estimated_ranking": ranking[::-1], "true_ranking": ranking}
@@ -107,8 +93,8 @@ def test_score_region_from_files_with_subsampling(tmp_path):
 
 def test_truth_off_the_sensitivity_grid_is_refused(tmp_path):
     _, c = truth_region()
-    s_path = write_raster(tmp_path / "s.tif", c, np.nan)
-    c_path = write_raster(tmp_path / "c.tif", c[:40], None)
+    s_path = write_raster(tmp_path / "s.tif", c, nodata=np.nan)
+    c_path = write_raster(tmp_path / "c.tif", c[:40], nodata=None)
     with pytest.raises(ValueError, match="not on the grid"):
         score_region(s_path, c_path, estimated_ranking=[], true_ranking=[])
 
@@ -119,10 +105,10 @@ def test_score_run_reads_a_run_and_a_city(tmp_path):
     summary = {"regions": {}}
     for k, region in enumerate(["north", "south"]):
         landuse, c = truth_region(seed=k)
-        write_raster(city / "truth" / "contribution" / f"{region}.tif", c, None)
-        write_raster(city / "landuse" / f"{region}.tif", landuse, 0)
+        write_raster(city / "truth" / "contribution" / f"{region}.tif", c, nodata=None)
+        write_raster(city / "landuse" / f"{region}.tif", landuse, nodata=0)
         s = (c if region == "north" else -c).astype(np.float32)
-        write_raster(run / "sensitivity" / f"{region}.tif", s, np.nan)
+        write_raster(run / "sensitivity" / f"{region}.tif", s, nodata=np.nan)
         results.append(landuse_statistics(s, landuse, CLASSES, region=region))
         ranking = ["industrial", "residential", "paddy", "forest"]
         summary["regions"][region] = {"landuse_ranking": ranking}

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pandas as pd
 import pytest
-import rasterio
 from rasterio.transform import from_origin
 from scipy import ndimage
 
+import tinyinputs
 from soilsource.errors import InputError
 from soilsource.zones import (
     GEODETECTOR_COLUMNS,
@@ -19,7 +21,9 @@ from soilsource.zones import (
     write_landuse_sensitivity,
 )
 
-TRANSFORM = from_origin(500_000.0, 2_560_000.0, 10.0, 10.0)
+ORIGIN_XY = (500_000.0, 2_560_000.0)
+TRANSFORM = from_origin(*ORIGIN_XY, 10.0, 10.0)
+write_raster = partial(tinyinputs.write_raster, origin=ORIGIN_XY)
 CLASSES = {1: "industrial", 2: "residential", 3: "paddy", 4: "forest"}
 
 
@@ -167,28 +171,12 @@ def test_results_are_deterministic():
     assert a.geodetector == b.geodetector
 
 
-def write_raster(path, array, nodata, transform=TRANSFORM):
-    profile = {
-        "driver": "GTiff",
-        "dtype": array.dtype.name,
-        "count": 1,
-        "width": array.shape[1],
-        "height": array.shape[0],
-        "crs": "EPSG:32649",
-        "transform": transform,
-        "nodata": nodata,
-    }
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(array, 1)
-    return path
-
-
 def test_files_read_window_by_window_give_the_same_answer(tmp_path):
     s, landuse = null_map(7)
     landuse = landuse.astype(np.uint8)
     landuse[:3] = 255  # nodata: unknown
-    s_path = write_raster(tmp_path / "s.tif", s, np.nan)
-    lu_path = write_raster(tmp_path / "lu.tif", landuse, 255)
+    s_path = write_raster(tmp_path / "s.tif", s, nodata=np.nan)
+    lu_path = write_raster(tmp_path / "lu.tif", landuse, nodata=255)
     from_files = region_landuse_statistics(s_path, lu_path, CLASSES, region="r", tile_px=16)
     in_memory = landuse_statistics(s, landuse, CLASSES, region="r")
     pd.testing.assert_frame_equal(from_files.table, in_memory.table, rtol=1e-9)
@@ -198,9 +186,9 @@ def test_files_read_window_by_window_give_the_same_answer(tmp_path):
 
 def test_land_use_off_the_grid_and_bad_arguments(tmp_path):
     s, landuse = null_map(7)
-    s_path = write_raster(tmp_path / "s.tif", s, np.nan)
-    off = from_origin(400_000.0, 2_560_000.0, 10.0, 10.0)
-    lu_path = write_raster(tmp_path / "lu.tif", landuse.astype(np.uint8), 0, transform=off)
+    s_path = write_raster(tmp_path / "s.tif", s, nodata=np.nan)
+    off = (400_000.0, 2_560_000.0)
+    lu_path = write_raster(tmp_path / "lu.tif", landuse.astype(np.uint8), nodata=0, origin=off)
     with pytest.raises(InputError, match="not the imagery grid"):
         region_landuse_statistics(s_path, lu_path, CLASSES)
     with pytest.raises(ValueError, match="differ"):
