@@ -14,9 +14,10 @@ The maths (window origins, statistics, normalisation) is separate from the I/O
 >>> patch_origins(np.array([10.3]), np.array([4.0]), 3)
 (array([9]), array([3]))
 
-Reading is windowed (never the whole raster), sorted by raster block so that
-each block is decoded about once, and split across threads, each with its own
-dataset handle (GDAL releases the GIL while it reads).
+Reading is windowed (never the whole raster), in raster block order so that
+each block is decoded about once, and shared among threads by bands of columns,
+each thread with its own dataset handle and block cache (GDAL releases the GIL
+while it reads); see :class:`PatchReader`.
 """
 
 from __future__ import annotations
