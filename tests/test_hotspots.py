@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
 from functools import partial
 
 import geopandas as gpd
@@ -202,6 +204,15 @@ def test_geopackage_holds_all_regions_in_one_layer_with_the_crs(tmp_path):
     assert pyogrio.list_layers(path).tolist() == [["hotspots", "Polygon"]]
     back = gpd.read_file(path, layer="hotspots")
     assert back.crs.to_epsg() == 32649
+    # QGIS reads the layer's CRS from the GeoPackage tables: an EPSG-registered srs.
+    with closing(sqlite3.connect(path)) as db:
+        srs = db.execute("SELECT srs_id FROM gpkg_geometry_columns").fetchone()[0]
+        organisation = db.execute(
+            "SELECT organization, organization_coordsys_id FROM gpkg_spatial_ref_sys "
+            "WHERE srs_id = ?",
+            (srs,),
+        ).fetchone()
+    assert organisation == ("EPSG", 32649)
     assert list(back.columns) == [*COLUMNS, "geometry"]
     assert back.region.value_counts().to_dict() == {"north": len(north), "south": len(south)}
     np.testing.assert_allclose(back.area_m2, back.area)
