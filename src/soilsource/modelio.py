@@ -21,11 +21,10 @@ A file that is not one of these (a pickle, say) is refused with an
 >>> from pathlib import Path
 >>> from soilsource.models.baselines import resnet18
 >>> path = Path(tempfile.mkdtemp()) / "resnet18.pt"
->>> _ = save_model(path, resnet18(4), architecture="resnet18", init_kwargs={"in_channels": 4},
-...                metadata={"patch_px": 32})
+>>> _ = save_model(path, resnet18(4), metadata={"patch_px": 32})
 >>> saved = load_model(path)
->>> saved.architecture, saved.metadata["patch_px"], type(saved.model).__name__
-('resnet18', 32, 'TorchvisionLogit')
+>>> saved.architecture, saved.init_kwargs, saved.metadata["patch_px"]
+('resnet18', {'in_channels': 4}, 32)
 """
 
 from __future__ import annotations
@@ -102,7 +101,8 @@ def save_model(
         or a fitted :class:`~soilsource.models.baselines.WindowStatsForest`.
     architecture, init_kwargs:
         For torch: a name in :data:`ARCHITECTURES` and the JSON-serialisable keyword
-        arguments that rebuild the module. Ignored for the forest.
+        arguments that rebuild the module; by default taken from SI-LICNet and the
+        torchvision baselines themselves (their ``config``). Ignored for the forest.
     metadata:
         JSON-serialisable facts the model needs to be used right: band names and
         normalisation statistics, ``patch_px``, ``patch_m``, the label rule.
@@ -128,13 +128,26 @@ def save_model(
         return path
     if not isinstance(model, nn.Module):
         raise TypeError(f"cannot save a {type(model).__name__}")
+    architecture = architecture or _architecture_of(model)
     if architecture not in ARCHITECTURES:
         raise ValueError(f"architecture must be one of {', '.join(ARCHITECTURES)}")
-    header.update(architecture=architecture, init_kwargs=dict(init_kwargs or {}))
+    if init_kwargs is None:
+        init_kwargs = getattr(model, "config", None)
+    if not isinstance(init_kwargs, Mapping):
+        raise ValueError(f"init_kwargs that rebuild the {architecture} are needed")
+    header.update(architecture=architecture, init_kwargs=dict(init_kwargs))
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
         torch.save({"format": FORMAT, "header": _dumps(header), "state_dict": state}, tmp)
     return path
+
+
+def _architecture_of(model: nn.Module) -> str | None:
+    """Registry name of a soilsource network (SILICNet or a torchvision baseline)."""
+    kind = type(model)
+    if kind.__name__ == "SILICNet" and kind.__module__.startswith("soilsource.models"):
+        return "silicnet"
+    return getattr(model, "architecture", None)
 
 
 def _dumps(header: Mapping[str, Any]) -> str:

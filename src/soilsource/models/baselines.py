@@ -361,11 +361,17 @@ class WindowStatsForest:
 
 
 class TorchvisionLogit(nn.Module):
-    """A torchvision classifier with ``num_classes=1``, returning logits of shape (B,)."""
+    """A torchvision classifier with ``num_classes=1``, returning logits of shape (B,).
 
-    def __init__(self, net: nn.Module) -> None:
+    ``architecture`` (the registry name) and ``config`` (the factory's keyword
+    arguments) say how to rebuild it, e.g. when loading saved weights.
+    """
+
+    def __init__(self, net: nn.Module, architecture: str, config: dict[str, int]) -> None:
         super().__init__()
         self.net = net
+        self.architecture = architecture
+        self.config = dict(config)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).reshape(-1)
@@ -397,7 +403,7 @@ def resnet18(in_channels: int, patch_px: int | None = None) -> TorchvisionLogit:
     del patch_px
     net = tvm.resnet18(weights=None, num_classes=1)
     net.conv1 = _band_conv(net.conv1, in_channels)
-    return TorchvisionLogit(net)
+    return TorchvisionLogit(net, "resnet18", {"in_channels": in_channels})
 
 
 def mobilenet_v3_small(in_channels: int, patch_px: int | None = None) -> TorchvisionLogit:
@@ -411,7 +417,7 @@ def mobilenet_v3_small(in_channels: int, patch_px: int | None = None) -> Torchvi
     del patch_px
     net = tvm.mobilenet_v3_small(weights=None, num_classes=1)
     net.features[0][0] = _band_conv(net.features[0][0], in_channels)
-    return TorchvisionLogit(net)
+    return TorchvisionLogit(net, "mobilenet_v3_small", {"in_channels": in_channels})
 
 
 def random_forest(in_channels: int, patch_px: int) -> WindowStatsForest:
