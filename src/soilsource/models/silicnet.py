@@ -1,0 +1,321 @@
+"""SI-LICNet: a spatial-information-preserving lightweight CNN for patches around samples.
+
+The network answers "is the soil sample at the centre of this patch contaminated?" from
+what is where around it: an industrial parcel upwind, a road 50 m away, a river bank. It is
+built from two parts with a hard boundary between them:
+
+1. A **trunk** of purely local operations: a stride-2 space-to-depth stem (a 2 x 2
+   convolution with stride 2), then depthwise-separable blocks (depthwise k x k, pointwise
+   1 x 1, BatchNorm, ReLU), all *valid* convolutions: no zero padding anywhere, so a trunk
+   output depends only on the pixels under its receptive field, never on where the patch
+   border falls. BatchNorm in evaluation mode is a per-channel affine map.
+2. **Ring pooling**, the one linear spatial reduction: the mean of each trunk channel over
+   square rings (Chebyshev distance from the patch centre), finer near the centre and
+   geometrically coarser outwards. It keeps the one spatial fact that matters after
+   rotation and flip augmentation (how far from the sample a feature lies) and is exactly
+   invariant to the eight dihedral transforms. A small MLP head then gives one logit.
+
+Nothing nonlinear mixes positions before the pooling, which is what makes exact dense maps
+(:mod:`soilsource.mapping`: the trunk runs once over a region, the rings slide over it as
+box sums) and exact incremental occlusion (:mod:`soilsource.explain.occlusion`) possible.
+The reasoning, costs and measurements are in ``docs/method.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+__all__ = ["MAX_BLOCKS", "MIN_GRID", "RingPooling", "SILICNet", "ring_bounds"]
+
+MAX_BLOCKS = 3
+"""Most depthwise-separable blocks chosen automatically (``n_blocks=None``)."""
+
+MIN_GRID = 6
+"""Smallest trunk output side (in stem cells) that automatic depth keeps for the rings."""
+
+STEM_STRIDE = 2
+"""The stem's stride: the trunk runs on a grid of 2 x 2 pixel cells."""
+
+
+def ring_bounds(levels: int, n_rings: int) -> tuple[int, ...]:
+    """Distance levels where rings start: ``0 = b_0 < b_1 < ... < b_R = levels``.
+
+    Ring ``k`` holds the grid cells whose Chebyshev distance level (0 for the central
+    cell or 2 x 2 cells, 1 for the square around them, ...) is in ``[b_k, b_k+1)``.
+    Boundaries halve from the outside in, so rings are one level wide near the sample and
+    wide far away; at most ``levels`` rings (each level its own ring).
+
+    >>> ring_bounds(29, 6)
+    (0, 1, 2, 4, 7, 15, 29)
+    >>> ring_bounds(3, 6)
+    (0, 1, 2, 3)
+    """
+    if levels < 1 or n_rings < 1:
+        raise ValueError(f"levels and n_rings must be >= 1, got {levels} and {n_rings}")
+    n = min(n_rings, levels)
+    bounds = [0]
+    for k in range(1, n + 1):
+        bounds.append(max(bounds[-1] + 1, math.floor(levels * 2.0 ** (k - n) + 0.5)))
+    return tuple(bounds)
+
+
+class RingPooling(nn.Module):
+    """Means of each channel over square rings around the centre of a ``grid`` x ``grid`` map.
+
+    ``forward`` pools maps of exactly ``grid`` x ``grid`` cells to ``(N, D, R)``;
+    :meth:`sliding` pools every ``grid`` x ``grid`` window of a larger map at once, from
+    summed-area tables (a ring is the difference of two centred squares), which is how a
+    dense map costs a few operations per pixel instead of ``grid ** 2``.
+
+    >>> pool = RingPooling(4, n_rings=2)
+    >>> pool.bounds, pool(torch.ones(1, 3, 4, 4)).shape
+    ((0, 1, 2), torch.Size([1, 3, 2]))
+    """
+
+    basis: Tensor
+
+    def __init__(self, grid: int, n_rings: int = 6) -> None:
+        super().__init__()
+        if grid < 1:
+            raise ValueError(f"the pooled grid must be at least 1 x 1, got {grid}")
+        self.grid = grid
+        self.levels = (grid + 1) // 2
+        self.bounds = ring_bounds(self.levels, n_rings)
+        self.n_rings = len(self.bounds) - 1
+        # Level of a cell: Chebyshev distance from the geometric centre, in whole cells.
+        idx = torch.arange(grid)
+        dist = (2 * idx - (grid - 1)).abs()
+        level = torch.maximum(dist[:, None], dist[None, :]) // 2
+        lo = torch.tensor(self.bounds[:-1]).view(-1, 1, 1)
+        hi = torch.tensor(self.bounds[1:]).view(-1, 1, 1)
+        member = ((level >= lo) & (level < hi)).float()
+        basis = member / member.sum(dim=(1, 2), keepdim=True)
+        self.register_buffer("basis", basis, persistent=False)  # (R, grid, grid)
+
+    def side(self, bound: int) -> int:
+        """Side of the centred square of cells whose level is below ``bound``."""
+        return max(0, self.grid - 2 * (self.levels - bound))
+
+    def forward(self, features: Tensor) -> Tensor:
+        """Ring means of ``(N, D, grid, grid)`` features: ``(N, D, R)``."""
+        if features.shape[-2:] != (self.grid, self.grid):
+            raise ValueError(
+                f"ring pooling expects {self.grid} x {self.grid} maps, "
+                f"got {tuple(features.shape[-2:])}"
+            )
+        return features.flatten(2) @ self.basis.flatten(1).T
+
+    def sliding(self, features: Tensor) -> Tensor:
+        """Ring means of every ``grid`` x ``grid`` window of ``(N, D, h, w)`` features.
+
+        Returns ``(N, D, R, h - grid + 1, w - grid + 1)``: window ``(i, j)`` covers cells
+        ``i .. i + grid - 1`` and ``j .. j + grid - 1`` and equals ``forward`` on them.
+        Summed-area tables are kept in float64, so differences of large sums keep
+        float32 accuracy.
+        """
+        n, d, h, w = features.shape
+        oh, ow = h - self.grid + 1, w - self.grid + 1
+        if oh < 1 or ow < 1:
+            raise ValueError(f"a {h} x {w} map holds no {self.grid} x {self.grid} window")
+        sat = features.new_zeros((n, d, h + 1, w + 1), dtype=torch.float64)
+        sat[:, :, 1:, 1:] = features.double().cumsum(-2).cumsum(-1)
+
+        def box(bound: int) -> Tensor:
+            s, t = self.side(bound), self.levels - bound
+            if s == 0:
+                return sat.new_zeros((n, d, oh, ow))
+            return (
+                sat[:, :, t + s : t + s + oh, t + s : t + s + ow]
+                - sat[:, :, t : t + oh, t + s : t + s + ow]
+                - sat[:, :, t + s : t + s + oh, t : t + ow]
+                + sat[:, :, t : t + oh, t : t + ow]
+            )
+
+        out = features.new_empty((n, d, self.n_rings, oh, ow))
+        inner = box(self.bounds[0])
+        for k in range(self.n_rings):
+            outer = box(self.bounds[k + 1])
+            count = self.side(self.bounds[k + 1]) ** 2 - self.side(self.bounds[k]) ** 2
+            out[:, :, k] = ((outer - inner) / count).to(features.dtype)
+            inner = outer
+        return out
+
+
+class SILICNet(nn.Module):
+    """Spatial-information-preserving lightweight CNN: one logit per patch.
+
+    Parameters
+    ----------
+    in_channels:
+        Bands of the (normalised) patches.
+    patch_px:
+        Side of the square patches the model is built for; ``forward`` accepts exactly
+        this size. Even sizes keep the 2 x 2 stem cells aligned under the eight
+        rotations/flips; for an odd size the last row and column fall outside the stem's
+        cells and are ignored.
+    width:
+        Channels of the trunk.
+    kernel_size:
+        Side of the depthwise kernels (odd). Each block widens the receptive field by
+        ``2 * (kernel_size - 1)`` pixels.
+    n_blocks:
+        Depthwise-separable blocks after the stem; ``None`` picks the most, up to
+        :data:`MAX_BLOCKS`, that leave a trunk output of at least :data:`MIN_GRID` cells
+        a side for the rings (3 at 128 px, 3 at 24 px, 1 at 16 px).
+    n_rings:
+        Rings of the pooling (fewer when the trunk output is small).
+    hidden, dropout:
+        Width and dropout of the MLP head.
+
+    Notes
+    -----
+    Normalisation happens outside the model, so an input of 0 is the band mean (the
+    occlusion baseline). The model keeps its convolution weights and activations in
+    channels-last layout, which is several times faster on CPUs.
+
+    Examples
+    --------
+    >>> model = SILICNet(6, patch_px=32).eval()
+    >>> model(torch.zeros(2, 6, 32, 32)).shape
+    torch.Size([2])
+    >>> model.n_blocks, model.grid_px, model.receptive_field_px
+    (3, 10, 14)
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        patch_px: int = 128,
+        *,
+        width: int = 32,
+        kernel_size: int = 3,
+        n_blocks: int | None = None,
+        n_rings: int = 6,
+        hidden: int = 32,
+        dropout: float = 0.2,
+    ) -> None:
+        super().__init__()
+        if in_channels < 1 or width < 1 or hidden < 1:
+            raise ValueError("in_channels, width and hidden must be >= 1")
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd and >= 1, got {kernel_size}")
+        if patch_px < STEM_STRIDE:
+            raise ValueError(f"patch_px must be >= {STEM_STRIDE}, got {patch_px}")
+        cells, grow = patch_px // STEM_STRIDE, kernel_size - 1
+        if n_blocks is None:
+            fits = [n for n in range(MAX_BLOCKS + 1) if cells - n * grow >= MIN_GRID]
+            n_blocks = max(fits, default=0)
+        if n_blocks < 0 or cells - n_blocks * grow < 1:
+            raise ValueError(
+                f"patch_px={patch_px} is too small for {n_blocks} blocks of kernel "
+                f"{kernel_size}: the trunk needs {STEM_STRIDE * (1 + n_blocks * grow)} px"
+            )
+        self.in_channels, self.patch_px = in_channels, patch_px
+        self.width, self.kernel_size, self.n_blocks = width, kernel_size, n_blocks
+        self.hidden, self.dropout = hidden, dropout
+        self.grid_px = cells - n_blocks * grow
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, width, STEM_STRIDE, stride=STEM_STRIDE, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+        )
+        self.blocks = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv2d(width, width, kernel_size, groups=width, bias=False),
+                nn.Conv2d(width, width, 1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+            )
+            for _ in range(n_blocks)
+        )
+        self.pool = RingPooling(self.grid_px, n_rings)
+        self.n_rings = self.pool.n_rings
+        self.head = nn.Sequential(
+            nn.Linear(width * self.n_rings, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, 1),
+        )
+        self.to(memory_format=torch.channels_last)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """Keyword arguments that rebuild this architecture: ``SILICNet(**model.config)``."""
+        return {
+            "in_channels": self.in_channels,
+            "patch_px": self.patch_px,
+            "width": self.width,
+            "kernel_size": self.kernel_size,
+            "n_blocks": self.n_blocks,
+            "n_rings": self.n_rings,
+            "hidden": self.hidden,
+            "dropout": self.dropout,
+        }
+
+    @property
+    def block_extents(self) -> tuple[int, ...]:
+        """How many stem cells each block trims from each side of its input, in order."""
+        return (self.kernel_size - 1,) * self.n_blocks
+
+    @property
+    def receptive_field_px(self) -> int:
+        """Side, in pixels, of the input square one trunk output sees."""
+        return STEM_STRIDE * (1 + sum(self.block_extents))
+
+    def features(self, x: Tensor) -> Tensor:
+        """Trunk output for inputs of any size >= the receptive field: ``(N, width, h, w)``.
+
+        ``h = H // 2 - sum(block_extents)``; cell ``i`` sees input rows ``2 i`` to
+        ``2 i + receptive_field_px - 1``.
+        """
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"expected (N, {self.in_channels}, H, W) patches, got {tuple(x.shape)}"
+            )
+        if min(x.shape[-2:]) < self.receptive_field_px:
+            raise ValueError(
+                f"inputs of {tuple(x.shape[-2:])} px are smaller than the receptive field "
+                f"({self.receptive_field_px} px)"
+            )
+        f = self.stem(x.contiguous(memory_format=torch.channels_last))
+        for block in self.blocks:
+            f = block(f)
+        return f
+
+    def inference_stages(self) -> list[nn.Module]:
+        """The trunk as evaluation-mode stages with BatchNorm folded into the convolutions.
+
+        One stage per spatial layer (the stem, then each block), so a caller can run the
+        trunk layer by layer (incremental occlusion) or over large tiles (dense maps) with
+        two memory passes fewer per layer. Equal to :meth:`features` up to float rounding.
+        """
+        if self.training:
+            raise RuntimeError("inference_stages needs the model in eval mode (model.eval())")
+        stem = nn.Sequential(fuse_conv_bn_eval(self.stem[0], self.stem[1]), nn.ReLU(inplace=True))
+        blocks = [
+            nn.Sequential(block[0], fuse_conv_bn_eval(block[1], block[2]), nn.ReLU(inplace=True))
+            for block in self.blocks
+        ]
+        return [stage.to(memory_format=torch.channels_last) for stage in (stem, *blocks)]
+
+    def pooled(self, x: Tensor) -> Tensor:
+        """Ring means of the trunk output, flattened channel-major: ``(N, width * n_rings)``."""
+        if x.shape[-2:] != (self.patch_px, self.patch_px):
+            raise ValueError(
+                f"SILICNet was built for {self.patch_px} x {self.patch_px} px patches, "
+                f"got {tuple(x.shape[-2:])}"
+            )
+        return self.pool(self.features(x)).flatten(1)
+
+    def classify(self, pooled: Tensor) -> Tensor:
+        """Logits ``(M,)`` from pooled features ``(M, width * n_rings)``."""
+        return self.head(pooled).squeeze(-1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logit of contamination for each patch of ``(N, C, patch_px, patch_px)``: ``(N,)``."""
+        return self.classify(self.pooled(x))
