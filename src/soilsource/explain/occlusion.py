@@ -1,0 +1,282 @@
+"""Occlusion sensitivity, computed exactly and incrementally.
+
+Occlusion asks, for every place in a patch, how much the predicted probability of
+contamination drops when that place is hidden (set to the baseline, by default 0 = the band
+mean of normalised inputs). A square window slides over the patch; each pixel gets the mean
+drop over all windows that cover it. The values are Captum's ``Occlusion`` exactly
+(Captum is the test oracle):
+
+    Occlusion(lambda t: torch.sigmoid(model(t)).reshape(-1)).attribute(
+        x, sliding_window_shapes=(C, window_px, window_px),
+        strides=(C, stride_px, stride_px), baselines=baseline)[:, 0]
+
+Window placement (as Captum): windows start at rows ``0, s, 2s, ...`` up to the first start
+``>= H - window`` (``ceil((H - window) / s) + 1`` starts), so when ``H - window`` is not a
+multiple of the stride the last window overhangs the edge and is cut to the patch. Pixels
+average the drops of the windows covering them (every pixel is covered at least once).
+
+Why incremental (the KRYPTON idea, Nakandala et al., SIGMOD 2019): a window changes only a
+bounded part of each layer's output, its projective field, which grows by the kernel extent
+of each layer. For SI-LICNet we run the unoccluded patch once and keep every layer's
+activations (on a zero-padded frame, so windows near the border need no special case: the
+frame's extra cells only feed cells that the pooling weighs by zero). For a batch of windows
+we then recompute, layer by layer, only the changed cells: cut the cells the layer needs
+from the cached input, paste in the previous layer's recomputed cells, run the layer on
+that small crop. The ring pooling is linear, so the pooled features move by the ring-weighted
+sum of the change over the changed cells alone; the head then runs on the updated features.
+At the defaults (128 px patch, 16 px window, 4 px stride) a window touches about 2 to 13 %
+of each layer instead of 100 %.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from soilsource.models.silicnet import STEM_STRIDE, SILICNet
+
+__all__ = ["occlusion_sensitivity", "window_starts"]
+
+Method = Literal["auto", "incremental", "full"]
+
+
+def window_starts(size: int, window_px: int, stride_px: int) -> np.ndarray:
+    """Starts of Captum's occluding windows along an axis of ``size`` pixels.
+
+    >>> window_starts(11, 4, 3).tolist()  # the last window (9..12) is cut to 9..10
+    [0, 3, 6, 9]
+    >>> window_starts(10, 4, 3).tolist()
+    [0, 3, 6]
+    """
+    count = -(-(size - window_px) // stride_px) + 1
+    return np.arange(count, dtype=np.int64) * stride_px
+
+
+def occlusion_sensitivity(
+    model: nn.Module,
+    x: Tensor,
+    window_px: int,
+    stride_px: int,
+    baseline: float | Tensor = 0.0,
+    *,
+    batch_windows: int = 256,
+    method: Method = "auto",
+) -> Tensor:
+    """Mean drop of the predicted probability over the occluding windows covering each pixel.
+
+    Parameters
+    ----------
+    model:
+        Returns one logit per patch, shape ``(N,)``. Run in evaluation mode (its mode is
+        restored afterwards).
+    x:
+        Patches ``(N, C, H, W)``, normalised as the model expects; all values finite.
+    window_px, stride_px:
+        Side and step of the square occluding window, in pixels. The stride may not
+        exceed the window (some pixels would never be occluded) unless the window spans
+        the patch.
+    baseline:
+        Value of occluded pixels: a number, or a tensor broadcastable to ``x`` (e.g.
+        per-band values of shape ``(1, C, 1, 1)``).
+    batch_windows:
+        Occluded windows evaluated together; memory grows with it.
+    method:
+        ``"incremental"`` (SI-LICNet only: recompute only what a window changes),
+        ``"full"`` (any model: one full forward pass per window, batched), or
+        ``"auto"``: incremental for SI-LICNet, else full.
+
+    Returns
+    -------
+    Tensor
+        ``(N, H, W)`` float32 on ``x``'s device: positive where hiding the place lowers
+        the probability of contamination.
+
+    Examples
+    --------
+    >>> from soilsource.models import SILICNet
+    >>> model = SILICNet(3, patch_px=24).eval()
+    >>> occlusion_sensitivity(model, torch.randn(2, 3, 24, 24), 8, 4).shape
+    torch.Size([2, 24, 24])
+    """
+    if x.ndim != 4:
+        raise ValueError(f"x must be (N, C, H, W), got shape {tuple(x.shape)}")
+    _, _, h, w = x.shape
+    for name, size in (("height", h), ("width", w)):
+        if not 1 <= window_px <= size:
+            raise ValueError(f"window_px={window_px} must be between 1 and the patch {name} {size}")
+        if stride_px < 1 or (stride_px > window_px and size > window_px):
+            raise ValueError(
+                f"stride_px={stride_px} must be between 1 and window_px={window_px}, "
+                "or some pixels are never occluded"
+            )
+    if batch_windows < 1:
+        raise ValueError(f"batch_windows must be >= 1, got {batch_windows}")
+    if not torch.isfinite(x).all():
+        raise ValueError("x holds NaN or infinite values; fill or mask nodata first")
+    if method == "auto":
+        method = "incremental" if isinstance(model, SILICNet) else "full"
+    if method == "incremental" and not isinstance(model, SILICNet):
+        raise TypeError(f"incremental occlusion needs a SILICNet, got {type(model).__name__}")
+    if method not in ("incremental", "full"):
+        raise ValueError(f"method must be 'auto', 'incremental' or 'full', got {method!r}")
+
+    param = next(model.parameters())
+    xd = x.detach().to(device=param.device, dtype=param.dtype)
+    base = torch.as_tensor(baseline, device=xd.device, dtype=xd.dtype).expand_as(xd)
+    ys, xs = window_starts(h, window_px, stride_px), window_starts(w, window_px, stride_px)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            if method == "incremental":
+                drops = _incremental_drops(model, xd, base, ys, xs, window_px, batch_windows)
+            else:
+                drops = _full_drops(model, xd, base, ys, xs, window_px, batch_windows)
+            maps = _average_over_windows(drops, (h, w), window_px, stride_px)
+    finally:
+        model.train(was_training)
+    return maps.to(x.device)
+
+
+def _average_over_windows(
+    drops: Tensor, size: tuple[int, int], window_px: int, stride_px: int
+) -> Tensor:
+    """Per-pixel mean of the drops ``(N, Ky, Kx)`` of the windows covering each pixel."""
+    ones = drops.new_ones((1, 1, window_px, window_px))
+    total = F.conv_transpose2d(drops[:, None], ones, stride=stride_px)
+    count = F.conv_transpose2d(torch.ones_like(drops[:1, None]), ones, stride=stride_px)
+    h, w = size
+    return (total / count)[:, 0, :h, :w]
+
+
+def _full_drops(
+    model: nn.Module,
+    x: Tensor,
+    base: Tensor,
+    ys: np.ndarray,
+    xs: np.ndarray,
+    window_px: int,
+    batch_windows: int,
+) -> Tensor:
+    """Drops ``(N, Ky, Kx)`` by full forward passes on occluded copies, many per batch."""
+    n = x.shape[0]
+    starts = [(int(a), int(b)) for a in ys for b in xs]
+    drops = x.new_empty((n, len(starts)))
+    for i in range(n):
+        for lo in range(0, len(starts), batch_windows):
+            chunk = starts[lo : lo + batch_windows]
+            # Row 0 stays unoccluded: the reference probability from the same batch.
+            batch = x[i].expand(len(chunk) + 1, *x.shape[1:]).clone()
+            for j, (a, b) in enumerate(chunk, start=1):
+                region = (slice(None), slice(a, a + window_px), slice(b, b + window_px))
+                batch[j][region] = base[i][region]
+            prob = torch.sigmoid(model(batch).reshape(-1))
+            drops[i, lo : lo + len(chunk)] = prob[0] - prob[1:]
+    return drops.reshape(n, len(ys), len(xs))
+
+
+def _gather(frame: Tensor, rows: list[int], cols: list[int], size: int) -> Tensor:
+    """Crops ``(B, size, size, C)`` of a channels-last ``(H, W, C)`` frame at per-crop corners.
+
+    Stacking slices is faster here than advanced indexing (which computes an offset per
+    element).
+    """
+    return torch.stack([frame[r : r + size, c : c + size] for r, c in zip(rows, cols, strict=True)])
+
+
+def _nchw(t: Tensor) -> Tensor:
+    """View ``(B, H, W, C)`` as ``(B, C, H, W)`` in channels-last memory (no copy)."""
+    return t.permute(0, 3, 1, 2)
+
+
+def _nhwc(t: Tensor) -> Tensor:
+    """``(B, C, H, W)`` as ``(B, H, W, C)``, contiguous (a view when already channels-last)."""
+    return t.permute(0, 2, 3, 1).contiguous()
+
+
+def _incremental_drops(
+    model: SILICNet,
+    x: Tensor,
+    base: Tensor,
+    ys: np.ndarray,
+    xs: np.ndarray,
+    window_px: int,
+    batch_windows: int,
+) -> Tensor:
+    """Drops ``(N, Ky, Kx)`` recomputing only each window's projective field (see module doc).
+
+    Frames: the input is zero-padded by ``pad`` pixels on every side; a cached layer's
+    cell ``i`` is the real stem cell ``i - pad // 2`` (valid convolutions keep that offset).
+    For a window starting at real pixel ``a``, the stem cells it changes start at
+    ``c = a // 2`` and span at most ``s0`` cells; block ``b`` changes cells
+    ``c - E_b .. c + s0 - 1`` (``E_b``: the extents of blocks up to ``b``, summed) and needs
+    its input's cells ``c - E_b .. c + s0 + e_b - 1``: the previous layer's changed cells
+    plus ``e_b`` on each side, taken from the cache.
+    """
+    n, _, h, w = x.shape
+    stem, *blocks = model.inference_stages()
+    extents = model.block_extents
+    total_extent, grid = sum(extents), model.grid_px
+    ay, ax = np.repeat(ys, len(xs)), np.tile(xs, len(ys))
+    cy, cx = ay // STEM_STRIDE, ax // STEM_STRIDE
+    # Changed stem cells per window: at most s0 a side, whatever the window's phase.
+    last = np.concatenate(
+        [(ay + window_px - 1) // STEM_STRIDE - cy, (ax + window_px - 1) // STEM_STRIDE - cx]
+    )
+    s0 = int(last.max()) + 1
+    steps = np.diff(np.concatenate([ys, xs, [0]]))
+    half_pad = total_extent + int(steps.max(initial=0)) + 2  # covers every overhang
+    pad = STEM_STRIDE * half_pad
+    # Occluded pixels of each window's stem crop (2 s0 x 2 s0 pixels from 2 c).
+    px = torch.arange(STEM_STRIDE * s0, device=x.device)
+    oy = torch.as_tensor(ay - STEM_STRIDE * cy, device=x.device)[:, None]
+    ox = torch.as_tensor(ax - STEM_STRIDE * cx, device=x.device)[:, None]
+    inside = ((px >= oy) & (px < oy + window_px))[:, :, None, None] & (
+        (px >= ox) & (px < ox + window_px)
+    )[:, None, :, None]
+    # Ring weights on the last layer's frame, zero outside the real grid.
+    rings = model.pool.basis.permute(1, 2, 0)
+    frame_h, frame_w = (h + 2 * pad) // 2 - total_extent, (w + 2 * pad) // 2 - total_extent
+    ring_frame = rings.new_zeros((frame_h, frame_w, rings.shape[-1]))
+    ring_frame[half_pad : half_pad + grid, half_pad : half_pad + grid] = rings
+
+    drops = x.new_empty((n, len(ay)))
+    for i in range(n):
+        pooled0 = model.pooled(x[i : i + 1])[0]
+        frame = F.pad(x[i : i + 1], (pad,) * 4).contiguous(memory_format=torch.channels_last)
+        cache = [_nhwc(frame)[0]]
+        act = frame
+        for stage in (stem, *blocks):
+            act = stage(act)
+            cache.append(_nhwc(act)[0])
+        base_frame = _nhwc(F.pad(base[i : i + 1], (pad,) * 4))[0]
+        for lo in range(0, len(ay), batch_windows):
+            sl = slice(lo, lo + batch_windows)
+            by, bx = cy[sl], cx[sl]
+            # Stem: the input pixels of the changed cells, with the window substituted.
+            r, q = (STEM_STRIDE * by + pad).tolist(), (STEM_STRIDE * bx + pad).tolist()
+            size = STEM_STRIDE * s0
+            crop = torch.where(
+                inside[sl], _gather(base_frame, r, q, size), _gather(cache[0], r, q, size)
+            )
+            changed = _nhwc(stem(_nchw(crop)))
+            done = 0  # extent so far: the changed cells start at c - done
+            for b, (block, e) in enumerate(zip(blocks, extents, strict=True)):
+                r, q = (by - done - e + half_pad).tolist(), (bx - done - e + half_pad).tolist()
+                need = _gather(cache[b + 1], r, q, s0 + done + 2 * e)
+                need[:, e : e + s0 + done, e : e + s0 + done] = changed
+                changed = _nhwc(block(_nchw(need)))
+                done += e
+            r, q = (by - done + half_pad).tolist(), (bx - done + half_pad).tolist()
+            change = changed - _gather(cache[-1], r, q, s0 + done)
+            weights = _gather(ring_frame, r, q, s0 + done)
+            delta = torch.einsum("bhwd,bhwr->bdr", change, weights).flatten(1)
+            # The unoccluded patch rides in the same head call: a window that changes
+            # nothing then drops by exactly 0, not by the rounding of another batch size.
+            prob = torch.sigmoid(model.classify(torch.cat([pooled0[None], pooled0 + delta])))
+            drops[i, sl] = prob[0] - prob[1:]
+    return drops.reshape(n, len(ys), len(xs))
