@@ -1,0 +1,201 @@
+"""Wall-to-wall maps of the probability of contamination, computed densely.
+
+The map answers, at every pixel, "if a sample were taken here, how likely would it exceed
+the rule?": the probability SI-LICNet gives the patch centred there. Evaluating one patch
+per pixel would cost a full forward pass per pixel. SI-LICNet is local up to its one linear
+pooling, so the same values come far cheaper: run the trunk once over the image and slide
+the ring pooling over the trunk output as box sums (summed-area tables), then run the small
+head per pixel. The stem has stride 2, so the trunk runs four times, once per phase
+(row and column parity) of the patch corner; together the four passes cost about one
+stride-1 pass over the image.
+
+Conventions
+-----------
+- **Patch centred at pixel (i, j)**: the patch covers rows ``i - patch_px // 2`` to
+  ``i - patch_px // 2 + patch_px - 1`` and the same for columns (the patch extractor and
+  the sensitivity mosaic use the same rule). For an even ``patch_px`` the patch's centre
+  is the upper-left corner of pixel (i, j).
+- **Edges**: the map is NaN where the patch would cross the image edge (the first
+  ``patch_px // 2`` and the last ``patch_px - 1 - patch_px // 2`` rows and columns) and
+  where the patch holds a non-finite (nodata) pixel. No padding is invented: a value is
+  given only where the model could see the whole patch.
+- **Tiles**: :func:`probability_map_tile` computes one output tile from one input window,
+  the tile plus a halo of ``patch_halo(patch_px)`` pixels, so a caller can read the imagery
+  window by window (rasterio), write GeoTIFF blocks as they come, and hand tiles to Dask
+  workers. :func:`probability_map` does this for an image already in memory.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from soilsource.models.silicnet import STEM_STRIDE, SILICNet
+from soilsource.progress import track
+
+__all__ = ["patch_halo", "probability_map", "probability_map_tile"]
+
+
+def patch_halo(patch_px: int) -> tuple[int, int]:
+    """Pixels of context a patch needs before and after its centre pixel, per axis.
+
+    Output rows ``r0 .. r1 - 1`` of the map need input rows ``r0 - before`` to
+    ``r1 - 1 + after``.
+
+    >>> patch_halo(128), patch_halo(5)
+    ((64, 63), (2, 2))
+    """
+    return patch_px // 2, patch_px - 1 - patch_px // 2
+
+
+def _check(model: SILICNet, channels: int, patch_px: int | None) -> int:
+    if not isinstance(model, SILICNet):
+        raise TypeError(f"dense maps need a SILICNet, got {type(model).__name__}")
+    if patch_px is not None and patch_px != model.patch_px:
+        raise ValueError(f"patch_px={patch_px} but the model was built for {model.patch_px} px")
+    if channels != model.in_channels:
+        raise ValueError(f"the image has {channels} bands, the model expects {model.in_channels}")
+    return model.patch_px
+
+
+def probability_map_tile(
+    model: SILICNet, window: np.ndarray | Tensor, patch_px: int | None = None
+) -> np.ndarray:
+    """Probabilities of every patch lying wholly inside an input window.
+
+    Parameters
+    ----------
+    model:
+        A SILICNet (run in evaluation mode; its mode is restored).
+    window:
+        ``(C, h, w)`` normalised imagery: the output tile plus its halo
+        (:func:`patch_halo`) on each side.
+    patch_px:
+        Optional check that the model was built for this patch size.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(h - patch_px + 1, w - patch_px + 1)`` float32; element ``(r, c)`` is the patch
+        whose upper-left pixel is window pixel ``(r, c)``, i.e. centred at window pixel
+        ``(r + patch_px // 2, c + patch_px // 2)``. NaN where that patch holds a non-finite
+        pixel. Empty when the window is smaller than a patch.
+
+    Examples
+    --------
+    >>> from soilsource.models import SILICNet
+    >>> model = SILICNet(3, patch_px=16)
+    >>> probability_map_tile(model, np.zeros((3, 20, 25), np.float32)).shape
+    (5, 10)
+    """
+    size = _check(model, window.shape[0], patch_px)
+    param = next(model.parameters())
+    x = torch.as_tensor(window).to(device=param.device, dtype=param.dtype)
+    h, w = x.shape[-2:]
+    oh, ow = max(h - size + 1, 0), max(w - size + 1, 0)
+    out = torch.full((oh, ow), float("nan"), dtype=param.dtype, device=param.device)
+    if oh and ow:
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.inference_mode():
+                out = _dense_probabilities(model, x)
+        finally:
+            model.train(was_training)
+    return out.cpu().numpy()
+
+
+def _dense_probabilities(model: SILICNet, x: Tensor) -> Tensor:
+    """The body of :func:`probability_map_tile` for a window of at least one patch."""
+    size = model.patch_px
+    h, w = x.shape[-2:]
+    oh, ow = h - size + 1, w - size + 1
+    finite = torch.isfinite(x).all(dim=0)
+    x = torch.where(finite, x, 0.0)
+    stages = model.inference_stages()
+    out = x.new_empty((oh, ow))
+    for py in range(STEM_STRIDE):
+        for px in range(STEM_STRIDE):
+            ny, nx = len(range(py, oh, STEM_STRIDE)), len(range(px, ow, STEM_STRIDE))
+            if not ny or not nx:
+                continue
+            # Patch corners py, py + 2, ...: their stem cells are one grid, shared.
+            sub = x[
+                :, py : py + STEM_STRIDE * (ny - 1) + size, px : px + STEM_STRIDE * (nx - 1) + size
+            ]
+            act = sub[None].contiguous(memory_format=torch.channels_last)
+            for stage in stages:
+                act = stage(act)
+            rings = model.pool.sliding(act)[0, :, :, :ny, :nx]  # (D, R, ny, nx)
+            pooled = rings.permute(2, 3, 0, 1).reshape(ny * nx, -1)
+            out[py::STEM_STRIDE, px::STEM_STRIDE] = torch.sigmoid(model.classify(pooled)).view(
+                ny, nx
+            )
+    nodata = _box_any(~finite, size)
+    return out.masked_fill_(nodata, float("nan"))
+
+
+def _box_any(mask: Tensor, size: int) -> Tensor:
+    """Whether each ``size`` x ``size`` window of a 2-D boolean mask holds a True."""
+    sat = torch.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=torch.int64, device=mask.device)
+    sat[1:, 1:] = mask.long().cumsum(0).cumsum(1)
+    total = sat[size:, size:] - sat[:-size, size:] - sat[size:, :-size] + sat[:-size, :-size]
+    return total > 0
+
+
+def probability_map(
+    model: SILICNet,
+    image: np.ndarray | Tensor,
+    patch_px: int | None = None,
+    *,
+    tile_px: int = 512,
+    progress: bool = False,
+) -> np.ndarray:
+    """Probability of contamination of the patch centred at each pixel of an image.
+
+    Parameters
+    ----------
+    model:
+        A trained SILICNet (evaluation mode is used; its mode is restored).
+    image:
+        ``(C, H, W)`` imagery, normalised like the training patches; NaN marks nodata.
+    patch_px:
+        Optional check that the model was built for this patch size.
+    tile_px:
+        Side of the output tiles computed at once; memory grows with
+        ``(tile_px + patch_px) ** 2``.
+    progress:
+        Show a progress bar on stderr.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(H, W)`` float32; NaN where the patch would cross the image edge or holds nodata.
+        Equal, within float32 rounding, to ``sigmoid(model(patch))`` for every patch.
+
+    Examples
+    --------
+    >>> from soilsource.models import SILICNet
+    >>> model = SILICNet(2, patch_px=16)
+    >>> prob = probability_map(model, np.zeros((2, 40, 30), np.float32))
+    >>> prob.shape, bool(np.isnan(prob[7, 10])), bool(np.isnan(prob[8, 10]))
+    ((40, 30), True, False)
+    """
+    if image.ndim != 3:
+        raise ValueError(f"image must be (C, H, W), got shape {tuple(image.shape)}")
+    if tile_px < 1:
+        raise ValueError(f"tile_px must be >= 1, got {tile_px}")
+    size = _check(model, image.shape[0], patch_px)
+    _, h, w = image.shape
+    before, after = patch_halo(size)
+    out = np.full((h, w), np.nan, dtype=np.float32)
+    rows, cols = range(before, h - after), range(before, w - after)  # centres of whole patches
+    tiles = [(r, c) for r in rows[::tile_px] for c in cols[::tile_px]]
+    for r0, c0 in track(tiles, "probability map") if progress else tiles:
+        r1, c1 = min(r0 + tile_px, rows.stop), min(c0 + tile_px, cols.stop)
+        window = image[:, r0 - before : r1 + after, c0 - before : c1 + after]
+        if isinstance(window, np.ndarray):
+            window = np.ascontiguousarray(window)
+        out[r0:r1, c0:c1] = probability_map_tile(model, window)
+    return out

@@ -1,0 +1,151 @@
+"""Dense probability maps: equal to patch-by-patch evaluation, edges and nodata, tiles."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from soilsource.mapping import patch_halo, probability_map, probability_map_tile
+from soilsource.models import SILICNet
+
+TOL = 1e-4
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small tensors: one thread avoids OpenMP contention on a busy shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def varied_model(channels: int, patch_px: int, seed: int = 0) -> SILICNet:
+    """A random SI-LICNet whose probabilities spread over (0, 1) across an image."""
+    torch.manual_seed(seed)
+    model = SILICNet(channels, patch_px)
+    with torch.no_grad():
+        for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+        model.head[0].weight.mul_(10.0)
+        model.head[-1].weight.mul_(100.0)
+        model.eval()
+        patches = torch.randn(16, channels, patch_px, patch_px)
+        model.head[-1].bias.sub_(model(patches).mean())
+    return model
+
+
+def patch_by_patch(model: SILICNet, image: torch.Tensor) -> np.ndarray:
+    """The definition: sigmoid(model(patch centred at (i, j))), NaN where it leaves the image."""
+    size = model.patch_px
+    _, h, w = image.shape
+    before, after = size // 2, size - 1 - size // 2
+    out = np.full((h, w), np.nan, np.float32)
+    with torch.no_grad():
+        for i in range(before, h - after):
+            patches = torch.stack(
+                [
+                    image[:, i - before : i - before + size, j - before : j - before + size]
+                    for j in range(before, w - after)
+                ]
+            )
+            out[i, before : w - after] = torch.sigmoid(model(patches)).numpy()
+    return out
+
+
+def smooth_image(channels: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
+    """Noise plus a gradient, so probabilities vary across the image."""
+    g = torch.Generator().manual_seed(seed)
+    ramp = torch.linspace(-2, 2, w).expand(h, w)
+    return torch.randn(channels, h, w, generator=g) + ramp
+
+
+@pytest.mark.parametrize(
+    ("channels", "patch_px", "h", "w", "tile_px"),
+    [
+        (3, 24, 61, 50, 16),  # several tiles, the last ones partial
+        (2, 27, 45, 60, 7),  # odd patch, odd tiles
+        (4, 32, 70, 71, 512),  # one tile
+        (3, 16, 30, 33, 5),  # a shallow model (one block)
+    ],
+)
+def test_dense_map_equals_patch_by_patch(channels, patch_px, h, w, tile_px):
+    model = varied_model(channels, patch_px, seed=patch_px)
+    image = smooth_image(channels, h, w)
+    expected = patch_by_patch(model, image)
+    assert np.nanstd(expected) > 0.03  # a map with structure, not a constant
+    got = probability_map(model, image, patch_px, tile_px=tile_px)
+    assert got.shape == (h, w)
+    assert got.dtype == np.float32
+    assert np.array_equal(np.isnan(got), np.isnan(expected))
+    assert np.nanmax(np.abs(got - expected)) < TOL
+
+
+def test_edges_are_nan_exactly_where_the_patch_leaves_the_image():
+    model = varied_model(2, 16)
+    got = probability_map(model, np.zeros((2, 40, 30), np.float32))
+    before, after = patch_halo(16)
+    assert (before, after) == (8, 7)
+    valid = np.zeros((40, 30), bool)
+    valid[before : 40 - after, before : 30 - after] = True
+    assert np.array_equal(~np.isnan(got), valid)
+
+
+def test_nodata_blanks_only_the_patches_that_contain_it():
+    model = varied_model(2, 16, seed=1)
+    image = smooth_image(2, 40, 44).numpy()
+    clean = probability_map(model, image)
+    image[1, 20, 25] = np.nan
+    got = probability_map(model, image, tile_px=9)
+    hit = np.zeros_like(clean, dtype=bool)
+    hit[20 - 7 : 20 + 9, 25 - 7 : 25 + 9] = True  # centres whose patch holds (20, 25)
+    assert np.isnan(got[hit]).all()
+    keep = ~hit & ~np.isnan(clean)
+    assert np.array_equal(~np.isnan(got), keep)
+    assert np.max(np.abs(got[keep] - clean[keep])) < 1e-6
+
+
+def test_a_tile_from_its_window_equals_the_map():
+    model = varied_model(3, 20, seed=2)
+    image = smooth_image(3, 50, 60)
+    full = probability_map(model, image)
+    before, after = patch_halo(20)
+    r0, r1, c0, c1 = 15, 31, 22, 40  # output tile: rows 15..30, columns 22..39
+    window = image[:, r0 - before : r1 + after, c0 - before : c1 + after]
+    tile = probability_map_tile(model, window, 20)
+    assert tile.shape == (r1 - r0, c1 - c0)
+    assert np.max(np.abs(tile - full[r0:r1, c0:c1])) < 1e-6
+
+
+def test_small_images_give_empty_tiles_and_all_nan_maps():
+    model = varied_model(2, 16)
+    assert probability_map_tile(model, np.zeros((2, 15, 40), np.float32)).shape == (0, 25)
+    assert np.isnan(probability_map(model, np.zeros((2, 15, 40), np.float32))).all()
+
+
+def test_model_mode_is_restored():
+    model = varied_model(2, 16).train()
+    probability_map(model, np.zeros((2, 20, 20), np.float32))
+    assert model.training
+
+
+@pytest.mark.parametrize(
+    ("image", "kwargs", "error", "match"),
+    [
+        (np.zeros((3, 30, 30), np.float32), {}, ValueError, "bands"),
+        (np.zeros((2, 30, 30), np.float32), {"patch_px": 18}, ValueError, "built for 16"),
+        (np.zeros((30, 30), np.float32), {}, ValueError, r"\(C, H, W\)"),
+        (np.zeros((2, 30, 30), np.float32), {"tile_px": 0}, ValueError, "tile_px"),
+    ],
+)
+def test_bad_inputs_are_refused(image, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        probability_map(varied_model(2, 16), image, **kwargs)
+
+
+def test_only_silicnet_maps_densely():
+    with pytest.raises(TypeError, match="SILICNet"):
+        probability_map(nn.Conv2d(2, 1, 3), np.zeros((2, 30, 30), np.float32))
