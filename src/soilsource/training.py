@@ -44,6 +44,7 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from torch import nn
 
 from soilsource.errors import InputError
+from soilsource.patches import BandStats, Patches
 from soilsource.progress import track, warn
 
 __all__ = [
@@ -551,3 +552,60 @@ class TorchPatchClassifier:
         return predict_proba(
             self.module, patches, self.device, batch_size=self.settings.predict_batch_size
         )
+
+
+class Standardized:
+    """Band standardisation fitted on the training patches only, around another estimator.
+
+    Cross-validation hands each fold's training patches to :meth:`fit`; the per-band mean
+    and standard deviation come from their valid pixels alone
+    (:class:`~soilsource.patches.BandStats`), so nothing of the test samples leaks into the
+    scaling. Patches are in physical units with NaN where there is no data; after scaling
+    those pixels are 0, the band mean, which is also the occlusion baseline.
+
+    Parameters
+    ----------
+    inner:
+        The estimator that sees standardised patches (e.g. a :class:`TorchPatchClassifier`).
+    """
+
+    def __init__(self, inner: PatchEstimator) -> None:
+        self.inner = inner
+        self.stats_: BandStats | None = None
+
+    @property
+    def fit_result_(self) -> FitResult | None:
+        """The inner estimator's training record, when it keeps one."""
+        return getattr(self.inner, "fit_result_", None)
+
+    def fit(
+        self,
+        patches: np.ndarray,
+        labels: np.ndarray,
+        *,
+        groups: np.ndarray | None = None,
+        seed: int = 0,
+    ) -> Self:
+        """Fit the band statistics on ``patches``, then the inner estimator on them scaled."""
+        self.stats_ = BandStats.fit(_as_patches(patches))
+        self.inner.fit(self.transform(patches), labels, groups=groups, seed=seed)
+        return self
+
+    def transform(self, patches: np.ndarray) -> np.ndarray:
+        """Standardised float32 patches; pixels without data become 0 (the band mean)."""
+        if self.stats_ is None:
+            raise RuntimeError("Standardized is not fitted")
+        return self.stats_.transform(_as_patches(patches))
+
+    def predict_proba(self, patches: np.ndarray) -> np.ndarray:
+        """Probability of the positive class of the inner estimator, (N,)."""
+        return self.inner.predict_proba(self.transform(patches))
+
+
+def _as_patches(data: np.ndarray) -> Patches:
+    """Physical-unit patches with NaN for nodata as :class:`~soilsource.patches.Patches`."""
+    valid = np.isfinite(data).all(axis=1)
+    n = len(data)
+    zeros = np.zeros(n, dtype=np.int64)
+    names = tuple(f"band{i + 1}" for i in range(data.shape[1]))
+    return Patches(np.nan_to_num(data, nan=0.0), valid, zeros, zeros, np.arange(n), names)

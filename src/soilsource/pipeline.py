@@ -1,0 +1,320 @@
+"""``soilsource run``: the whole pipeline, from a configuration to a run directory.
+
+inputs -> labels -> patches (:mod:`soilsource.dataset`) -> SI-LICNet and baselines under
+spatial cross-validation (:mod:`soilsource.evaluation`) -> out-of-fold predictions,
+metrics and ROC curves -> occlusion sensitivity of the final models, mosaicked per region
+(:mod:`soilsource.explain`) -> land-use statistics and hotspots (:mod:`soilsource.zones`,
+:mod:`soilsource.hotspots`) -> probability maps (:mod:`soilsource.mapping`).
+
+Every output is written atomically and the run directory says whether it is complete
+(:mod:`soilsource.rundir`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+
+from soilsource.atomic import write_text_atomic
+from soilsource.config import Config, load_config
+from soilsource.dataset import Dataset, RegionSamples, load_dataset
+from soilsource.evaluation import CVResult, cross_validate
+from soilsource.figures import roc_figure
+from soilsource.modelio import save_model
+from soilsource.models import SILICNet
+from soilsource.models.baselines import make_baseline
+from soilsource.patches import Patches
+from soilsource.rundir import mark, prepare
+from soilsource.training import Standardized, TorchPatchClassifier, TrainSettings
+
+MODEL = "silicnet"
+"""Name of the method's own network in metrics, predictions and model files."""
+
+PREDICTION_COLUMNS = ["sample_id", "region", "x", "y", "value", "label", "prob", "fold"]
+
+
+@dataclass
+class RunResult:
+    """What a run produced: its directory, metrics and per-scope cross-validation."""
+
+    out: Path
+    metrics: dict[str, Any]
+    cv: dict[str, dict[str, CVResult]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def run(
+    config: Config | str | PathLike[str],
+    out: str | PathLike[str],
+    *,
+    force: bool = False,
+    device: str | None = None,
+    settings: TrainSettings | None = None,
+) -> RunResult:
+    """Run the whole pipeline of ``config`` into the run directory ``out``.
+
+    Parameters
+    ----------
+    config:
+        A :class:`~soilsource.config.Config` or the path of its YAML file.
+    out:
+        Run directory; a complete run there is replaced only with ``force``.
+    device:
+        Overrides ``compute.device`` (``auto``, ``cpu`` or ``cuda``).
+    settings:
+        Training hyperparameters of the torch models (defaults: :class:`TrainSettings`).
+
+    Raises
+    ------
+    InputError
+        Bad inputs or configuration (nothing is marked complete).
+    """
+    if not isinstance(config, Config):
+        config = load_config(config)
+    if device is not None:
+        config.compute.device = device
+    seconds: dict[str, float] = {}
+    out = prepare(out, force=force)
+    _write_config(out / "config.yaml", config)
+    with _timed(seconds, "inputs"):
+        dataset = load_dataset(config)
+    with _timed(seconds, "training"):
+        cv = evaluate(dataset, config, settings=settings)
+    metrics = build_metrics(dataset, config, cv)
+    with _timed(seconds, "outputs"):
+        write_predictions(out / "predictions.csv", dataset, cv)
+        write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        write_roc_figures(out / "figures", dataset, cv)
+        save_models(out / "models", dataset, config, cv)
+    mark(out, "complete", seconds=seconds)
+    return RunResult(out, metrics, cv, seconds)
+
+
+# --- models and cross-validation --------------------------------------------------------------
+
+
+def model_factory(
+    name: str, dataset: Dataset, config: Config, settings: TrainSettings | None
+) -> Callable[[], Any]:
+    """A zero-argument factory of a fresh, untrained estimator for ``name``.
+
+    Torch models are wrapped in :class:`~soilsource.training.Standardized`, so each
+    fold's band statistics come from its training samples only; the random forest
+    reads physical values (NaN where there is no data) and needs no scaling.
+    """
+    channels, size = len(dataset.band_names), dataset.patch_px
+    device = config.compute.device
+
+    def torch_model(build: Callable[[], torch.nn.Module]) -> Callable[[], Standardized]:
+        return lambda: Standardized(TorchPatchClassifier(build(), settings=settings, device=device))
+
+    if name == MODEL:
+        return torch_model(lambda: SILICNet(channels, patch_px=size))
+    if name == "random_forest":
+        return lambda: make_baseline(name, channels, size)
+    return torch_model(lambda: make_baseline(name, channels, size))
+
+
+def evaluate(
+    dataset: Dataset, config: Config, *, settings: TrainSettings | None = None
+) -> dict[str, dict[str, CVResult]]:
+    """Cross-validate SI-LICNet and every configured baseline on the same folds.
+
+    Returns ``{model: {scope_key: CVResult}}`` where the scope key is the region name
+    (scope ``region``) or ``"pooled"``. The folds depend only on the samples, labels
+    and seed, so every model sees the same folds.
+    """
+    models = [MODEL, *config.model.baselines]
+    results: dict[str, dict[str, CVResult]] = {}
+    for name in models:
+        factory = model_factory(name, dataset, config, settings)
+        results[name] = {}
+        for key, patches, table in _scopes(dataset, config):
+            results[name][key] = cross_validate(
+                factory,
+                physical(patches),
+                table["label"].to_numpy(),
+                table[["x", "y"]].to_numpy(),
+                table["region"].to_numpy(),
+                folds=config.train.folds,
+                cv=config.train.cv,
+                block_m=block_m(config, table),
+                patch_m=config.patch.size_m,
+                seed=config.train.seed,
+                device=config.compute.device,
+                settings=settings,
+                description=f"{key}: {name}",
+            )
+    return results
+
+
+def _scopes(dataset: Dataset, config: Config):
+    if config.train.scope == "pooled":
+        patches, table = dataset.concat()
+        yield "pooled", patches, table
+        return
+    for region in dataset:
+        yield region.name, region.patches, region.table
+
+
+def physical(patches: Patches) -> np.ndarray:
+    """Patch values in physical units with NaN where there is no data."""
+    data = patches.data.copy()
+    data[np.broadcast_to(~patches.valid[:, None], data.shape)] = np.nan
+    return data
+
+
+def block_m(config: Config, table: pd.DataFrame) -> float:
+    """Spatial CV block side: the configured one, or the default from the samples' extent."""
+    extent = min(np.ptp(table["x"].to_numpy()), np.ptp(table["y"].to_numpy()))
+    return config.train.default_block_m(config.patch.size_m, float(extent))
+
+
+def region_result(cv: dict[str, CVResult], region: str) -> CVResult:
+    """The cross-validation that covers ``region`` (its own, or the pooled one)."""
+    return cv[region] if region in cv else cv["pooled"]
+
+
+def oof(
+    cv: dict[str, CVResult], region: RegionSamples, dataset: Dataset
+) -> tuple[np.ndarray, np.ndarray]:
+    """Out-of-fold probabilities and fold ids of ``region``'s samples, in table order."""
+    result = region_result(cv, region.name)
+    if region.name in cv:
+        return result.proba, result.fold
+    start = 0
+    for other in dataset:
+        if other.name == region.name:
+            break
+        start += len(other)
+    sel = slice(start, start + len(region))
+    return result.proba[sel], result.fold[sel]
+
+
+# --- outputs ------------------------------------------------------------------------------
+
+
+def build_metrics(
+    dataset: Dataset, config: Config, cv: dict[str, dict[str, CVResult]]
+) -> dict[str, Any]:
+    """``metrics.json``: per region n, positives, AUC with 95 % interval, baselines."""
+    regions: dict[str, Any] = {}
+    for region in dataset:
+        main = region_result(cv[MODEL], region.name).regions[region.name].to_dict()
+        main["n_dropped"] = len(region.dropped)
+        main["baselines"] = {
+            name: _auc_entry(region_result(cv[name], region.name).regions[region.name].to_dict())
+            for name in config.model.baselines
+        }
+        regions[region.name] = main
+    overall = {}
+    for key, result in cv[MODEL].items():
+        overall[key] = result.metrics()["overall"]
+    return {
+        "metal": config.metal,
+        "rule": dataset.rule,
+        "scope": config.train.scope,
+        "cv": config.train.cv,
+        "optimistic": config.train.cv == "random",
+        "seed": config.train.seed,
+        "patch_px": dataset.patch_px,
+        "patch_m": config.patch.size_m,
+        "bands": list(dataset.band_names),
+        "regions": regions,
+        "overall": overall,
+    }
+
+
+def _auc_entry(entry: dict[str, Any]) -> dict[str, Any]:
+    keep = ("auc", "auc_ci95", "auc_null_reason")
+    return {k: entry[k] for k in keep if k in entry}
+
+
+def write_predictions(path: Path, dataset: Dataset, cv: dict[str, dict[str, CVResult]]) -> None:
+    """``predictions.csv``: out-of-fold probability and fold of every sample.
+
+    SPEC columns first (``prob`` is SI-LICNet's), then ``prob_<baseline>`` columns.
+    """
+    frames = []
+    for region in dataset:
+        frame = region.table[["sample_id", "region", "x", "y", "value", "label"]].copy()
+        frame["prob"], frame["fold"] = oof(cv[MODEL], region, dataset)
+        for name in cv:
+            if name != MODEL:
+                frame[f"prob_{name}"] = oof(cv[name], region, dataset)[0]
+        frames.append(frame)
+    table = pd.concat(frames, ignore_index=True)
+    write_text_atomic(path, table.to_csv(index=False, float_format="%.6g"))
+
+
+def write_roc_figures(folder: Path, dataset: Dataset, cv: dict[str, dict[str, CVResult]]) -> None:
+    """``figures/roc_REGION.png``: SI-LICNet and the baselines on one plot per region."""
+    for region in dataset:
+        probabilities = {name: oof(cv[name], region, dataset)[0] for name in cv}
+        aucs = {name: region_result(cv[name], region.name).regions[region.name].auc for name in cv}
+        result = region_result(cv[MODEL], region.name)
+        note = f"{result.cv} CV, {result.folds} folds" + (
+            f", blocks of {result.block_m:g} m" if result.block_m else " (optimistic)"
+        )
+        roc_figure(
+            folder / f"roc_{region.name}.png",
+            region.name,
+            region.labels,
+            probabilities,
+            aucs,
+            note=note,
+        )
+
+
+def save_models(
+    folder: Path, dataset: Dataset, config: Config, cv: dict[str, dict[str, CVResult]]
+) -> None:
+    """The final models (trained on all samples of a scope), as files that load safely."""
+    for name, scopes in cv.items():
+        for key, result in scopes.items():
+            if result.final is None:
+                continue
+            estimator = result.final
+            metadata: dict[str, Any] = {
+                "scope": key,
+                "patch_px": dataset.patch_px,
+                "patch_m": config.patch.size_m,
+                "rule": dataset.rule,
+                "metal": config.metal,
+                "band_names": list(dataset.band_names),
+            }
+            if isinstance(estimator, Standardized):
+                metadata["band_stats"] = estimator.stats_.to_dict()
+                model = estimator.inner
+                suffix = ".pt"
+            else:
+                model, suffix = estimator, ".npz"
+            save_model(folder / key / f"{name}{suffix}", model, metadata=metadata)
+
+
+def _write_config(path: Path, config: Config) -> None:
+    resolved = config.model_dump(mode="json")
+    text = "# Resolved configuration of this run (paths absolute, defaults filled in).\n"
+    write_text_atomic(path, text + yaml.safe_dump(resolved, sort_keys=False))
+
+
+@contextmanager
+def _timed(seconds: dict[str, float], name: str) -> Iterator[None]:
+    """Record the wall time of a step in ``seconds[name]`` (for ``run.json``)."""
+    start = time.perf_counter()
+    yield
+    seconds[name] = round(time.perf_counter() - start, 2)
+
+
+__all__ = ["MODEL", "RunResult", "evaluate", "run"]
