@@ -192,3 +192,12 @@ def test_bad_arguments_are_refused(tmp_path):
             height=5,
             tile_px=100,
         )
+
+
+def test_a_region_without_maps_is_all_nodata(tmp_path):
+    empty = np.zeros((0, 8, 8), np.float32)
+    none = np.zeros(0, np.int64)
+    grid = {"transform": TRANSFORM, "crs": CRS, "width": 20, "height": 18, "tile_px": 16}
+    path = write_sensitivity(tmp_path / "s.tif", empty, none, none, **grid)
+    with rasterio.open(path) as src:
+        assert np.isnan(src.read(1)).all()

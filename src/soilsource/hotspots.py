@@ -46,6 +46,7 @@ from soilsource.atomic import atomic_path
 from soilsource.errors import InputError
 from soilsource.inputs.imagery import describe_raster, open_raster
 from soilsource.inputs.landuse import Landuse
+from soilsource.progress import track
 
 DEFAULT_TOP_SHARE = 0.05
 DEFAULT_MIN_PIXELS = 4
@@ -281,7 +282,8 @@ def _polygons(
     if min_pixels < 1:
         raise ValueError(f"min_pixels must be at least 1, got {min_pixels}")
     pieces = _Pieces()
-    for window in subdivide(Window(0, 0, width, height), tile_px, tile_px):
+    tiles = subdivide(Window(0, 0, width, height), tile_px, tile_px)
+    for window in track(tiles, f"hotspots {region}".rstrip()):
         sensitivity, landuse = read(window)
         pieces.add_tile(window, sensitivity, landuse, threshold, (height, width))
     joined = pieces.joined()

@@ -84,7 +84,7 @@ from soilsource.hotspots import (
     hotspot_threshold,
     raster_hotspot_threshold,
 )
-from soilsource.progress import warn
+from soilsource.progress import track, warn
 
 TABLE_COLUMNS = [
     "region",
@@ -154,7 +154,9 @@ class _ZoneSums:
         self.square = np.zeros(cells)
         self.fraction = np.zeros((n_classes, *cells), np.float32)
 
-    def add(self, window: Window, sensitivity: np.ndarray, index: np.ndarray, hot: np.ndarray):
+    def add(
+        self, window: Window, sensitivity: np.ndarray, index: np.ndarray, hot: np.ndarray
+    ) -> None:
         covered = np.isfinite(sensitivity)
         known = covered & (index >= 0)
         c, s = index[known], sensitivity[known].astype(np.float64)
@@ -191,11 +193,12 @@ def _accumulate(
     threshold: float,
     max_cells: int,
     tile_px: int,
+    description: str,
 ) -> _ZoneSums:
     cell_px = max(1, math.ceil(math.sqrt(height * width / max_cells)))
     tile = cell_px * math.ceil(tile_px / cell_px)  # windows hold whole cells
     sums = _ZoneSums(codes.size, (height, width), cell_px)
-    for window in subdivide(Window(0, 0, width, height), tile, tile):
+    for window in track(subdivide(Window(0, 0, width, height), tile, tile), description):
         sensitivity, landuse = read(window)
         if landuse is None:
             raise ValueError("land-use statistics need a land-use map")
@@ -390,7 +393,9 @@ def landuse_statistics(
         rows, cols = w.toslices()
         return sensitivity[rows, cols], landuse[rows, cols]
 
-    sums = _accumulate(read, *sensitivity.shape, codes, threshold, max_cells, tile_px)
+    sums = _accumulate(
+        read, *sensitivity.shape, codes, threshold, max_cells, tile_px, f"land use {region}"
+    )
     return _results(sums, codes, classes, region)
 
 
@@ -416,7 +421,9 @@ def region_landuse_statistics(
     if threshold is None:
         threshold = raster_hotspot_threshold(sensitivity_path, top_share, tile_px)
     with RegionRasters(sensitivity_path, landuse, landuse_band=landuse_band) as rasters:
-        sums = _accumulate(rasters.read, *rasters.shape, codes, threshold, max_cells, tile_px)
+        sums = _accumulate(
+            rasters.read, *rasters.shape, codes, threshold, max_cells, tile_px, f"land use {region}"
+        )
     return _results(sums, codes, classes, region)
 
 

@@ -31,6 +31,7 @@ from rasterio.crs import CRS
 from rasterio.windows import Window, subdivide
 
 from soilsource.atomic import atomic_path
+from soilsource.progress import track
 
 NODATA = float("nan")
 """Value of pixels that no patch covers."""
@@ -210,7 +211,8 @@ def write_sensitivity(
     with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
         dst.update_tags(1, DESCRIPTION="occlusion sensitivity: mean over overlapping patches")
         dst.set_band_description(1, "sensitivity")
-        for window in subdivide(Window(0, 0, width, height), tile_px, tile_px):
+        tiles = subdivide(Window(0, 0, width, height), tile_px, tile_px)
+        for window in track(tiles, f"sensitivity mosaic {Path(path).stem}"):
             key = (int(window.row_off) // tile_px, int(window.col_off) // tile_px)
             samples = by_tile.get(key)
             if samples:
