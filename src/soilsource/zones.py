@@ -176,10 +176,10 @@ class _ZoneSums:
         k = self.cell_px
         r0, c0 = int(window.row_off) // k, int(window.col_off) // k
         s_all = np.where(covered, sensitivity, 0.0).astype(np.float64)
-        rows, cols = _cell_sums(s_all, k).shape
-        cells = (slice(r0, r0 + rows), slice(c0, c0 + cols))
+        total = _cell_sums(s_all, k)
+        cells = (slice(r0, r0 + total.shape[0]), slice(c0, c0 + total.shape[1]))
+        self.total[cells] += total
         self.cover[cells] += _cell_sums(covered.astype(np.float64), k)
-        self.total[cells] += _cell_sums(s_all, k)
         self.square[cells] += _cell_sums(s_all**2, k)
         for j in range(self.n_classes):
             self.fraction[(j, *cells)] += _cell_sums((index == j).astype(np.float32), k) / k**2
