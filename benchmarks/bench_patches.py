@@ -196,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
             f"GDAL_CACHEMAX {args.cache_mb} MB; goal >= 2,000 patches/s, peak RSS < 1024 MiB.\n"
             f"Machine: {os.cpu_count()} cores, load average {load_before:.1f} before and "
             f"{os.getloadavg()[0]:.1f} after; two threads of GIL-free work got "
-            f"{capacity:.2f} cores. 'patches per CPU-s' does not depend on that load."
+            f"{capacity:.2f} cores. 'patches per CPU-s' counts this process's CPU time only, "
+            "so it depends much less on that load (shared caches and memory still do)."
         )
     return 0
 
