@@ -27,14 +27,22 @@ Conventions
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
+import rasterio
 import torch
+from rasterio.windows import Window
 from torch import Tensor
 
+from soilsource.atomic import atomic_path
+from soilsource.inputs import RasterInfo
 from soilsource.models.silicnet import STEM_STRIDE, SILICNet
+from soilsource.patches import BandStats, read_windows
 from soilsource.progress import track
 
-__all__ = ["patch_halo", "probability_map", "probability_map_tile"]
+__all__ = ["patch_halo", "probability_map", "probability_map_tile", "write_probability_map"]
 
 
 def patch_halo(patch_px: int) -> tuple[int, int]:
@@ -199,3 +207,72 @@ def probability_map(
             window = np.ascontiguousarray(window)
         out[r0:r1, c0:c1] = probability_map_tile(model, window)
     return out
+
+
+def write_probability_map(
+    path: str | os.PathLike[str],
+    model: SILICNet,
+    stats: BandStats,
+    raster: RasterInfo,
+    *,
+    max_nodata_share: float = 0.5,
+    tile_px: int = 512,
+    threads: int = 2,
+    progress: bool = True,
+) -> Path:
+    """Write the wall-to-wall probability map of one raster as a tiled float32 GeoTIFF.
+
+    The imagery is read one output tile plus its halo at a time (boundless windowed reads
+    of :func:`soilsource.patches.read_windows`), scaled with the model's band statistics
+    and written block by block, so memory stays bounded however large the raster is.
+
+    Patches are treated as in training: pixels without data (nodata, or beyond the raster
+    edge) take the band mean, and a pixel's value is NaN (the file's nodata) where more
+    than ``max_nodata_share`` of its patch has no data, the rule that left samples out.
+    Near the raster edge, where a patch crosses it, the value is therefore kept while at
+    least half of the patch lies on valid imagery.
+    """
+    size = model.patch_px
+    before, _ = patch_halo(size)
+    span = tile_px + size - 1
+    profile = {
+        "driver": "GTiff",
+        "dtype": "float32",
+        "count": 1,
+        "width": raster.width,
+        "height": raster.height,
+        "crs": raster.crs,
+        "transform": raster.transform,
+        "nodata": float("nan"),
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+        "compress": "deflate",
+        "predictor": 3,
+    }
+    tiles = [
+        (r, c) for r in range(0, raster.height, tile_px) for c in range(0, raster.width, tile_px)
+    ]
+    path = Path(path)
+    with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+        dst.set_band_description(1, "probability of exceeding the rule")
+        steps = track(tiles, f"probability map {path.stem}") if progress else tiles
+        for r0, c0 in steps:
+            h, w = min(tile_px, raster.height - r0), min(tile_px, raster.width - c0)
+            window = read_windows(
+                raster, np.array([r0 - before]), np.array([c0 - before]), span, threads=threads
+            )
+            image = stats.transform(window)[0]
+            prob = probability_map_tile(model, image)[:h, :w]
+            share = _box_mean(window.valid[0].astype(np.float64), size)[:h, :w]
+            prob[share < 1.0 - max_nodata_share] = np.nan
+            dst.write(prob.astype(np.float32), 1, window=Window(c0, r0, w, h))
+    return path
+
+
+def _box_mean(values: np.ndarray, size: int) -> np.ndarray:
+    """Mean of every ``size`` x ``size`` box (upper-left anchored) by a summed-area table."""
+    table = np.zeros((values.shape[0] + 1, values.shape[1] + 1))
+    table[1:, 1:] = values.cumsum(0).cumsum(1)
+    sums = table[size:, size:] - table[:-size, size:] - table[size:, :-size] + table[:-size, :-size]
+    return sums / (size * size)

@@ -30,13 +30,20 @@ from soilsource.atomic import write_text_atomic
 from soilsource.config import Config, load_config
 from soilsource.dataset import Dataset, RegionSamples, load_dataset
 from soilsource.evaluation import CVResult, cross_validate
+from soilsource.explain import occlusion_sensitivity
+from soilsource.explain.mosaic import write_sensitivity
 from soilsource.figures import roc_figure
+from soilsource.hotspots import region_hotspots, write_hotspots
+from soilsource.inputs import open_landuse
+from soilsource.mapping import write_probability_map
 from soilsource.modelio import save_model
 from soilsource.models import SILICNet
 from soilsource.models.baselines import make_baseline
 from soilsource.patches import Patches
+from soilsource.progress import track, warn
 from soilsource.rundir import mark, prepare
 from soilsource.training import Standardized, TorchPatchClassifier, TrainSettings
+from soilsource.zones import region_landuse_statistics, write_geodetector, write_landuse_sensitivity
 
 MODEL = "silicnet"
 """Name of the method's own network in metrics, predictions and model files."""
@@ -97,6 +104,10 @@ def run(
         write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         write_roc_figures(out / "figures", dataset, cv)
         save_models(out / "models", dataset, config, cv)
+    with _timed(seconds, "explanation"):
+        explain(out, dataset, config, cv[MODEL])
+    with _timed(seconds, "probability maps"):
+        probability_maps(out / "probability", dataset, config, cv[MODEL])
     mark(out, "complete", seconds=seconds)
     return RunResult(out, metrics, cv, seconds)
 
@@ -200,6 +211,107 @@ def oof(
         start += len(other)
     sel = slice(start, start + len(region))
     return result.proba[sel], result.fold[sel]
+
+
+# --- explanation and maps ----------------------------------------------------------------------
+
+
+def final_model(cv: dict[str, CVResult], region: str) -> Standardized | None:
+    """The SI-LICNet trained on all samples of ``region``'s scope (None if untrained)."""
+    final = region_result(cv, region).final
+    return final if isinstance(final, Standardized) else None
+
+
+def output_name(region: RegionSamples, k: int) -> str:
+    """File stem of a region's rasters: the region, or region__raster when it spans several."""
+    if len(region.rasters) == 1:
+        return region.name
+    return f"{region.name}__{region.rasters[k].path.stem}"
+
+
+def sensitivity_maps(
+    model: Standardized, patches: Patches, config: Config, pixel_m: float, batch: int = 16
+) -> np.ndarray:
+    """Occlusion sensitivity (N, H, W) of every patch under the final SI-LICNet.
+
+    Window and stride are set in metres (``explain.window_m``, ``explain.stride_m``) and
+    rounded to whole pixels of the imagery; the baseline is ``explain.baseline`` in
+    standardised units (0 = the band mean of the training samples).
+    """
+    window_px = max(1, round(config.explain.window_m / pixel_m))
+    stride_px = min(window_px, max(1, round(config.explain.stride_m / pixel_m)))
+    network = model.inner.module
+    maps = np.empty((len(patches), patches.size_px, patches.size_px), dtype=np.float32)
+    for start in track(range(0, len(patches), batch), "occlusion", total=-(-len(patches) // batch)):
+        part = patches.subset(np.arange(start, min(start + batch, len(patches))))
+        x = torch.from_numpy(model.stats_.transform(part))
+        maps[start : start + len(part)] = (
+            occlusion_sensitivity(network, x, window_px, stride_px, config.explain.baseline)
+            .cpu()
+            .numpy()
+        )
+    return maps
+
+
+def explain(out: Path, dataset: Dataset, config: Config, cv: dict[str, CVResult]) -> None:
+    """Sensitivity rasters, land-use statistics and hotspots of every region."""
+    zones, hotspots = [], []
+    for region in dataset:
+        model = final_model(cv, region.name)
+        if model is None:
+            warn(f"region '{region.name}': no trained model, so no sensitivity map")
+            continue
+        raster_of = region.table["raster"].to_numpy()
+        for k, raster in enumerate(region.rasters):
+            members = np.flatnonzero(raster_of == k)
+            if len(members) == 0:
+                continue
+            patches = region.patches.subset(members)
+            maps = sensitivity_maps(model, patches, config, raster.pixel_size_m)
+            path = out / "sensitivity" / f"{output_name(region, k)}.tif"
+            write_sensitivity(
+                path,
+                maps,
+                patches.row_off,
+                patches.col_off,
+                transform=raster.transform,
+                crs=raster.crs,
+                width=raster.width,
+                height=raster.height,
+            )
+            landuse = open_landuse(config.landuse, region.name) if config.landuse else None
+            classes = landuse.classes if landuse else None
+            share = config.explain.hotspot_share
+            if landuse is not None:
+                zones.append(
+                    region_landuse_statistics(
+                        path, landuse, classes, region=region.name, top_share=share
+                    )
+                )
+            hotspots.append(
+                region_hotspots(path, landuse, classes, region=region.name, top_share=share)
+            )
+    if zones:
+        write_landuse_sensitivity(out / "landuse_sensitivity.csv", zones)
+        write_geodetector(out / "geodetector.csv", zones)
+    crs = dataset.regions[0].rasters[0].crs
+    write_hotspots(out / "hotspots.gpkg", hotspots, crs=crs)
+
+
+def probability_maps(folder: Path, dataset: Dataset, config: Config, cv: dict[str, CVResult]):
+    """``probability/REGION.tif``: the final SI-LICNet's probability map of each region."""
+    for region in dataset:
+        model = final_model(cv, region.name)
+        if model is None:
+            continue
+        for k, raster in enumerate(region.rasters):
+            write_probability_map(
+                folder / f"{output_name(region, k)}.tif",
+                model.inner.module,
+                model.stats_,
+                raster,
+                max_nodata_share=config.patch.max_nodata_share,
+            )
 
 
 # --- outputs ------------------------------------------------------------------------------
