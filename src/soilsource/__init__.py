@@ -7,4 +7,12 @@ synthetic city used as demo and benchmark; `soilsource.cli` is a thin layer over
 the Python API.
 """
 
+import os
+
+# OpenMP worker threads (PyTorch's CPU backend) sleep rather than spin while waiting. On a
+# machine shared with other processes, spinning threads take the CPU from the one doing the
+# work: 2-thread training ran 3-10x slower than with this set (benchmarks/bench_training.py).
+# It only works before torch is imported; a value the user set wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 __version__ = "0.1.0"
