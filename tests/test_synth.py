@@ -238,10 +238,12 @@ def test_sources_geopackage(small_city):
     assert (sources[sources["type"] == "stack"].geometry.geom_type == "Point").all()
     for name, group in sources.groupby("region"):
         assert {"industrial_site", "stack", "traffic"} <= set(group["type"]), name
-        # Strengths of emitting sites vary by an order of magnitude or more.
-        strength = group.loc[group["type"] == "industrial_site", "strength"]
-        if len(strength) >= 5:
-            assert strength.max() / strength.min() > 10
+    # Emitters' strengths are lognormal, spread over orders of magnitude.
+    log_strength = np.log(sites["strength"])
+    spread = log_strength - log_strength.groupby(sites["region"]).transform("mean")
+    assert len(spread) >= 30
+    assert 0.7 < spread.std() < 1.5
+    assert np.exp(spread.max() - spread.min()) > 30
 
 
 def test_config_is_ready_for_soilsource_run(small_city):

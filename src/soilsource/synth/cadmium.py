@@ -38,7 +38,7 @@ from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score
 
 from soilsource.labels import exceeds, gb15618_screening_value
-from soilsource.synth.fields import distance_m, nearest_index, smooth_noise
+from soilsource.synth.fields import distance_m, nearest_index, smooth_noise, upsample_linear
 from soilsource.synth.landscape import Landscape, RoadClass, WaterKind
 from soilsource.synth.recipes import (
     CRS,
@@ -57,7 +57,8 @@ PLUME_LENGTH_M = 2500.0  # deposition decay length downwind
 PLUME_PEAK_M = 300.0  # deposition rises over this distance from the stack
 PLUME_SIGMA0_M = 60.0  # crosswind spread at the stack ...
 PLUME_SPREAD = 0.18  # ... growing by this much per metre downwind
-PLUME_RADIUS_M = 4000.0  # kernel support
+PLUME_RADIUS_M = 10000.0  # kernel support; it tapers to 0 over the outer 30 %
+PLUME_CELL_M = 40.0  # deposition is smooth: convolve on a 40 m grid, interpolate to 10 m
 TRAFFIC_EDGE_MGKG = {
     RoadClass.EXPRESSWAY: 0.20,
     RoadClass.ARTERIAL: 0.14,
@@ -143,17 +144,19 @@ def build_cadmium(land: Landscape, recipe: RegionRecipe, rng: np.random.Generato
     # Stacks: plumes along the two monsoon winds.
     has_stack = rng.random(n_emit) < recipe.stack_share
     has_stack[np.argmax(strength)] = True  # the biggest emitter always has one
-    stacks = np.zeros(shape, np.float32)
+    factor = int(PLUME_CELL_M // PIXEL_M)
+    stacks = np.zeros((-(-shape[0] // factor), -(-shape[1] // factor)), np.float32)
     for pid, s in zip(emitters[has_stack], strength[has_stack], strict=True):
         q = s * STACK_RATIO * np.exp(rng.normal(0, 0.5))
         point = _stack_point(land, pid)
         r, c = _pixel(land, point.x, point.y)
-        stacks[r, c] += q
+        stacks[r // factor, c // factor] += q
         records.append({"type": "stack", "strength": q, "geometry": point})
     # Farther than the region's side, a plume cannot reach a pixel from a stack inside.
-    reach = min(PLUME_RADIUS_M, max(shape) * PIXEL_M)
-    kernel = plume_kernel(recipe.wind_from_deg, recipe.wind_weight, PIXEL_M, reach)
-    atmospheric = np.maximum(signal.fftconvolve(stacks, kernel, mode="same"), 0.0)
+    reach = min(PLUME_RADIUS_M, max(shape) * PIXEL_M + PLUME_CELL_M)
+    kernel = plume_kernel(recipe.wind_from_deg, recipe.wind_weight, PLUME_CELL_M, reach)
+    deposition = np.maximum(signal.fftconvolve(stacks, kernel, mode="same"), 0.0)
+    atmospheric = upsample_linear(deposition, factor, shape)
 
     # Traffic along roads.
     traffic = np.zeros(shape, np.float32)
@@ -250,7 +253,11 @@ def plume_kernel(
             s > 0, downwind * np.exp(-0.5 * (t / sd) ** 2) * PLUME_SIGMA0_M / sd, 0
         )
     kernel /= kernel.max()
-    kernel += 0.25 * np.exp(-np.hypot(east, north) / 300.0)
+    r = np.hypot(east, north)
+    kernel += 0.25 * np.exp(-r / 300.0)
+    # Taper to zero at the edge: a truncated kernel would print its square outline.
+    edge = np.clip((r - 0.7 * radius_m) / (0.3 * radius_m), 0.0, 1.0)
+    kernel *= np.cos(0.5 * np.pi * edge) ** 2
     return (kernel / kernel.max()).astype(np.float32)
 
 

@@ -41,17 +41,34 @@ def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], scale_px: flo
         noise = rng.standard_normal(coarse, dtype=np.float32)
         smooth = ndimage.gaussian_filter(noise, scale_px / factor, mode="wrap")
         if factor > 1:  # bilinear upsampling, one axis at a time
-            smooth = _upsample_rows(smooth, factor, rows)
-            smooth = _upsample_rows(smooth.T, factor, cols).T
+            smooth = _upsample_rows(smooth, factor, rows, margin=1)
+            smooth = _upsample_rows(smooth.T, factor, cols, margin=1).T
         field = smooth[:rows, :cols]
     field = field - field.mean(dtype=np.float64)
     sd = field.std(dtype=np.float64)
     return (field / sd if sd > 0 else field).astype(np.float32)
 
 
-def _upsample_rows(coarse: np.ndarray, factor: int, n: int) -> np.ndarray:
+def upsample_linear(coarse: np.ndarray, factor: int, shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear interpolation of a grid of ``factor`` x ``factor`` cells onto the fine grid.
+
+    Coarse cell (i, j) covers fine pixels [i f, (i + 1) f) x [j f, (j + 1) f); values
+    are placed at cell centres and held constant beyond the outermost centres.
+
+    >>> upsample_linear(np.array([[0.0, 4.0]]), 2, (2, 4)).tolist()
+    [[0.0, 1.0, 3.0, 4.0], [0.0, 1.0, 3.0, 4.0]]
+    """
+    if coarse.shape[0] == 1:
+        coarse = np.repeat(coarse, 2, axis=0)
+    if coarse.shape[1] == 1:
+        coarse = np.repeat(coarse, 2, axis=1)
+    out = _upsample_rows(coarse.astype(np.float32), factor, shape[0], margin=0)
+    return _upsample_rows(out.T, factor, shape[1], margin=0).T.copy()
+
+
+def _upsample_rows(coarse: np.ndarray, factor: int, n: int, margin: int) -> np.ndarray:
     """Linear interpolation of ``coarse`` rows onto ``n`` rows ``factor`` times finer."""
-    pos = (np.arange(n) + 0.5) / factor - 0.5 + 1.0  # coarse row 0 is a margin
+    pos = (np.arange(n) + 0.5) / factor - 0.5 + margin  # the first ``margin`` rows pad
     lo = np.clip(np.floor(pos).astype(int), 0, coarse.shape[0] - 2)
     w = np.clip(pos - lo, 0.0, 1.0).astype(np.float32)[:, None]
     return (1.0 - w) * coarse[lo] + w * coarse[lo + 1]

@@ -21,8 +21,10 @@ import geopandas as gpd
 import numpy as np
 import shapely
 from affine import Affine
+from rasterio import features
 from rasterio.features import rasterize
 from shapely.geometry import LineString, MultiPoint, Point, Polygon, box
+from shapely.geometry import shape as geojson_shape
 
 from soilsource.synth.fields import distance_m, nearest_index, rescale01, smooth_noise
 from soilsource.synth.recipes import CRS, DEFAULT_SIZE_PX, PIXEL_M, LandUse, RegionRecipe
@@ -148,9 +150,10 @@ def build_landscape(recipe: RegionRecipe, size_px: int, rng: np.random.Generator
         hill_score[sea_mask] = hill_score.min()
     threshold = np.quantile(hill_score, 1.0 - recipe.hill_share)
     hills = np.clip((hill_score - threshold) / (hill_score.max() - threshold + 1e-9), 0, 1)
-    dem = (3.0 + 6.0 * rescale01(smooth_noise(rng, shape, 60 * zone)) + 280.0 * hills**0.8).astype(
-        np.float32
-    )
+    # Power > 1: slopes start gently at the foot of a hill (no cliff, no shading seam).
+    relief = 280.0 * hills**1.4
+    dem = (3.0 + 6.0 * rescale01(smooth_noise(rng, shape, 60 * zone)) + relief).astype(np.float32)
+    hill_land = _mask_polygon(hills > 0.08, transform)
     n_villages = max(1, round(recipe.villages_per_100km2 * (side / 1000.0) ** 2 / 100.0))
 
     def village_site(p: Point) -> bool:
@@ -166,7 +169,9 @@ def build_landscape(recipe: RegionRecipe, size_px: int, rng: np.random.Generator
     village_field = _bumps(grid, villages, 230.0)
 
     # Roads and canals: the lines that cut the land into blocks.
-    roads = _roads(recipe, region, sea, towns, industry, villages, r_town, r_ind, zone, rng)
+    roads = _roads(
+        recipe, region, sea, hill_land, towns, industry, villages, r_town, r_ind, zone, rng
+    )
     canals = _canals(recipe, region, river, river_poly, town_field, grid, zone, sea, rng)
     cuts = [
         shapely.buffer(roads.geometry.values, roads["width_m"].to_numpy() / 2, cap_style="flat"),
@@ -339,6 +344,14 @@ class _Grid:
         xy = shapely.get_coordinates(shapely.point_on_surface(points))
         r, c = self.index(xy[:, 0], xy[:, 1])
         return {k: np.asarray(v)[r, c] for k, v in fields.items()}
+
+
+def _mask_polygon(mask: np.ndarray, transform: Affine) -> Polygon:
+    """The True area of a raster mask as one (multi)polygon, via rasterio's polygonizer."""
+    if not mask.any():
+        return Polygon()
+    shapes = features.shapes(mask.astype(np.uint8), mask=mask, transform=transform)
+    return shapely.union_all([geojson_shape(geom) for geom, _ in shapes])
 
 
 def _bumps(grid: _Grid, centres: list[Point], radius: float) -> np.ndarray:
@@ -598,6 +611,7 @@ def _roads(
     recipe: RegionRecipe,
     region: Polygon,
     sea: Polygon | None,
+    hill_land: Polygon,
     towns: list[Point],
     industry: list[Point],
     villages: list[Point],
@@ -649,12 +663,15 @@ def _roads(
     cells = _voronoi_cells([d[0] for d in districts], region)
     for (centre, radius, kind), cell in zip(districts, cells, strict=True):
         angle = base + rng.normal(0, np.deg2rad(12))
+        # Street grids stop at the foot of the hills; arterials may cross them.
         outline = _irregular_disc(centre, radius * 1.15, rng).intersection(cell)
+        outline = outline.difference(hill_land)
         spacing = 480.0 if kind == "town" else 380.0
         collectors = _grid_lines(centre, angle, spacing, radius * 1.4, rng, 40.0)
         add(shapely.intersection(collectors, outline), RoadClass.COLLECTOR)
         if kind == "town":
             core = _irregular_disc(centre, radius * 0.8, rng).intersection(cell)
+            core = core.difference(hill_land)
             local = _grid_lines(centre, angle, 150.0, radius, rng, 25.0)
             local = local[rng.random(local.size) > 0.1]  # some streets are missing
             add(shapely.intersection(local, core), RoadClass.LOCAL)
