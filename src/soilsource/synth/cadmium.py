@@ -134,8 +134,10 @@ def build_cadmium(land: Landscape, recipe: RegionRecipe, rng: np.random.Generato
     site_strength[emitters] = strength
     on_site = site_strength[land.parcel_id]
     emit_mask = on_site > 0
-    d_site, ri, ci = nearest_index(emit_mask, PIXEL_M)
-    site = on_site[ri, ci] * np.exp(-d_site / SITE_HALO_M)
+    site = np.zeros(shape, np.float32)
+    if emit_mask.any():  # (an emitting parcel can vanish under roads in tiny regions)
+        d_site, ri, ci = nearest_index(emit_mask, PIXEL_M)
+        site = on_site[ri, ci] * np.exp(-d_site / SITE_HALO_M)
     for pid, s in zip(emitters, strength, strict=True):
         records.append(
             {"type": "industrial_site", "strength": s, "geometry": parcels.geometry[pid]}
@@ -143,7 +145,8 @@ def build_cadmium(land: Landscape, recipe: RegionRecipe, rng: np.random.Generato
 
     # Stacks: plumes along the two monsoon winds.
     has_stack = rng.random(n_emit) < recipe.stack_share
-    has_stack[np.argmax(strength)] = True  # the biggest emitter always has one
+    if n_emit:
+        has_stack[np.argmax(strength)] = True  # the biggest emitter always has one
     factor = int(PLUME_CELL_M // PIXEL_M)
     stacks = np.zeros((-(-shape[0] // factor), -(-shape[1] // factor)), np.float32)
     for pid, s in zip(emitters[has_stack], strength[has_stack], strict=True):

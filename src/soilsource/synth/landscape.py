@@ -122,6 +122,7 @@ def build_landscape(recipe: RegionRecipe, size_px: int, rng: np.random.Generator
     # Water: river (upstream first), optional sea, then the floodplain.
     sea = _coast(region, zone, rng) if recipe.coast else None
     river = _river(recipe, region, zone, sea, rng)
+    river_in = _inside(river, region)  # arc lengths along the river are measured on this
     river_poly = river.buffer(recipe.river_width_m * max(zone, 0.5) / 2, quad_segs=4)
     if sea is not None:
         river_poly = river_poly.difference(sea)
@@ -172,7 +173,7 @@ def build_landscape(recipe: RegionRecipe, size_px: int, rng: np.random.Generator
     roads = _roads(
         recipe, region, sea, hill_land, towns, industry, villages, r_town, r_ind, zone, rng
     )
-    canals = _canals(recipe, region, river, river_poly, town_field, grid, zone, sea, rng)
+    canals = _canals(recipe, region, river_in, river_poly, town_field, grid, zone, sea, rng)
     cuts = [
         shapely.buffer(roads.geometry.values, roads["width_m"].to_numpy() / 2, cap_style="flat"),
         [river_poly],
@@ -269,9 +270,6 @@ def build_landscape(recipe: RegionRecipe, size_px: int, rng: np.random.Generator
     building_id = grid.burn_values(buildings.geometry.values, buildings.index.to_numpy(), np.int32)
     built = np.isin(landuse, (LandUse.INDUSTRIAL, LandUse.RESIDENTIAL))
     building_id[~built] = 0
-    river_in = shapely.intersection(river, region)
-    if river_in.geom_type != "LineString":
-        river_in = max(shapely.get_parts(river_in), key=lambda g: g.length)
     return Landscape(
         name=recipe.name,
         transform=transform,
@@ -419,6 +417,17 @@ def _river(
             land = shapely.get_parts(land)[0]  # the upstream piece
         line = land
     return line
+
+
+def _inside(river: LineString, region: Polygon) -> LineString:
+    """The river's longest stretch inside the region, still upstream first."""
+    inside = shapely.intersection(river, region)
+    if inside.geom_type != "LineString":
+        inside = max(shapely.get_parts(inside), key=lambda g: g.length)
+    source = Point(river.coords[0])
+    if source.distance(Point(inside.coords[-1])) < source.distance(Point(inside.coords[0])):
+        inside = inside.reverse()
+    return inside
 
 
 def _coast(region: Polygon, zone: float, rng: np.random.Generator) -> Polygon:
