@@ -24,8 +24,9 @@ we then recompute, layer by layer, only the changed cells: cut the cells the lay
 from the cached input, paste in the previous layer's recomputed cells, run the layer on
 that small crop. The ring pooling is linear, so the pooled features move by the ring-weighted
 sum of the change over the changed cells alone; the head then runs on the updated features.
-At the defaults (128 px patch, 16 px window, 4 px stride) a window touches about 2 to 13 %
-of each layer instead of 100 %.
+At the defaults (128 px patch, 16 px window, 4 px stride) a window changes 8 x 8 of the
+64 x 64 stem cells and 10 x 10 to 14 x 14 of each block's 62 x 62 to 58 x 58 outputs
+(1.6 to 5.8 %): about 0.66 of the 18 MMAC of a full pass (see ``docs/method.md``).
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def occlusion_sensitivity(
     stride_px: int,
     baseline: float | Tensor = 0.0,
     *,
-    batch_windows: int = 256,
+    batch_windows: int = 1024,
     method: Method = "auto",
 ) -> Tensor:
     """Mean drop of the predicted probability over the occluding windows covering each pixel.
@@ -83,7 +84,8 @@ def occlusion_sensitivity(
         Value of occluded pixels: a number, or a tensor broadcastable to ``x`` (e.g.
         per-band values of shape ``(1, C, 1, 1)``).
     batch_windows:
-        Occluded windows evaluated together; memory grows with it.
+        Occluded windows evaluated together (incremental: rounded down to whole rows of
+        windows, at least one row); memory grows with it.
     method:
         ``"incremental"`` (SI-LICNet only: recompute only what a window changes),
         ``"full"`` (any model: one full forward pass per window, batched), or
@@ -179,13 +181,23 @@ def _full_drops(
     return drops.reshape(n, len(ys), len(xs))
 
 
-def _gather(frame: Tensor, rows: list[int], cols: list[int], size: int) -> Tensor:
-    """Crops ``(B, size, size, C)`` of a channels-last ``(H, W, C)`` frame at per-crop corners.
+def _gather(frame: Tensor, rows: np.ndarray, cols: np.ndarray, size: int) -> Tensor:
+    """Square crops of a channels-last ``(H, W, C)`` frame at every (row, col) start pair.
 
-    Stacking slices is faster here than advanced indexing (which computes an offset per
-    element).
+    Returns a new ``(len(rows) * len(cols), size, size, C)`` tensor (never a view of the
+    frame), row-major. Evenly spaced starts (the usual case) are one strided view copied
+    once; others are stacked slice by slice.
     """
-    return torch.stack([frame[r : r + size, c : c + size] for r, c in zip(rows, cols, strict=True)])
+    steps = [int(s[1] - s[0]) if len(s) > 1 else 1 for s in (rows, cols)]
+    if all(st >= 1 and np.all(np.diff(s) == st) for s, st in zip((rows, cols), steps, strict=True)):
+        (r0, c0), (dr, dc) = (int(rows[0]), int(cols[0])), steps
+        view = frame[r0 : r0 + dr * (len(rows) - 1) + size, c0 : c0 + dc * (len(cols) - 1) + size]
+        view = view.unfold(0, size, dr).unfold(1, size, dc)  # (rows, cols, C, size, size)
+        crops = view.permute(0, 1, 3, 4, 2).clone(memory_format=torch.contiguous_format)
+        return crops.reshape(-1, size, size, frame.shape[-1])  # a copy: callers write to it
+    return torch.stack(
+        [frame[r : r + size, c : c + size] for r in rows.tolist() for c in cols.tolist()]
+    )
 
 
 def _nchw(t: Tensor) -> Tensor:
@@ -218,33 +230,34 @@ def _incremental_drops(
     plus ``e_b`` on each side, taken from the cache.
     """
     n, _, h, w = x.shape
+    scalar = float(base.flatten()[0]) if base.stride() == (0,) * base.ndim else None
     stem, *blocks = model.inference_stages()
     extents = model.block_extents
     total_extent, grid = sum(extents), model.grid_px
-    ay, ax = np.repeat(ys, len(xs)), np.tile(xs, len(ys))
-    cy, cx = ay // STEM_STRIDE, ax // STEM_STRIDE
+    cy, cx = ys // STEM_STRIDE, xs // STEM_STRIDE  # first changed stem cell of each window
     # Changed stem cells per window: at most s0 a side, whatever the window's phase.
     last = np.concatenate(
-        [(ay + window_px - 1) // STEM_STRIDE - cy, (ax + window_px - 1) // STEM_STRIDE - cx]
+        [(ys + window_px - 1) // STEM_STRIDE - cy, (xs + window_px - 1) // STEM_STRIDE - cx]
     )
     s0 = int(last.max()) + 1
     steps = np.diff(np.concatenate([ys, xs, [0]]))
     half_pad = total_extent + int(steps.max(initial=0)) + 2  # covers every overhang
     pad = STEM_STRIDE * half_pad
-    # Occluded pixels of each window's stem crop (2 s0 x 2 s0 pixels from 2 c).
+    # Occluded pixels of each window's stem crop (2 s0 x 2 s0 pixels from pixel 2 c).
     px = torch.arange(STEM_STRIDE * s0, device=x.device)
-    oy = torch.as_tensor(ay - STEM_STRIDE * cy, device=x.device)[:, None]
-    ox = torch.as_tensor(ax - STEM_STRIDE * cx, device=x.device)[:, None]
-    inside = ((px >= oy) & (px < oy + window_px))[:, :, None, None] & (
-        (px >= ox) & (px < ox + window_px)
-    )[:, None, :, None]
+    oy = torch.as_tensor(ys - STEM_STRIDE * cy, device=x.device)[:, None]
+    ox = torch.as_tensor(xs - STEM_STRIDE * cx, device=x.device)[:, None]
+    rows_in = (px >= oy) & (px < oy + window_px)  # (Ky, 2 s0)
+    cols_in = (px >= ox) & (px < ox + window_px)  # (Kx, 2 s0)
+    inside = (rows_in[:, None, :, None, None] & cols_in[None, :, None, :, None]).flatten(0, 1)
     # Ring weights on the last layer's frame, zero outside the real grid.
     rings = model.pool.basis.permute(1, 2, 0)
     frame_h, frame_w = (h + 2 * pad) // 2 - total_extent, (w + 2 * pad) // 2 - total_extent
     ring_frame = rings.new_zeros((frame_h, frame_w, rings.shape[-1]))
     ring_frame[half_pad : half_pad + grid, half_pad : half_pad + grid] = rings
+    per_batch = max(1, batch_windows // len(xs))  # whole rows of windows per batch
 
-    drops = x.new_empty((n, len(ay)))
+    drops = x.new_empty((n, len(ys) * len(xs)))
     for i in range(n):
         pooled0 = model.pooled(x[i : i + 1])[0]
         frame = F.pad(x[i : i + 1], (pad,) * 4).contiguous(memory_format=torch.channels_last)
@@ -253,25 +266,23 @@ def _incremental_drops(
         for stage in (stem, *blocks):
             act = stage(act)
             cache.append(_nhwc(act)[0])
-        base_frame = _nhwc(F.pad(base[i : i + 1], (pad,) * 4))[0]
-        for lo in range(0, len(ay), batch_windows):
-            sl = slice(lo, lo + batch_windows)
-            by, bx = cy[sl], cx[sl]
+        base_frame = None if scalar else _nhwc(F.pad(base[i : i + 1], (pad,) * 4))[0]
+        for top in range(0, len(ys), per_batch):
+            by = cy[top : top + per_batch]
+            sl = slice(top * len(xs), (top + len(by)) * len(xs))
             # Stem: the input pixels of the changed cells, with the window substituted.
-            r, q = (STEM_STRIDE * by + pad).tolist(), (STEM_STRIDE * bx + pad).tolist()
-            size = STEM_STRIDE * s0
-            crop = torch.where(
-                inside[sl], _gather(base_frame, r, q, size), _gather(cache[0], r, q, size)
-            )
+            r, q, size = STEM_STRIDE * by + pad, STEM_STRIDE * cx + pad, STEM_STRIDE * s0
+            hidden = scalar if base_frame is None else _gather(base_frame, r, q, size)
+            crop = torch.where(inside[sl], hidden, _gather(cache[0], r, q, size))
             changed = _nhwc(stem(_nchw(crop)))
             done = 0  # extent so far: the changed cells start at c - done
             for b, (block, e) in enumerate(zip(blocks, extents, strict=True)):
-                r, q = (by - done - e + half_pad).tolist(), (bx - done - e + half_pad).tolist()
+                r, q = by - done - e + half_pad, cx - done - e + half_pad
                 need = _gather(cache[b + 1], r, q, s0 + done + 2 * e)
                 need[:, e : e + s0 + done, e : e + s0 + done] = changed
                 changed = _nhwc(block(_nchw(need)))
                 done += e
-            r, q = (by - done + half_pad).tolist(), (bx - done + half_pad).tolist()
+            r, q = by - done + half_pad, cx - done + half_pad
             change = changed - _gather(cache[-1], r, q, s0 + done)
             weights = _gather(ring_frame, r, q, s0 + done)
             delta = torch.einsum("bhwd,bhwr->bdr", change, weights).flatten(1)
