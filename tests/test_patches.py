@@ -40,9 +40,9 @@ def test_origins_centre_odd_and_even_sizes():
     # odd: the pixel containing the point is the centre pixel
     r, _ = patch_origins(rows, cols, 3)
     assert (r + 1).tolist() == [10, 10, 10]
-    # even: the grid corner nearest the point is the centre
+    # even: the grid corner nearest the point is the centre; a tie goes to the lower one
     r, _ = patch_origins(rows, cols, 4)
-    assert (r + 2).tolist() == [10, 11, 11]
+    assert (r + 2).tolist() == [10, 10, 11]
 
 
 def test_patch_size_px():

@@ -109,16 +109,22 @@ def patch_origins(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-left pixel of the ``size_px`` window centred on fractional pixel positions.
 
-    ``floor(p - size/2 + 1/2)``: for odd sizes the pixel containing ``p`` is the
-    centre pixel; for even sizes the grid corner nearest ``p`` is the centre.
+    For odd sizes the pixel containing ``p`` is the centre pixel; for even sizes the grid
+    corner nearest ``p`` is the centre, and a tie (a point at a pixel's centre) goes to the
+    pixel's upper-left corner. That is the rule of :mod:`soilsource.mapping`: the patch of
+    a sample in pixel ``(i, j)`` (at its centre, for even sizes) is the one the probability
+    map gives at ``(i, j)``, rows ``i - size // 2`` to ``i - size // 2 + size - 1``.
 
-    >>> patch_origins(np.array([10.3, 10.6]), np.array([0.2, 0.2]), 4)
-    (array([8, 9]), array([-2, -2]))
+    >>> patch_origins(np.array([10.3, 10.5, 10.6]), np.array([0.2, 0.2, 0.2]), 4)
+    (array([8, 8, 9]), array([-2, -2, -2]))
     """
-    half = size_px / 2 - 0.5
-    row_off = np.floor(np.asarray(rows, dtype=float) - half).astype(np.int64)
-    col_off = np.floor(np.asarray(cols, dtype=float) - half).astype(np.int64)
-    return row_off, col_off
+
+    def origin(p: np.ndarray) -> np.ndarray:
+        p = np.asarray(p, dtype=float)
+        centre = np.floor(p) if size_px % 2 else np.ceil(p - 0.5)
+        return centre.astype(np.int64) - size_px // 2
+
+    return origin(rows), origin(cols)
 
 
 def block_order(
