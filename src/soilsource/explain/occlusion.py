@@ -64,7 +64,7 @@ def occlusion_sensitivity(
     stride_px: int,
     baseline: float | Tensor = 0.0,
     *,
-    batch_windows: int = 1024,
+    batch_windows: int | None = None,
     method: Method = "auto",
 ) -> Tensor:
     """Mean drop of the predicted probability over the occluding windows covering each pixel.
@@ -84,8 +84,8 @@ def occlusion_sensitivity(
         Value of occluded pixels: a number, or a tensor broadcastable to ``x`` (e.g.
         per-band values of shape ``(1, C, 1, 1)``).
     batch_windows:
-        Occluded windows evaluated together (incremental: rounded down to whole rows of
-        windows, at least one row); memory grows with it.
+        Occluded windows evaluated together; memory grows with it. Default: 1024 for
+        incremental (rounded down to whole rows of windows, at least one row), 64 for full.
     method:
         ``"incremental"`` (SI-LICNet only: recompute only what a window changes),
         ``"full"`` (any model: one full forward pass per window, batched), or
@@ -115,8 +115,6 @@ def occlusion_sensitivity(
                 f"stride_px={stride_px} must be between 1 and window_px={window_px}, "
                 "or some pixels are never occluded"
             )
-    if batch_windows < 1:
-        raise ValueError(f"batch_windows must be >= 1, got {batch_windows}")
     if not torch.isfinite(x).all():
         raise ValueError("x holds NaN or infinite values; fill or mask nodata first")
     if method == "auto":
@@ -125,6 +123,10 @@ def occlusion_sensitivity(
         raise TypeError(f"incremental occlusion needs a SILICNet, got {type(model).__name__}")
     if method not in ("incremental", "full"):
         raise ValueError(f"method must be 'auto', 'incremental' or 'full', got {method!r}")
+    if batch_windows is None:
+        batch_windows = 64 if method == "full" else 1024
+    if batch_windows < 1:
+        raise ValueError(f"batch_windows must be >= 1, got {batch_windows}")
 
     param = next(model.parameters())
     xd = x.detach().to(device=param.device, dtype=param.dtype)
