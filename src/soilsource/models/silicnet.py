@@ -108,7 +108,9 @@ class RingPooling(nn.Module):
                 f"ring pooling expects {self.grid} x {self.grid} maps, "
                 f"got {tuple(features.shape[-2:])}"
             )
-        return features.flatten(2) @ self.basis.flatten(1).T
+        n, d = features.shape[:2]
+        cells = features.permute(0, 2, 3, 1).reshape(n, -1, d)  # a view when channels-last
+        return (self.basis.flatten(1) @ cells).transpose(1, 2)
 
     def sliding(self, features: Tensor) -> Tensor:
         """Ring means of every ``grid`` x ``grid`` window of ``(N, D, h, w)`` features.
