@@ -142,7 +142,7 @@ def render_imagery(land: Landscape, recipe: RegionRecipe, rng: np.random.Generat
     f = np.select([s == 0, s == 1, s == 2], [0.25 * g, g, g], 0.5 * g)
     put(mask, b.astype(np.uint8), t.astype(np.uint8), f.astype(np.float32))
 
-    # Dry farmland and orchards: orchards on a planting lattice, vegetable beds in rows,
+    # Dry farmland and orchards: tree canopy over bare soil, vegetable beds in rows,
     # greenhouses (as bright as a white shed), fallow land.
     mask = lu == LandUse.DRY_FARMLAND_ORCHARD
     choices = dict(FARM_CHOICES)
