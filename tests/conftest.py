@@ -11,8 +11,10 @@ import pytest
 def small_city(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A synthetic six-region city, 128 x 128 px (1.28 km) per region, seed 0.
 
-    Every region has every land-use class, 60 samples and both labels. Written
-    once per test session; treat it as read-only.
+    Every region has every land-use class, 60 samples and both labels. A region is
+    only as wide as the 1280 m patch of its config.yaml, so most such patches are
+    partly outside the imagery: use patches of 320-640 m with it. Written once per
+    test session; treat it as read-only.
     """
     from soilsource.synth import write_city
 
