@@ -13,6 +13,7 @@ from torch import nn
 from soilsource.errors import InputError
 from soilsource.training import (
     DIHEDRAL_ORDER,
+    Standardized,
     TorchPatchClassifier,
     TrainSettings,
     augment,
@@ -204,6 +205,10 @@ def test_fit_rejects_bad_inputs():
         fit(model, x, np.zeros(20, int), device="cpu")
     with pytest.raises(ValueError, match="labels must be"):
         fit(model, x, y[:5], device="cpu")
+    x_nan = x.copy()
+    x_nan[0, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        fit(model, x_nan, y, device="cpu")
     with pytest.raises(ValueError):
         TrainSettings(val_fraction=0.7)
     with pytest.raises(ValueError):
@@ -227,3 +232,25 @@ def test_torch_patch_classifier_is_an_estimator():
     assert est.fit_result_ is not None and est.fit_result_.epochs_run >= 1
     p = est.predict_proba(x)
     assert p.shape == (80,) and roc_auc_score(y, p) > 0.8
+
+
+def test_standardized_scales_with_training_statistics_only():
+    x, y = blob_task(n=80)
+    x = x * 3.0 + 10.0  # physical units
+    x[:5, :, :2, :2] = np.nan  # nodata
+    train, test = np.arange(60), np.arange(60, 80)
+    x_test = x[test].copy()
+    x_test[:, 1] += 100.0  # test patches must not move the statistics
+    inner = TorchPatchClassifier(small_cnn(), settings=FAST, device="cpu", num_threads=1)
+    model = Standardized(inner).fit(x[train], y[train], seed=0)
+    valid = x[train].transpose(1, 0, 2, 3).reshape(2, -1)
+    np.testing.assert_allclose(model.stats_.mean, np.nanmean(valid, axis=1), rtol=1e-5)
+    np.testing.assert_allclose(model.stats_.std, np.nanstd(valid, axis=1), rtol=1e-4)
+    z = model.transform(x[train])
+    assert np.isfinite(z).all() and (z[:5, :, :2, :2] == 0).all()  # nodata -> band mean
+    assert abs(float(z[5:].mean())) < 0.05
+    p = model.predict_proba(x_test)
+    assert p.shape == (20,) and np.isfinite(p).all()
+    assert model.fit_result_ is inner.fit_result_
+    with pytest.raises(RuntimeError, match="not fitted"):
+        Standardized(inner).predict_proba(x_test)

@@ -51,6 +51,7 @@ __all__ = [
     "EpochLog",
     "FitResult",
     "PatchEstimator",
+    "Standardized",
     "TorchPatchClassifier",
     "TrainSettings",
     "augment",
@@ -371,6 +372,8 @@ def fit(
     _check_arrays(patches, labels)
     if not _both_classes(labels):
         raise ValueError("training needs both classes in labels")
+    if not torch.isfinite(_as_tensor(patches)).all():
+        raise ValueError("patches contain NaN or infinity: standardise them first (Standardized)")
     device = resolve_device(device)
     start = time.perf_counter()
 
