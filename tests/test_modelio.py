@@ -64,6 +64,20 @@ def test_torch_round_trip_is_exact(tmp_path, patches):
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]  # no temporary left
 
 
+def test_silicnet_round_trip_describes_itself(tmp_path, patches):
+    from soilsource.models import SILICNet
+
+    torch.manual_seed(0)
+    net = SILICNet(2, patch_px=16, width=8).eval()
+    path = save_model(tmp_path / "silicnet.pt", net, metadata=META)
+    saved = load_model(path)
+    assert saved.architecture == "silicnet"
+    assert saved.init_kwargs == net.config
+    assert np.array_equal(
+        predict_proba(saved.model, patches, "cpu"), predict_proba(net, patches, "cpu")
+    )
+
+
 def test_forest_round_trip_gives_identical_probabilities(tmp_path, forest, patches):
     x = patches.copy()
     x[:4, 0, 5:11, 5:11] = np.nan
@@ -164,4 +178,6 @@ def test_save_rejects_what_it_cannot_write(tmp_path, forest):
         save_model(tmp_path / "rf.npz", forest, metadata={"when": object()})
     with pytest.raises(TypeError):
         save_model(tmp_path / "x", "not a model")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="architecture"):
+        save_model(tmp_path / "m.pt", torch.nn.Linear(2, 1))  # not a known network
     assert not list(tmp_path.iterdir())
