@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: venv
-	$(BIN)/soilsource demo --out $(DEMO_OUT)
+	$(BIN)/soilsource demo --out $(DEMO_OUT) --force
 
 test: venv
 	$(BIN)/python -m pytest -q

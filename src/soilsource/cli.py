@@ -16,7 +16,7 @@ from typer.exceptions import TyperException
 
 from soilsource import __version__
 from soilsource.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK, InputError
-from soilsource.progress import stderr, stdout
+from soilsource.progress import stdout
 
 app = typer.Typer(
     name="soilsource",
@@ -29,6 +29,15 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+QUICK_CITY_PX = 256
+"""Region side of ``demo --quick``: small enough for tests, every class still present."""
+QUICK_PATCH_M = 640.0
+QUICK_FOLDS = 3
+QUICK_EPOCHS = 6
+"""``demo --quick`` also uses 640 m patches, 3 folds and 6 epochs: the same pipeline at a
+fraction of the cost (the full demo uses the city's config.yaml and the training defaults)."""
 
 
 def _version(value: bool) -> None:
@@ -48,11 +57,17 @@ def _root(
 
 @app.command()
 def synth(
-    out: Annotated[Path, typer.Option("--out", help="Directory to write (must not exist or be empty).")],
-    seed: Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same city.")] = 0,
+    out: Annotated[
+        Path, typer.Option("--out", help="Directory to write (must not exist or be empty).")
+    ],
+    seed: Annotated[
+        int, typer.Option("--seed", help="Random seed; the same seed gives the same city.")
+    ] = 0,
     size_px: Annotated[
         int | None,
-        typer.Option("--size-px", min=64, help="Side of each region in 10 m pixels (smaller is faster)."),
+        typer.Option(
+            "--size-px", min=64, help="Side of each region in 10 m pixels (smaller is faster)."
+        ),
     ] = None,
 ) -> None:
     """Write the synthetic six-region city with its known truth and a ready config.yaml."""
@@ -66,16 +81,49 @@ def synth(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Run directory.")] = Path("soilsource-demo"),
-    quick: Annotated[bool, typer.Option("--quick", help="Smaller, faster version for tests.")] = False,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Smaller, faster version for tests.")
+    ] = False,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the city and of training.")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Replace a complete run in OUT.")] = False,
+    device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda.")] = None,
 ) -> None:
-    """Build the synthetic city and run the pipeline on it."""
+    """Build the synthetic city in OUT/city and run the whole pipeline on it into OUT."""
+    from soilsource.config import load_config
+    from soilsource.pipeline import execute
+    from soilsource.rundir import prepare
     from soilsource.synth import write_city
+    from soilsource.training import TrainSettings
 
-    city = out / "city"
-    summary = write_city(city, seed=seed, size_px=256 if quick else None)
+    run_dir = prepare(out, force=force)
+    summary = write_city(run_dir / "city", seed=seed, size_px=QUICK_CITY_PX if quick else None)
     _print_city_summary(summary)
-    stdout.print(f"synthetic city: {city}")
+    config = load_config(run_dir / "city" / "config.yaml")
+    config.train.seed = seed
+    settings = None
+    if quick:
+        config.patch.size_m, config.train.folds = QUICK_PATCH_M, QUICK_FOLDS
+        settings = TrainSettings(max_epochs=QUICK_EPOCHS)
+    result = execute(config, run_dir, device=device, settings=settings)
+    _print_metrics(result.metrics, summary)
+    stdout.print(f"run directory: {run_dir}")
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Argument(help="The YAML configuration file.")],
+    out: Annotated[Path, typer.Option("--out", help="Run directory to write.")],
+    force: Annotated[bool, typer.Option("--force", help="Replace a complete run in OUT.")] = False,
+    device: Annotated[
+        str | None, typer.Option("--device", help="auto, cpu or cuda (overrides compute.device).")
+    ] = None,
+) -> None:
+    """Run the whole pipeline of CONFIG into OUT (metrics, maps, hotspots, models)."""
+    from soilsource.pipeline import run as run_pipeline
+
+    result = run_pipeline(config, out, force=force, device=device)
+    _print_metrics(result.metrics)
+    stdout.print(f"run directory: {result.out}")
 
 
 @app.command()
@@ -97,9 +145,34 @@ def _print_city_summary(summary: dict) -> None:
         table.add_column(col)
     for name, r in summary["regions"].items():
         ranking = r.get("landuse_ranking", [])
-        table.add_row(
-            name, str(r["n"]), str(r["n_pos"]), f"{r['oracle_auc']:.3f}", ranking[0] if ranking else ""
-        )
+        top = ranking[0] if ranking else ""
+        table.add_row(name, str(r["n"]), str(r["n_pos"]), f"{r['oracle_auc']:.3f}", top)
+    stdout.print(table)
+
+
+def _print_metrics(metrics: dict, truth: dict | None = None) -> None:
+    """The per-region AUC table of a run (with the oracle AUC when the truth is known)."""
+    from rich.table import Table
+
+    def auc(entry: dict) -> str:
+        if entry.get("auc") is None:
+            return "n/a"
+        lo, hi = entry.get("auc_ci95") or (None, None)
+        ci = f" [{lo:.2f}, {hi:.2f}]" if lo is not None else ""
+        return f"{entry['auc']:.3f}{ci}"
+
+    baselines = sorted({b for r in metrics["regions"].values() for b in r.get("baselines", {})})
+    table = Table(title=f"ROC AUC per region ({metrics['cv']} CV, out-of-fold)")
+    for col in ("region", "n", "positive", "SI-LICNet [95% CI]", *baselines):
+        table.add_column(col)
+    if truth:
+        table.add_column("oracle")
+    for name, r in metrics["regions"].items():
+        row = [name, str(r["n"]), str(r["n_pos"]), auc(r)]
+        row += [auc(r["baselines"].get(b, {})) for b in baselines]
+        if truth:
+            row.append(f"{truth['regions'][name]['oracle_auc']:.3f}")
+        table.add_row(*row)
     stdout.print(table)
 
 

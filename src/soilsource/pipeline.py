@@ -33,7 +33,7 @@ from soilsource.evaluation import CVResult, cross_validate
 from soilsource.explain import occlusion_sensitivity
 from soilsource.explain.mosaic import write_sensitivity
 from soilsource.figures import roc_figure
-from soilsource.hotspots import region_hotspots, write_hotspots
+from soilsource.hotspots import raster_hotspot_threshold, region_hotspots, write_hotspots
 from soilsource.inputs import open_landuse
 from soilsource.mapping import write_probability_map
 from soilsource.modelio import save_model
@@ -89,10 +89,20 @@ def run(
     """
     if not isinstance(config, Config):
         config = load_config(config)
+    return execute(config, prepare(out, force=force), device=device, settings=settings)
+
+
+def execute(
+    config: Config,
+    out: Path,
+    *,
+    device: str | None = None,
+    settings: TrainSettings | None = None,
+) -> RunResult:
+    """The pipeline proper, into a run directory made by :func:`~soilsource.rundir.prepare`."""
     if device is not None:
         config.compute.device = device
     seconds: dict[str, float] = {}
-    out = prepare(out, force=force)
     _write_config(out / "config.yaml", config)
     with _timed(seconds, "inputs"):
         dataset = load_dataset(config)
@@ -281,15 +291,16 @@ def explain(out: Path, dataset: Dataset, config: Config, cv: dict[str, CVResult]
             )
             landuse = open_landuse(config.landuse, region.name) if config.landuse else None
             classes = landuse.classes if landuse else None
-            share = config.explain.hotspot_share
+            # One threshold for the zone statistics and the polygons (one pass over the map).
+            hot = raster_hotspot_threshold(path, config.explain.hotspot_share)
             if landuse is not None:
                 zones.append(
                     region_landuse_statistics(
-                        path, landuse, classes, region=region.name, top_share=share
+                        path, landuse, classes, region=region.name, threshold=hot
                     )
                 )
             hotspots.append(
-                region_hotspots(path, landuse, classes, region=region.name, top_share=share)
+                region_hotspots(path, landuse, classes, region=region.name, threshold=hot)
             )
     if zones:
         write_landuse_sensitivity(out / "landuse_sensitivity.csv", zones)
@@ -429,4 +440,4 @@ def _timed(seconds: dict[str, float], name: str) -> Iterator[None]:
     seconds[name] = round(time.perf_counter() - start, 2)
 
 
-__all__ = ["MODEL", "RunResult", "evaluate", "run"]
+__all__ = ["MODEL", "RunResult", "evaluate", "execute", "run"]

@@ -1,0 +1,172 @@
+"""End to end: ``soilsource run`` on a small synthetic city writes every output of SPEC.md."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+import rasterio
+import torch
+
+from soilsource.cli import main
+from soilsource.config import load_config
+from soilsource.inputs import describe_raster
+from soilsource.mapping import probability_map
+from soilsource.modelio import load_model
+from soilsource.models import SILICNet
+from soilsource.patches import extract_patches, patch_size_px
+from soilsource.pipeline import run
+from soilsource.rundir import is_complete
+from soilsource.training import TrainSettings
+
+FAST = TrainSettings(max_epochs=2, batch_size=16, patience=1)
+
+
+def _small_config(city: Path, tmp_path: Path) -> Path:
+    """The city's own config.yaml with small patches and 3 folds, so a run takes seconds."""
+    text = (city / "config.yaml").read_text()
+    config = load_config(city / "config.yaml")
+    raw = config.model_dump(mode="json")
+    raw["patch"]["size_m"] = 320.0
+    raw["explain"].update(window_m=80.0, stride_m=40.0)
+    raw["train"]["folds"] = 3
+    path = tmp_path / "config.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump(raw))
+    assert "samples" in text
+    return path
+
+
+@pytest.fixture(scope="module")
+def city_run(small_city, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("run")
+    config = _small_config(small_city, tmp)
+    result = run(config, tmp / "out", settings=FAST, device="cpu")
+    return config, result
+
+
+def test_run_writes_every_output(city_run):
+    _, result = city_run
+    out = result.out
+    assert is_complete(out)
+    for name in ("config.yaml", "metrics.json", "predictions.csv", "landuse_sensitivity.csv",
+                 "hotspots.gpkg", "geodetector.csv"):  # fmt: skip
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["metal"] == "Cd"
+    regions = metrics["regions"]
+    assert len(regions) == 6
+    for name, entry in regions.items():
+        assert {"n", "n_pos", "auc", "auc_ci95", "baselines"} <= set(entry)
+        assert entry["auc"] is None or 0.0 <= entry["auc"] <= 1.0
+        if entry["auc"] is not None:
+            lo, hi = entry["auc_ci95"]
+            assert lo <= entry["auc"] <= hi
+        assert "random_forest" in entry["baselines"]
+        assert (out / "figures" / f"roc_{name}.png").stat().st_size > 1000
+        for kind in ("sensitivity", "probability"):
+            with rasterio.open(out / kind / f"{name}.tif") as src:
+                assert src.dtypes[0] == "float32"
+                assert src.crs.to_epsg() == 32649
+                data = src.read(1)
+                assert np.isfinite(data).any()
+        assert (out / "models" / name / "silicnet.pt").is_file()
+        assert (out / "models" / name / "random_forest.npz").is_file()
+
+
+def test_predictions_are_out_of_fold_and_match_metrics(city_run):
+    _, result = city_run
+    table = pd.read_csv(result.out / "predictions.csv", dtype={"sample_id": str})
+    assert list(table.columns[:8]) == [
+        "sample_id", "region", "x", "y", "value", "label", "prob", "fold",
+    ]  # fmt: skip
+    assert table["prob"].between(0, 1).all()
+    assert set(table["fold"]) <= {0, 1, 2}
+    metrics = json.loads((result.out / "metrics.json").read_text())
+    for name, group in table.groupby("region"):
+        assert len(group) == metrics["regions"][name]["n"]
+        assert group["label"].sum() == metrics["regions"][name]["n_pos"]
+
+
+def test_landuse_table_and_hotspots_are_consistent(city_run):
+    _, result = city_run
+    table = pd.read_csv(result.out / "landuse_sensitivity.csv")
+    assert list(table.columns) == [
+        "region", "class", "mean_sensitivity", "area_share", "hotspot_share",
+        "enrichment", "p_value", "rank",
+    ]  # fmt: skip
+    for _, group in table.groupby("region"):
+        assert group["area_share"].sum() == pytest.approx(1.0, abs=1e-6)
+    hotspots = gpd.read_file(result.out / "hotspots.gpkg")
+    assert {"region", "area_m2", "mean_sensitivity", "landuse"} <= set(hotspots.columns)
+    assert hotspots.crs.to_epsg() == 32649
+
+
+def test_saved_model_reproduces_the_probability_map(city_run, small_city):
+    """The model file, loaded without pickle, gives the map's value at a sample's pixel."""
+    _, result = city_run
+    region = "industrial_town"
+    saved = load_model(result.out / "models" / region / "silicnet.pt")
+    model = saved.model
+    assert isinstance(model, SILICNet)
+    stats = saved.metadata["band_stats"]
+    mean = np.asarray(stats["mean"], np.float32)[:, None, None]
+    std = np.asarray(stats["std"], np.float32)[:, None, None]
+    raster = describe_raster(small_city / "imagery" / f"{region}.tif")
+    size = patch_size_px(320.0, raster)
+    scale = np.asarray(raster.scales, np.float32)[:, None, None]
+    offset = np.asarray(raster.offsets, np.float32)[:, None, None]
+    with rasterio.open(raster.path) as src:  # physical units, as the patches are
+        image = (src.read().astype(np.float32) * scale + offset - mean) / std
+    dense = probability_map(model, image)
+    i, j = 64, 70  # a pixel whose patch lies inside the image
+    x, y = raster.transform @ (j + 0.5, i + 0.5)
+    patch = extract_patches(raster, np.array([[x, y]]), size)
+    prob = torch.sigmoid(model(torch.from_numpy((patch.data - mean) / std))).item()
+    assert dense[i, j] == pytest.approx(prob, abs=1e-4)
+    with rasterio.open(result.out / "probability" / f"{region}.tif") as src:
+        written = src.read(1)
+    assert written[i, j] == pytest.approx(prob, abs=1e-4)
+
+
+def test_same_seed_gives_identical_metrics(city_run, tmp_path):
+    config, result = city_run
+    again = run(config, tmp_path / "again", settings=FAST, device="cpu")
+    assert (again.out / "metrics.json").read_bytes() == (result.out / "metrics.json").read_bytes()
+    assert (again.out / "predictions.csv").read_bytes() == (
+        result.out / "predictions.csv"
+    ).read_bytes()
+
+
+def test_run_refuses_to_overwrite_a_complete_run(city_run, capsys):
+    config, result = city_run
+    assert main(["run", str(config), "--out", str(result.out)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().endswith("holds a complete run; use --force to replace it")
+    assert is_complete(result.out)
+
+
+def test_run_refuses_a_directory_of_the_users(city_run, tmp_path, capsys):
+    config, _ = city_run
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    assert main(["run", str(config), "--out", str(mine)]) == 2
+    assert "is not a soilsource run" in capsys.readouterr().err
+    assert (mine / "notes.txt").read_text() == "keep"
+
+
+def test_run_bad_config_is_one_line_and_writes_nothing(tmp_path, capsys):
+    config = tmp_path / "config.yaml"
+    config.write_text("samples: {path: nowhere.csv, value: cd}\nimagery: {path: x.tif}\n")
+    out = tmp_path / "out"
+    assert main(["run", str(config), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"{config}: key 'samples.crs'" in err
+    assert not out.exists()  # the configuration is checked before anything is written
