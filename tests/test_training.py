@@ -26,7 +26,7 @@ from soilsource.training import (
     resolve_device,
 )
 
-FAST = TrainSettings(max_epochs=12, batch_size=16, patience=4, lr=1e-2)
+FAST = TrainSettings(max_epochs=12, batch_size=16, patience=4, lr=1e-2, monitor="auc")
 
 
 def blob_task(n: int = 96, px: int = 12, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
