@@ -97,6 +97,19 @@ def test_baselines_number_per_band_or_per_pixel(kind):
     assert (got - expected).abs().max() < TOL
 
 
+def test_incremental_equals_captum_without_batchnorm():
+    x = torch.randn(2, 3, 26, 26)
+    torch.manual_seed(4)
+    model = SILICNet(3, 26, batchnorm=False).eval()
+    with torch.no_grad():
+        model.head[0].weight.mul_(10.0)
+        model.head[-1].weight.mul_(30.0)
+        model.head[-1].bias.sub_(model(x).mean())
+    expected = captum(model, x, 7, 3)
+    assert expected.abs().max() > 1e-3
+    assert (occlusion_sensitivity(model, x, 7, 3) - expected).abs().max() < TOL
+
+
 def test_full_method_equals_captum_and_incremental():
     x = torch.randn(2, 2, 28, 28)
     model = sensitive_model(2, 28, seed=5, x=x)

@@ -70,14 +70,17 @@ def test_trunk_is_local_and_translation_equivariant():
     assert not torch.allclose(changed[:, :, 1], full[:, :, 1])
 
 
-def test_inference_stages_match_the_trunk():
-    model = SILICNet(4, 24)
+@pytest.mark.parametrize("batchnorm", [True, False])
+def test_inference_stages_match_the_trunk(batchnorm):
+    model = SILICNet(4, 24, batchnorm=batchnorm)
     with torch.no_grad():
         for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
             bn.running_mean.uniform_(-1, 1)
             bn.running_var.uniform_(0.5, 2)
     with pytest.raises(RuntimeError, match="eval"):
         model.inference_stages()
+    for conv in (m for m in model.modules() if isinstance(m, nn.Conv2d) and m.bias is not None):
+        conv.bias.data.uniform_(-1, 1)
     model.eval()
     x = torch.randn(3, 4, 30, 26)
     act = x.contiguous(memory_format=torch.channels_last)
@@ -86,8 +89,9 @@ def test_inference_stages_match_the_trunk():
     torch.testing.assert_close(act, model.features(x), rtol=1e-5, atol=1e-5)
 
 
-def test_config_rebuilds_the_same_model():
-    model = SILICNet(5, 48, width=16, hidden=8, n_rings=4).eval()
+@pytest.mark.parametrize("batchnorm", [True, False])
+def test_config_rebuilds_the_same_model(batchnorm):
+    model = SILICNet(5, 48, width=16, hidden=8, n_rings=4, batchnorm=batchnorm).eval()
     twin = SILICNet(**model.config)
     twin.load_state_dict(model.state_dict())
     twin.eval()

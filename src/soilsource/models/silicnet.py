@@ -148,6 +148,11 @@ class RingPooling(nn.Module):
         return out
 
 
+def _fused(conv: nn.Conv2d, norm: nn.Module) -> nn.Conv2d:
+    """``conv`` followed by ``norm`` (BatchNorm in eval mode, or identity) as one convolution."""
+    return fuse_conv_bn_eval(conv, norm) if isinstance(norm, nn.BatchNorm2d) else conv
+
+
 class SILICNet(nn.Module):
     """Spatial-information-preserving lightweight CNN: one logit per patch.
 
@@ -173,6 +178,10 @@ class SILICNet(nn.Module):
         Rings of the pooling (fewer when the trunk output is small).
     hidden, dropout:
         Width and dropout of the MLP head.
+    batchnorm:
+        BatchNorm after the stem and each block (the default). Without it the convolutions
+        get biases and a training step is about twice as fast on a CPU (fewer memory
+        passes), at the price of BatchNorm's steadier optimisation.
 
     Notes
     -----
@@ -200,6 +209,7 @@ class SILICNet(nn.Module):
         n_rings: int = 6,
         hidden: int = 32,
         dropout: float = 0.2,
+        batchnorm: bool = True,
     ) -> None:
         super().__init__()
         if in_channels < 1 or width < 1 or hidden < 1:
@@ -219,18 +229,18 @@ class SILICNet(nn.Module):
             )
         self.in_channels, self.patch_px = in_channels, patch_px
         self.width, self.kernel_size, self.n_blocks = width, kernel_size, n_blocks
-        self.hidden, self.dropout = hidden, dropout
+        self.hidden, self.dropout, self.batchnorm = hidden, dropout, batchnorm
         self.grid_px = cells - n_blocks * grow
         self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, width, STEM_STRIDE, stride=STEM_STRIDE, bias=False),
-            nn.BatchNorm2d(width),
+            nn.Conv2d(in_channels, width, STEM_STRIDE, stride=STEM_STRIDE, bias=not batchnorm),
+            nn.BatchNorm2d(width) if batchnorm else nn.Identity(),
             nn.ReLU(inplace=True),
         )
         self.blocks = nn.ModuleList(
             nn.Sequential(
                 nn.Conv2d(width, width, kernel_size, groups=width, bias=False),
-                nn.Conv2d(width, width, 1, bias=False),
-                nn.BatchNorm2d(width),
+                nn.Conv2d(width, width, 1, bias=not batchnorm),
+                nn.BatchNorm2d(width) if batchnorm else nn.Identity(),
                 nn.ReLU(inplace=True),
             )
             for _ in range(n_blocks)
@@ -257,6 +267,7 @@ class SILICNet(nn.Module):
             "n_rings": self.n_rings,
             "hidden": self.hidden,
             "dropout": self.dropout,
+            "batchnorm": self.batchnorm,
         }
 
     @property
@@ -298,9 +309,9 @@ class SILICNet(nn.Module):
         """
         if self.training:
             raise RuntimeError("inference_stages needs the model in eval mode (model.eval())")
-        stem = nn.Sequential(fuse_conv_bn_eval(self.stem[0], self.stem[1]), nn.ReLU(inplace=True))
+        stem = nn.Sequential(_fused(self.stem[0], self.stem[1]), nn.ReLU(inplace=True))
         blocks = [
-            nn.Sequential(block[0], fuse_conv_bn_eval(block[1], block[2]), nn.ReLU(inplace=True))
+            nn.Sequential(block[0], _fused(block[1], block[2]), nn.ReLU(inplace=True))
             for block in self.blocks
         ]
         return [stage.to(memory_format=torch.channels_last) for stage in (stem, *blocks)]
