@@ -187,7 +187,8 @@ class SILICNet(nn.Module):
     -----
     Normalisation happens outside the model, so an input of 0 is the band mean (the
     occlusion baseline). The model keeps its convolution weights and activations in
-    channels-last layout, which is several times faster on CPUs.
+    channels-last layout, which is several times faster on CPUs, and in evaluation mode
+    without autograd it folds BatchNorm into the convolutions (:meth:`inference_stages`).
 
     Examples
     --------
@@ -295,9 +296,12 @@ class SILICNet(nn.Module):
                 f"inputs of {tuple(x.shape[-2:])} px are smaller than the receptive field "
                 f"({self.receptive_field_px} px)"
             )
-        f = self.stem(x.contiguous(memory_format=torch.channels_last))
-        for block in self.blocks:
-            f = block(f)
+        # Evaluation without autograd (prediction, occlusion, maps): BatchNorm folded into
+        # the convolutions saves a memory pass per layer, about a third of the time on a CPU.
+        fold = not self.training and not torch.is_grad_enabled()
+        f = x.contiguous(memory_format=torch.channels_last)
+        for stage in self.inference_stages() if fold else (self.stem, *self.blocks):
+            f = stage(f)
         return f
 
     def inference_stages(self) -> list[nn.Module]:
