@@ -15,12 +15,15 @@ top 40 %), 250 samples, 10 m pixels, spatial 5-fold CV with blocks of one patch 
 The oracle AUC is that of the true influence without the noise.
 
 Usage: ``python benchmarks/bench_training.py [--quick] [--threads N] [--patch-px 128]
-[--models a,b] [--cv-models a,b] [--seeds N]``.
+[--models a,b] [--cv-models a,b] [--seeds N] [--settings JSON]``; ``--settings`` overrides
+training defaults, e.g. ``'{"monitor": "auc"}'``, to compare them on the same folds.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import statistics
 import sys
 import time
@@ -86,13 +89,13 @@ def synthetic_region(
     return patches.astype(np.float32), labels, xy.astype(float), influence
 
 
-def torch_cost(name: str, patches, labels, threads: int, epochs: int) -> dict:
+def torch_cost(name: str, patches, labels, threads: int, epochs: int, base: TrainSettings) -> dict:
     """Seconds per epoch (mean of ``epochs`` full epochs) and inference patches/s."""
     import torch
 
     torch.manual_seed(0)
     model = TORCH_MODELS[name](BANDS, patches.shape[-1])
-    settings = TrainSettings(max_epochs=epochs, patience=epochs + 1)
+    settings = dataclasses.replace(base, max_epochs=epochs, patience=epochs + 1)
     result = fit(
         model, patches, labels, seed=0, device="cpu", settings=settings, num_threads=threads
     )
@@ -121,7 +124,7 @@ def forest_cost(patches, labels) -> dict:
     return {"params": f"{nodes:,} tree nodes", "fit_s": fit_s, "pps": inference}
 
 
-def accuracy(name: str, patches, labels, xy, threads: int) -> dict:
+def accuracy(name: str, patches, labels, xy, threads: int, settings: TrainSettings) -> dict:
     px = patches.shape[-1]
     if name == "random_forest":
         factory: Callable = WindowStatsForest
@@ -139,6 +142,7 @@ def accuracy(name: str, patches, labels, xy, threads: int) -> dict:
         patch_m=px * PIXEL_M,
         seed=0,
         device="cpu",
+        settings=settings,
         num_threads=threads,
         description=name,
     )
@@ -173,13 +177,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default="silicnet,mobilenet_v3_small,resnet18")
     parser.add_argument("--cv-models", default="silicnet,random_forest")
     parser.add_argument("--seeds", type=int, default=1, help="synthetic regions (data seeds)")
+    parser.add_argument("--settings", default="{}", help="JSON of TrainSettings overrides")
     args = parser.parse_args(argv)
+    settings = TrainSettings(**json.loads(args.settings))
     models, cv_models = _names(args.models), _names(args.cv_models)
     patches, labels, xy, influence = synthetic_region(args.n, args.patch_px, seed=0)
     print(
         f"Region of {len(patches)} patches {patches.shape[1:]}, {labels.sum()} positive; "
         f"{args.threads} torch threads ({available_cpus()} cores available), "
-        f"torch {torch.__version__}, {TrainSettings()}\n"
+        f"torch {torch.__version__}, {settings}\n"
     )
 
     acc: dict[str, list[dict]] = {name: [] for name in cv_models}
@@ -190,15 +196,15 @@ def main(argv: list[str] | None = None) -> int:
             x, y, sxy, infl = data or synthetic_region(args.n, args.patch_px, seed=seed)
             oracle.append(roc_auc_score(y, infl))
             for name in cv_models:
-                acc[name].append(accuracy(name, x, y, sxy, args.threads))
+                acc[name].append(accuracy(name, x, y, sxy, args.threads, settings))
 
     epochs = 1 if args.quick else 2
     print("| model | parameters | s / epoch | inference patches/s | region CV (6 fits) | demo |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for name in models:
-        row = torch_cost(name, patches, labels, args.threads, epochs)
+        row = torch_cost(name, patches, labels, args.threads, epochs, settings)
         runs = [a["epochs"] for a in acc.get(name, []) if a["epochs"]]
-        n_epochs = statistics.mean(runs) if runs else TrainSettings().max_epochs
+        n_epochs = statistics.mean(runs) if runs else settings.max_epochs
         region = 6 * n_epochs * row["epoch_s"]
         at = f"{n_epochs:.1f} epochs" if runs else f"max {n_epochs} epochs"
         print(
