@@ -257,6 +257,9 @@ def test_by_region_with_one_class_region_gives_null_and_no_model():
     assert out["b"].final is None and np.isnan(out["b"].proba).all()
     assert (out["b"].fold == -1).all()
     assert out["a"].regions["a"].auc is not None and out["a"].final is not None
+    all_positive = cross_validate(forest, x[:30], np.ones(30, int), xy[:30], block_m=500.0)
+    assert all_positive.overall.reason == "one class only: 30 positive of 30"
+    assert all_positive.final is None
 
 
 def test_cross_validate_rejects_a_non_model_factory():
@@ -282,3 +285,12 @@ def test_torch_is_seeded_before_each_factory_call():
     cross_validate(factory, x, y, xy, settings=TrainSettings(max_epochs=1), **kwargs)
     assert torch.equal(weights[0], weights[2]) and torch.equal(weights[1], weights[3])
     assert not torch.equal(weights[0], weights[1])
+
+
+def test_a_fold_whose_training_part_has_one_class_predicts_its_share():
+    xy = np.array([[100.0, 100.0]] * 10 + [[900.0, 100.0]] * 10)
+    y = np.array([1] * 10 + [0] * 10)  # positives all in one block
+    x = np.zeros((20, 2, 4, 4), dtype="float32")
+    r = cross_validate(Recorder, x, y, xy, folds=2, block_m=500.0, final=False)
+    assert np.array_equal(r.proba, 1.0 - y)  # trained on the other block's class only
+    assert r.overall.auc is not None and r.overall.auc == 0.0

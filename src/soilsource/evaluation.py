@@ -412,7 +412,9 @@ def cross_validate(
         ``device``) or a :class:`~soilsource.training.PatchEstimator`. Torch is seeded
         before each call, so initial weights are repeatable.
     patches, labels:
-        (N, C, H, H) float32 normalised patches, 0/1 labels (N,).
+        (N, C, H, H) float32 patches as the models take them (normalised for a bare
+        module; physical with NaN for nodata for ``Standardized`` and the forest), and
+        0/1 labels (N,).
     xy:
         (N, 2) sample coordinates in metres (a projected CRS); needed for spatial CV.
     regions:
@@ -455,7 +457,7 @@ def cross_validate(
         seed=seed,
         optimistic=cv == "random",
     )
-    if labels.min(initial=0) == labels.max(initial=0):
+    if _one_class(labels):
         warn(f"{description}: one class only ({int(labels.sum())} positive of {n}); not trained")
         return _score(result, labels, region_arr, n_boot)
 
@@ -485,7 +487,7 @@ def cross_validate(
         if patch_m is not None and coords is not None:
             overlapping[test] = _near(coords, region_arr, test, train, patch_m)
         info = {"fold": k, "n_train": len(train), "n_test": len(test), "dropped_by_buffer": dropped}
-        if labels[train].min(initial=0) == labels[train].max(initial=0):
+        if _one_class(labels[train]):
             warn(f"{description}: fold {k} has one class in training; predicting its share")
             result.proba[test] = labels[train].mean() if len(train) else np.nan
         else:
@@ -506,6 +508,10 @@ def cross_validate(
     if patch_m is not None and coords is not None:
         result.overlap_share = float(overlapping.mean())
     return _score(result, labels, region_arr, n_boot)
+
+
+def _one_class(labels: np.ndarray) -> bool:
+    return labels.size == 0 or labels.min() == labels.max()
 
 
 def _since(start: float) -> float:
