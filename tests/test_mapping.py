@@ -22,10 +22,10 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def varied_model(channels: int, patch_px: int, seed: int = 0) -> SILICNet:
+def varied_model(channels: int, patch_px: int, seed: int = 0, **kwargs) -> SILICNet:
     """A random SI-LICNet whose probabilities spread over (0, 1) across an image."""
     torch.manual_seed(seed)
-    model = SILICNet(channels, patch_px)
+    model = SILICNet(channels, patch_px, **kwargs)
     with torch.no_grad():
         for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
             bn.running_mean.uniform_(-0.5, 0.5)
@@ -64,16 +64,17 @@ def smooth_image(channels: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
 
 
 @pytest.mark.parametrize(
-    ("channels", "patch_px", "h", "w", "tile_px"),
+    ("channels", "patch_px", "h", "w", "tile_px", "kwargs"),
     [
-        (3, 24, 61, 50, 16),  # several tiles, the last ones partial
-        (2, 27, 45, 60, 7),  # odd patch, odd tiles
-        (4, 32, 70, 71, 512),  # one tile
-        (3, 16, 30, 33, 5),  # a shallow model (one block)
+        (3, 24, 61, 50, 16, {}),  # several tiles, the last ones partial
+        (2, 27, 45, 60, 7, {}),  # odd patch, odd tiles
+        (4, 32, 70, 71, 512, {}),  # one tile
+        (3, 16, 30, 33, 5, {}),  # a shallow model (one block)
+        (2, 22, 40, 41, 9, {"antialias": False, "batchnorm": False}),  # plain 2 x 2 stem
     ],
 )
-def test_dense_map_equals_patch_by_patch(channels, patch_px, h, w, tile_px):
-    model = varied_model(channels, patch_px, seed=patch_px)
+def test_dense_map_equals_patch_by_patch(channels, patch_px, h, w, tile_px, kwargs):
+    model = varied_model(channels, patch_px, seed=patch_px, **kwargs)
     image = smooth_image(channels, h, w)
     expected = patch_by_patch(model, image)
     assert np.nanstd(expected) > 0.03  # a map with structure, not a constant

@@ -97,10 +97,11 @@ def test_baselines_number_per_band_or_per_pixel(kind):
     assert (got - expected).abs().max() < TOL
 
 
-def test_incremental_equals_captum_without_batchnorm():
+@pytest.mark.parametrize(("antialias", "batchnorm"), [(True, False), (False, True)])
+def test_incremental_equals_captum_for_other_stems(antialias, batchnorm):
     x = torch.randn(2, 3, 26, 26)
     torch.manual_seed(4)
-    model = SILICNet(3, 26, batchnorm=False).eval()
+    model = SILICNet(3, 26, antialias=antialias, batchnorm=batchnorm).eval()
     with torch.no_grad():
         model.head[0].weight.mul_(10.0)
         model.head[-1].weight.mul_(30.0)
@@ -141,9 +142,9 @@ def test_sensitivity_sits_where_the_model_looks():
     x = torch.randn(1, 2, 27, 27)
     model = sensitive_model(2, 27, seed=7, x=x)  # odd patch: the last row and column unread
     got = occlusion_sensitivity(model, x, 1, 1)
-    ulp = 6e-8  # one float32 step near p = 0.5: the rounding of the head, nothing more
-    assert got[0, -1, :].abs().max() <= ulp
-    assert got[0, :, -1].abs().max() <= ulp
+    rounding = 1e-6  # a few float32 steps: one matrix product may round rows differently
+    assert got[0, -1, :].abs().max() <= rounding
+    assert got[0, :, -1].abs().max() <= rounding
     assert (got[0, :-1, :-1].abs() > 1e-6).sum() > 0.9 * 26 * 26
 
 

@@ -6,10 +6,11 @@ import itertools
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from soilsource.models import RingPooling, SILICNet
-from soilsource.models.silicnet import ring_bounds
+from soilsource.models.silicnet import BlurStem, ring_bounds
 
 
 @pytest.fixture(autouse=True)
@@ -30,7 +31,7 @@ def test_defaults_are_lightweight_and_cover_the_patch():
     model = SILICNet(6)
     assert model.patch_px == 128
     assert sum(p.numel() for p in model.parameters()) <= 200_000
-    assert (model.n_blocks, model.grid_px, model.receptive_field_px) == (3, 58, 14)
+    assert (model.n_blocks, model.grid_px, model.receptive_field_px) == (3, 57, 16)
     # Trunk grid plus receptive field span the patch: nothing of it is left out.
     assert 2 * (model.grid_px - 1) + model.receptive_field_px == 128
 
@@ -58,7 +59,7 @@ def test_trunk_is_local_and_translation_equivariant():
     model = SILICNet(3, 32).eval()
     x = torch.randn(2, 3, 40, 44)
     full = model.features(x)
-    assert full.shape == (2, model.width, 20 - 6, 22 - 6)
+    assert full.shape == (2, model.width, 19 - 6, 21 - 6)  # (H - 4) // 2 + 1 stem cells
     crop = model.features(x[:, :, 6:, 10:])  # shift by 3 and 5 stem cells
     torch.testing.assert_close(crop, full[:, :, 3:, 5:], rtol=1e-5, atol=1e-5)
     # A cell sees exactly its receptive field: change a pixel just outside, nothing moves.
@@ -70,9 +71,30 @@ def test_trunk_is_local_and_translation_equivariant():
     assert not torch.allclose(changed[:, :, 1], full[:, :, 1])
 
 
-@pytest.mark.parametrize("batchnorm", [True, False])
-def test_inference_stages_match_the_trunk(batchnorm):
-    model = SILICNet(4, 24, batchnorm=batchnorm)
+def test_blur_stem_is_a_blur_then_a_strided_two_by_two_convolution():
+    stem = BlurStem(3, 5, bias=True)
+    x = torch.randn(2, 3, 20, 21)
+    taps = torch.tensor([1.0, 2.0, 1.0])
+    blur = (taps[:, None] * taps[None, :] / 16).expand(3, 1, 3, 3)
+    expected = F.conv2d(F.conv2d(x, blur, groups=3), stem.weight, stem.bias, stride=2)
+    torch.testing.assert_close(stem(x), expected)
+    torch.testing.assert_close(stem.as_conv()(x), expected)
+    assert stem.weight.shape == (5, 3, 2, 2)  # parameters of the 2 x 2 convolution only
+
+
+def test_antialiased_stem_cannot_see_the_pattern_a_stride_would_alias():
+    """A pixel checkerboard (the Nyquist frequency) vanishes in the blur, not in a plain stem."""
+    x = torch.randn(1, 2, 24, 24)
+    checker = (-1.0) ** (torch.arange(24)[:, None] + torch.arange(24)[None, :])
+    for antialias in (True, False):
+        model = SILICNet(2, 24, antialias=antialias).eval()
+        moved = (model.features(x + 3 * checker) - model.features(x)).abs().max()
+        assert (moved < 1e-4) == antialias
+
+
+@pytest.mark.parametrize(("antialias", "batchnorm"), [(True, True), (True, False), (False, True)])
+def test_inference_stages_match_the_trunk(antialias, batchnorm):
+    model = SILICNet(4, 24, antialias=antialias, batchnorm=batchnorm)
     with torch.no_grad():
         for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
             bn.running_mean.uniform_(-1, 1)
@@ -89,9 +111,10 @@ def test_inference_stages_match_the_trunk(batchnorm):
     torch.testing.assert_close(act, model.features(x), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("batchnorm", [True, False])
-def test_config_rebuilds_the_same_model(batchnorm):
-    model = SILICNet(5, 48, width=16, hidden=8, n_rings=4, batchnorm=batchnorm).eval()
+@pytest.mark.parametrize(("antialias", "batchnorm"), [(True, True), (False, False)])
+def test_config_rebuilds_the_same_model(antialias, batchnorm):
+    model = SILICNet(5, 48, width=16, hidden=8, n_rings=4, antialias=antialias, batchnorm=batchnorm)
+    model.eval()
     twin = SILICNet(**model.config)
     twin.load_state_dict(model.state_dict())
     twin.eval()

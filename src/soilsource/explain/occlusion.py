@@ -24,9 +24,9 @@ we then recompute, layer by layer, only the changed cells: cut the cells the lay
 from the cached input, paste in the previous layer's recomputed cells, run the layer on
 that small crop. The ring pooling is linear, so the pooled features move by the ring-weighted
 sum of the change over the changed cells alone; the head then runs on the updated features.
-At the defaults (128 px patch, 16 px window, 4 px stride) a window changes 8 x 8 of the
-64 x 64 stem cells and 10 x 10 to 14 x 14 of each block's 62 x 62 to 58 x 58 outputs
-(1.6 to 5.8 %): about 0.66 of the 18 MMAC of a full pass (see ``docs/method.md``).
+At the defaults (128 px patch, 16 px window, 4 px stride) a window changes 9 x 9 of the
+63 x 63 stem cells and 11 x 11 to 15 x 15 of each block's 61 x 61 to 57 x 57 outputs
+(2 to 7 %): about 0.8 of the 18 MMAC of a full pass (see ``docs/method.md``).
 """
 
 from __future__ import annotations
@@ -225,8 +225,9 @@ def _incremental_drops(
 
     Frames: the input is zero-padded by ``pad`` pixels on every side; a cached layer's
     cell ``i`` is the real stem cell ``i - pad // 2`` (valid convolutions keep that offset).
-    For a window starting at real pixel ``a``, the stem cells it changes start at
-    ``c = a // 2`` and span at most ``s0`` cells; block ``b`` changes cells
+    Stem cell ``i`` sees pixels ``2 i .. 2 i + k - 1`` (``k``: the stem kernel), so a window
+    over pixels ``a .. a + w - 1`` changes the stem cells from ``c = ceil((a - k + 1) / 2)``
+    to ``(a + w - 1) // 2``, at most ``s0`` of them; block ``b`` changes cells
     ``c - E_b .. c + s0 - 1`` (``E_b``: the extents of blocks up to ``b``, summed) and needs
     its input's cells ``c - E_b .. c + s0 + e_b - 1``: the previous layer's changed cells
     plus ``e_b`` on each side, taken from the cache.
@@ -236,17 +237,19 @@ def _incremental_drops(
     stem, *blocks = model.inference_stages()
     extents = model.block_extents
     total_extent, grid = sum(extents), model.grid_px
-    cy, cx = ys // STEM_STRIDE, xs // STEM_STRIDE  # first changed stem cell of each window
+    kernel = model.stem_kernel
+    cy, cx = -((kernel - 1 - ys) // STEM_STRIDE), -((kernel - 1 - xs) // STEM_STRIDE)
     # Changed stem cells per window: at most s0 a side, whatever the window's phase.
     last = np.concatenate(
         [(ys + window_px - 1) // STEM_STRIDE - cy, (xs + window_px - 1) // STEM_STRIDE - cx]
     )
     s0 = int(last.max()) + 1
     steps = np.diff(np.concatenate([ys, xs, [0]]))
-    half_pad = total_extent + int(steps.max(initial=0)) + 2  # covers every overhang
+    half_pad = total_extent + int(steps.max(initial=0)) + kernel  # covers every overhang
     pad = STEM_STRIDE * half_pad
-    # Occluded pixels of each window's stem crop (2 s0 x 2 s0 pixels from pixel 2 c).
-    px = torch.arange(STEM_STRIDE * s0, device=x.device)
+    # Occluded pixels of each window's stem crop (the pixels of s0 cells from cell c).
+    size = STEM_STRIDE * (s0 - 1) + kernel
+    px = torch.arange(size, device=x.device)
     oy = torch.as_tensor(ys - STEM_STRIDE * cy, device=x.device)[:, None]
     ox = torch.as_tensor(xs - STEM_STRIDE * cx, device=x.device)[:, None]
     rows_in = (px >= oy) & (px < oy + window_px)  # (Ky, 2 s0)
@@ -254,7 +257,7 @@ def _incremental_drops(
     inside = (rows_in[:, None, :, None, None] & cols_in[None, :, None, :, None]).flatten(0, 1)
     # Ring weights on the last layer's frame, zero outside the real grid.
     rings = model.pool.basis.permute(1, 2, 0)
-    frame_h, frame_w = (h + 2 * pad) // 2 - total_extent, (w + 2 * pad) // 2 - total_extent
+    frame_h, frame_w = [(n + 2 * pad - kernel) // STEM_STRIDE + 1 - total_extent for n in (h, w)]
     ring_frame = rings.new_zeros((frame_h, frame_w, rings.shape[-1]))
     ring_frame[half_pad : half_pad + grid, half_pad : half_pad + grid] = rings
     per_batch = max(1, batch_windows // len(xs))  # whole rows of windows per batch
@@ -273,7 +276,7 @@ def _incremental_drops(
             by = cy[top : top + per_batch]
             sl = slice(top * len(xs), (top + len(by)) * len(xs))
             # Stem: the input pixels of the changed cells, with the window substituted.
-            r, q, size = STEM_STRIDE * by + pad, STEM_STRIDE * cx + pad, STEM_STRIDE * s0
+            r, q = STEM_STRIDE * by + pad, STEM_STRIDE * cx + pad
             hidden = scalar if base_frame is None else _gather(base_frame, r, q, size)
             crop = torch.where(inside[sl], hidden, _gather(cache[0], r, q, size))
             changed = _nhwc(stem(_nchw(crop)))

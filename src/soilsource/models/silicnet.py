@@ -4,11 +4,12 @@ The network answers "is the soil sample at the centre of this patch contaminated
 what is where around it: an industrial parcel upwind, a road 50 m away, a river bank. It is
 built from two parts with a hard boundary between them:
 
-1. A **trunk** of purely local operations: a stride-2 space-to-depth stem (a 2 x 2
-   convolution with stride 2), then depthwise-separable blocks (depthwise k x k, pointwise
-   1 x 1, BatchNorm, ReLU), all *valid* convolutions: no zero padding anywhere, so a trunk
-   output depends only on the pixels under its receptive field, never on where the patch
-   border falls. BatchNorm in evaluation mode is a per-channel affine map.
+1. A **trunk** of purely local operations: an anti-aliased stride-2 stem (a fixed binomial
+   blur, then a learned 2 x 2 convolution with stride 2: one 4 x 4 convolution), then
+   depthwise-separable blocks (depthwise k x k, pointwise 1 x 1, BatchNorm, ReLU), all
+   *valid* convolutions: no zero padding anywhere, so a trunk output depends only on the
+   pixels under its receptive field, never on where the patch border falls. BatchNorm in
+   evaluation mode is a per-channel affine map.
 2. **Ring pooling**, the one linear spatial reduction: the mean of each trunk channel over
    square rings (Chebyshev distance from the patch centre), finer near the centre and
    geometrically coarser outwards. It keeps the one spatial fact that matters after
@@ -30,16 +31,19 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-__all__ = ["MAX_BLOCKS", "MIN_GRID", "RingPooling", "SILICNet", "ring_bounds"]
+__all__ = ["MAX_BLOCKS", "MIN_GRID", "BlurStem", "RingPooling", "SILICNet", "ring_bounds"]
 
 MAX_BLOCKS = 3
 """Most depthwise-separable blocks chosen automatically (``n_blocks=None``)."""
 
-MIN_GRID = 6
+MIN_GRID = 5
 """Smallest trunk output side (in stem cells) that automatic depth keeps for the rings."""
 
 STEM_STRIDE = 2
-"""The stem's stride: the trunk runs on a grid of 2 x 2 pixel cells."""
+"""The stem's stride: the trunk runs on a grid of cells 2 pixels apart."""
+
+BLUR = (1.0, 2.0, 1.0)
+"""Binomial low-pass applied (separably) before the stem's stride, against aliasing."""
 
 
 def ring_bounds(levels: int, n_rings: int) -> tuple[int, ...]:
@@ -153,6 +157,50 @@ def _fused(conv: nn.Conv2d, norm: nn.Module) -> nn.Conv2d:
     return fuse_conv_bn_eval(conv, norm) if isinstance(norm, nn.BatchNorm2d) else conv
 
 
+class BlurStem(nn.Module):
+    """A learned 2 x 2 convolution with stride 2 after a fixed 3 x 3 binomial blur.
+
+    Subsampling without a low-pass makes a network's output jump between patches one pixel
+    apart (their cells fall on the other phase of the stride), which shows as a
+    checkerboard in dense maps; the blur removes what the stride would alias (BlurPool,
+    Zhang 2019). Blur and convolution are one 4 x 4 convolution with stride 2 whose kernel,
+    the full convolution of the learned 2 x 2 kernel with the blur, is built on the fly, so
+    the stem costs one pass and has the parameters of the 2 x 2 convolution.
+    """
+
+    kernel_size = 2 + len(BLUR) - 1
+
+    def __init__(self, in_channels: int, out_channels: int, bias: bool) -> None:
+        super().__init__()
+        plain = nn.Conv2d(in_channels, out_channels, 2, bias=bias)  # its initialisation
+        self.weight = plain.weight
+        self.bias = plain.bias
+        taps = torch.tensor(BLUR)
+        self.register_buffer("blur", (taps[:, None] * taps[None, :] / taps.sum() ** 2)[None, None])
+
+    def kernel(self) -> Tensor:
+        """The effective ``(out, in, 4, 4)`` kernel: the learned 2 x 2 convolved with the blur."""
+        out_ch, in_ch = self.weight.shape[:2]
+        flat = self.weight.reshape(out_ch * in_ch, 1, 2, 2)
+        return nn.functional.conv_transpose2d(flat, self.blur).reshape(out_ch, in_ch, 4, 4)
+
+    def as_conv(self) -> nn.Conv2d:
+        """The stem as a plain :class:`~torch.nn.Conv2d` (for fusing and inference)."""
+        out_ch, in_ch = self.weight.shape[:2]
+        conv = nn.Conv2d(
+            in_ch, out_ch, self.kernel_size, stride=STEM_STRIDE, bias=self.bias is not None
+        )
+        conv = conv.to(device=self.weight.device, dtype=self.weight.dtype)
+        with torch.no_grad():
+            conv.weight.copy_(self.kernel())
+            if self.bias is not None:
+                conv.bias.copy_(self.bias)
+        return conv.to(memory_format=torch.channels_last).eval()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return nn.functional.conv2d(x, self.kernel(), self.bias, stride=STEM_STRIDE)
+
+
 class SILICNet(nn.Module):
     """Spatial-information-preserving lightweight CNN: one logit per patch.
 
@@ -162,9 +210,9 @@ class SILICNet(nn.Module):
         Bands of the (normalised) patches.
     patch_px:
         Side of the square patches the model is built for; ``forward`` accepts exactly
-        this size. Even sizes keep the 2 x 2 stem cells aligned under the eight
-        rotations/flips; for an odd size the last row and column fall outside the stem's
-        cells and are ignored.
+        this size. Even sizes keep the stem's cells symmetric about the patch centre under
+        the eight rotations/flips; for an odd size the last row and column fall outside
+        the stem's cells and are ignored.
     width:
         Channels of the trunk.
     kernel_size:
@@ -173,11 +221,14 @@ class SILICNet(nn.Module):
     n_blocks:
         Depthwise-separable blocks after the stem; ``None`` picks the most, up to
         :data:`MAX_BLOCKS`, that leave a trunk output of at least :data:`MIN_GRID` cells
-        a side for the rings (3 at 128 px, 3 at 24 px, 1 at 16 px).
+        a side for the rings (3 at 24 px and more, 1 at 16 px).
     n_rings:
         Rings of the pooling (fewer when the trunk output is small).
     hidden, dropout:
         Width and dropout of the MLP head.
+    antialias:
+        Blur before the stem's stride (the default; :class:`BlurStem`). ``False`` gives a
+        plain 2 x 2 stride-2 stem, whose dense maps alternate between neighbouring pixels.
     batchnorm:
         BatchNorm after the stem and each block (the default). Without it the convolutions
         get biases and a training step is about twice as fast on a CPU (fewer memory
@@ -196,7 +247,7 @@ class SILICNet(nn.Module):
     >>> model(torch.zeros(2, 6, 32, 32)).shape
     torch.Size([2])
     >>> model.n_blocks, model.grid_px, model.receptive_field_px
-    (3, 10, 14)
+    (3, 9, 16)
     """
 
     def __init__(
@@ -210,6 +261,7 @@ class SILICNet(nn.Module):
         n_rings: int = 6,
         hidden: int = 32,
         dropout: float = 0.2,
+        antialias: bool = True,
         batchnorm: bool = True,
     ) -> None:
         super().__init__()
@@ -217,23 +269,27 @@ class SILICNet(nn.Module):
             raise ValueError("in_channels, width and hidden must be >= 1")
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd and >= 1, got {kernel_size}")
-        if patch_px < STEM_STRIDE:
-            raise ValueError(f"patch_px must be >= {STEM_STRIDE}, got {patch_px}")
-        cells, grow = patch_px // STEM_STRIDE, kernel_size - 1
+        stem_kernel = BlurStem.kernel_size if antialias else STEM_STRIDE
+        if patch_px < stem_kernel:
+            raise ValueError(f"patch_px must be >= {stem_kernel}, got {patch_px}")
+        cells, grow = (patch_px - stem_kernel) // STEM_STRIDE + 1, kernel_size - 1
         if n_blocks is None:
             fits = [n for n in range(MAX_BLOCKS + 1) if cells - n * grow >= MIN_GRID]
             n_blocks = max(fits, default=0)
         if n_blocks < 0 or cells - n_blocks * grow < 1:
             raise ValueError(
                 f"patch_px={patch_px} is too small for {n_blocks} blocks of kernel "
-                f"{kernel_size}: the trunk needs {STEM_STRIDE * (1 + n_blocks * grow)} px"
+                f"{kernel_size}: the trunk needs {stem_kernel + STEM_STRIDE * n_blocks * grow} px"
             )
         self.in_channels, self.patch_px = in_channels, patch_px
         self.width, self.kernel_size, self.n_blocks = width, kernel_size, n_blocks
-        self.hidden, self.dropout, self.batchnorm = hidden, dropout, batchnorm
+        self.hidden, self.dropout = hidden, dropout
+        self.antialias, self.batchnorm, self.stem_kernel = antialias, batchnorm, stem_kernel
         self.grid_px = cells - n_blocks * grow
         self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, width, STEM_STRIDE, stride=STEM_STRIDE, bias=not batchnorm),
+            BlurStem(in_channels, width, bias=not batchnorm)
+            if antialias
+            else nn.Conv2d(in_channels, width, STEM_STRIDE, stride=STEM_STRIDE, bias=not batchnorm),
             nn.BatchNorm2d(width) if batchnorm else nn.Identity(),
             nn.ReLU(inplace=True),
         )
@@ -268,6 +324,7 @@ class SILICNet(nn.Module):
             "n_rings": self.n_rings,
             "hidden": self.hidden,
             "dropout": self.dropout,
+            "antialias": self.antialias,
             "batchnorm": self.batchnorm,
         }
 
@@ -279,13 +336,13 @@ class SILICNet(nn.Module):
     @property
     def receptive_field_px(self) -> int:
         """Side, in pixels, of the input square one trunk output sees."""
-        return STEM_STRIDE * (1 + sum(self.block_extents))
+        return self.stem_kernel + STEM_STRIDE * sum(self.block_extents)
 
     def features(self, x: Tensor) -> Tensor:
         """Trunk output for inputs of any size >= the receptive field: ``(N, width, h, w)``.
 
-        ``h = H // 2 - sum(block_extents)``; cell ``i`` sees input rows ``2 i`` to
-        ``2 i + receptive_field_px - 1``.
+        ``h = (H - stem_kernel) // 2 + 1 - sum(block_extents)``; cell ``i`` sees input
+        rows ``2 i`` to ``2 i + receptive_field_px - 1``.
         """
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(
@@ -313,7 +370,8 @@ class SILICNet(nn.Module):
         """
         if self.training:
             raise RuntimeError("inference_stages needs the model in eval mode (model.eval())")
-        stem = nn.Sequential(_fused(self.stem[0], self.stem[1]), nn.ReLU(inplace=True))
+        conv = self.stem[0].as_conv() if isinstance(self.stem[0], BlurStem) else self.stem[0]
+        stem = nn.Sequential(_fused(conv, self.stem[1]), nn.ReLU(inplace=True))
         blocks = [
             nn.Sequential(block[0], _fused(block[1], block[2]), nn.ReLU(inplace=True))
             for block in self.blocks
