@@ -78,7 +78,9 @@ def test_blur_stem_is_a_blur_then_a_strided_two_by_two_convolution():
     blur = (taps[:, None] * taps[None, :] / 16).expand(3, 1, 3, 3)
     expected = F.conv2d(F.conv2d(x, blur, groups=3), stem.weight, stem.bias, stride=2)
     torch.testing.assert_close(stem(x), expected)
-    torch.testing.assert_close(stem.as_conv()(x), expected)
+    torch.testing.assert_close(F.conv2d(x, stem.kernel(), stem.bias, stride=2), expected)
+    blur, conv = stem.parts()
+    torch.testing.assert_close(conv(blur(x)), expected)
     assert stem.weight.shape == (5, 3, 2, 2)  # parameters of the 2 x 2 convolution only
 
 
