@@ -38,7 +38,7 @@ def sensitive_model(x: torch.Tensor) -> SILICNet:
             bn.running_mean.uniform_(-0.5, 0.5)
             bn.running_var.uniform_(0.5, 2.0)
         model.head[0].weight.mul_(10.0)
-        model.head[-1].weight.mul_(30.0)
+        model.head[-1].weight.mul_(100.0)
         model.eval()
         model.head[-1].bias.sub_(model(x).mean())
     return model
