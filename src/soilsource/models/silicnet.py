@@ -5,7 +5,7 @@ what is where around it: an industrial parcel upwind, a road 50 m away, a river 
 built from two parts with a hard boundary between them:
 
 1. A **trunk** of purely local operations: an anti-aliased stride-2 stem (a fixed binomial
-   blur, then a learned 2 x 2 convolution with stride 2: one 4 x 4 convolution), then
+   blur, then a learned 2 x 2 convolution with stride 2; together a 4 x 4 convolution), then
    depthwise-separable blocks (depthwise k x k, pointwise 1 x 1, BatchNorm, ReLU), all
    *valid* convolutions: no zero padding anywhere, so a trunk output depends only on the
    pixels under its receptive field, never on where the patch border falls. BatchNorm in
@@ -237,7 +237,7 @@ class SILICNet(nn.Module):
         plain 2 x 2 stride-2 stem, whose dense maps alternate between neighbouring pixels.
     batchnorm:
         BatchNorm after the stem and each block (the default). Without it the convolutions
-        get biases and a training step is about twice as fast on a CPU (fewer memory
+        get biases and a training step is 1.3 to 2 times as fast on a CPU (fewer memory
         passes), at the price of BatchNorm's steadier optimisation.
 
     Notes
