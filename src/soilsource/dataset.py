@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from soilsource.config import Config
+from soilsource.errors import InputError
 from soilsource.inputs import RasterInfo, assign_rasters, read_samples, reproject_points
 from soilsource.inputs.imagery import resolve_imagery
 from soilsource.labels import label_samples
@@ -113,7 +114,12 @@ def load_dataset(config: Config, *, threads: int = 2) -> Dataset:
     if len(sizes) > 1:
         # Rasters of different resolution give different patch sizes; one model
         # input size per run keeps pooled training and baselines comparable.
-        raise ValueError(f"patch sizes differ between regions: {sorted(sizes)} px")
+        raise InputError(
+            config.source or "config",
+            "key 'imagery.path'",
+            f"rasters of different pixel sizes give patches of {sorted(sizes)} px for "
+            f"patch.size_m = {config.patch.size_m:g}; resample the imagery to one resolution",
+        )
     return Dataset(regions, labels.description, regions[0].patches.band_names, sizes.pop())
 
 

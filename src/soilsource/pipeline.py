@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 
 from soilsource.atomic import write_text_atomic
 from soilsource.config import Config, load_config
@@ -427,9 +426,8 @@ def save_models(
 
 
 def _write_config(path: Path, config: Config) -> None:
-    resolved = config.model_dump(mode="json")
     text = "# Resolved configuration of this run (paths absolute, defaults filled in).\n"
-    write_text_atomic(path, text + yaml.safe_dump(resolved, sort_keys=False))
+    write_text_atomic(path, text + config.to_yaml())
 
 
 @contextmanager
