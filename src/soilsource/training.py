@@ -255,7 +255,8 @@ def inner_split(
     n_splits = max(2, round(1.0 / val_fraction))
     if counts.min() < 2:
         return everything, everything[:0], "none"
-    if groups is not None and len(np.unique(groups)) >= n_splits:
+    # (sklearn refuses more folds than the larger class has members: then split at random)
+    if groups is not None and len(np.unique(groups)) >= n_splits and counts.max() >= n_splits:
         splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # few members of a class: handled
