@@ -112,14 +112,7 @@ def load_dataset(config: Config, *, threads: int = 2) -> Dataset:
     ]
     sizes = {r.patch_px for r in regions}
     if len(sizes) > 1:
-        # Rasters of different resolution give different patch sizes; one model
-        # input size per run keeps pooled training and baselines comparable.
-        raise InputError(
-            config.source or "config",
-            "key 'imagery.path'",
-            f"rasters of different pixel sizes give patches of {sorted(sizes)} px for "
-            f"patch.size_m = {config.patch.size_m:g}; resample the imagery to one resolution",
-        )
+        raise _pixel_size_error(config, sizes)
     return Dataset(regions, labels.description, regions[0].patches.band_names, sizes.pop())
 
 
@@ -139,6 +132,8 @@ def _region(
             continue
         rx, ry = reproject_points(x[members], y[members], samples.crs, raster.crs)
         size = patch_size_px(config.patch.size_m, raster)
+        if patch_parts and size != patch_parts[0].size_px:  # rasters of one region
+            raise _pixel_size_error(config, {patch_parts[0].size_px, size})
         patches = extract_patches(raster, np.column_stack([rx, ry]), size, threads=threads)
         keep = patches.nodata_share <= config.patch.max_nodata_share
         part = samples.iloc[members]
@@ -165,6 +160,17 @@ def _region(
         warn(f"region '{name}': {count} of {len(samples)} samples left out ({reason})")
     table = pd.concat(tables, ignore_index=True)
     return RegionSamples(name, list(rasters), table, concat_patches(patch_parts), lost)
+
+
+def _pixel_size_error(config: Config, sizes: set[int]) -> InputError:
+    # Rasters of different resolution give different patch sizes; one model
+    # input size per run keeps pooled training and baselines comparable.
+    return InputError(
+        config.source or "config",
+        "key 'imagery.path'",
+        f"rasters of different pixel sizes give patches of {sorted(sizes)} px for "
+        f"patch.size_m = {config.patch.size_m:g}; resample the imagery to one resolution",
+    )
 
 
 def concat_patches(parts: list[Patches]) -> Patches:
