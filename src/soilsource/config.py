@@ -280,6 +280,18 @@ class Config(_Section):
                     return metal
         return value
 
+    @model_validator(mode="after")
+    def _window_fits_patch(self) -> Config:
+        # An occluding window larger than the patch would hide the whole patch.
+        if self.explain.window_m > self.patch.size_m:
+            raise PydanticCustomError(
+                "window",
+                "{window} m is larger than the patch (patch.size_m = {patch} m)",
+                {"key": "explain.window_m", "window": f"{self.explain.window_m:g}",
+                 "patch": f"{self.patch.size_m:g}"},
+            )  # fmt: skip
+        return self
+
     @property
     def source(self) -> Path | None:
         """The configuration file this came from (None when built in Python)."""
