@@ -68,6 +68,8 @@ def _read_table(spec: SamplesConfig) -> pd.DataFrame:
         raise InputError(path, "", "file not found (key 'samples.path')")
     if not path.is_file():
         raise InputError(path, "", "not a file (key 'samples.path')")
+    if path.stat().st_size == 0:
+        raise InputError(path, "", "no samples (the file is empty)")
     try:
         if is_csv(path):
             sep = "\t" if path.suffix.lower() == ".tsv" else None
