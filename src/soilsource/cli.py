@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from typer.exceptions import TyperException
@@ -30,6 +30,9 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+
+Device = Literal["auto", "cpu", "cuda"]
+"""Values of ``--device`` (checked before anything is written)."""
 
 QUICK_CITY_PX = 256
 """Region side of ``demo --quick``: small enough for tests, every class still present."""
@@ -86,7 +89,7 @@ def demo(
     ] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the city and of training.")] = 0,
     force: Annotated[bool, typer.Option("--force", help="Replace a complete run in OUT.")] = False,
-    device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda.")] = None,
+    device: Annotated[Device | None, typer.Option("--device", help="auto, cpu or cuda.")] = None,
 ) -> None:
     """Build the synthetic city in OUT/city and run the whole pipeline on it into OUT."""
     from soilsource.config import load_config
@@ -115,7 +118,8 @@ def run(
     out: Annotated[Path, typer.Option("--out", help="Run directory to write.")],
     force: Annotated[bool, typer.Option("--force", help="Replace a complete run in OUT.")] = False,
     device: Annotated[
-        str | None, typer.Option("--device", help="auto, cpu or cuda (overrides compute.device).")
+        Device | None,
+        typer.Option("--device", help="auto, cpu or cuda (overrides compute.device)."),
     ] = None,
 ) -> None:
     """Run the whole pipeline of CONFIG into OUT (metrics, maps, hotspots, models)."""
