@@ -326,6 +326,8 @@ def load_config(path: str | PathLike[str]) -> Config:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InputError(path, "", "file not found") from None
+    except IsADirectoryError:
+        raise InputError(path, "", "is a directory, not a YAML configuration file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(path, "", f"cannot read: {exc}") from None
     try:
