@@ -1,0 +1,224 @@
+"""Write the bad-input corpus: ``base/`` (a tiny valid project) and one folder per case.
+
+Run from the repository root when a case is added or the tiny inputs change::
+
+    .venv/bin/python tests/badinputs/make_corpus.py
+
+A case folder holds only what it breaks (usually ``config.yaml``, sometimes a broken
+samples table, class table or raster); ``tests/test_badinputs.py`` copies ``base/``
+and lays the case folder over it. The expected messages live in ``cases.yaml``, by
+hand: they are the contract, not something this script derives.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+HERE = Path(__file__).resolve().parent
+MEUSE = HERE.parents[1] / "examples" / "meuse"
+sys.path.insert(0, str(HERE.parent))
+
+from tinyinputs import (  # noqa: E402
+    BAND_NAMES,
+    imagery_data,
+    sample_table,
+    write_project,
+    write_raster,
+)
+
+
+def base_config() -> dict:
+    """The valid configuration of ``base/`` as a dict, for cases to break."""
+    return yaml.safe_load((HERE / "base" / "config.yaml").read_text())
+
+
+def write_case(case: str, config: dict | str | None = None, **files: object) -> Path:
+    """A case folder with its ``config.yaml`` (dict or raw text) and extra files."""
+    folder = HERE / "cases" / case
+    folder.mkdir(parents=True, exist_ok=True)
+    if isinstance(config, dict):
+        (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    elif isinstance(config, str):
+        (folder / "config.yaml").write_text(config)
+    for name, content in files.items():
+        name = name.replace("__", ".")
+        if isinstance(content, pd.DataFrame):
+            content.to_csv(folder / name, index=False)
+        elif isinstance(content, bytes):
+            (folder / name).write_bytes(content)
+        else:
+            (folder / name).write_text(str(content))
+    return folder
+
+
+def changed(**sections: object) -> dict:
+    """The base configuration with ``section.key=value`` changes (None deletes a key)."""
+    raw = base_config()
+    for dotted, value in sections.items():
+        keys = dotted.split("__")
+        node = raw
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        if value is None:
+            node.pop(keys[-1], None)
+        else:
+            node[keys[-1]] = value
+    return raw
+
+
+def meuse_changed(**sections: object) -> dict:
+    """The Meuse example's configuration with changes (cases with ``base: meuse``)."""
+    raw = yaml.safe_load((MEUSE / "config.yaml").read_text())
+    for dotted, value in sections.items():
+        *parents, last = dotted.split("__")
+        node = raw
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
+    return raw
+
+
+def samples(change) -> pd.DataFrame:
+    table = sample_table().astype({"cd_mgkg": object, "lon": object, "lat": object})
+    change(table)
+    return table
+
+
+def main() -> None:
+    shutil.rmtree(HERE / "base", ignore_errors=True)
+    shutil.rmtree(HERE / "cases", ignore_errors=True)
+    write_project(HERE / "base")
+
+    # --- configuration
+    write_case("config_unknown_key", changed(patchs={"size_m": 160}))
+    write_case("config_unknown_nested_key", changed(label__treshold=0.5, label__threshold=None))
+    write_case("config_wrong_type", changed(patch__size_m="big"))
+    write_case("config_negative_size", changed(patch__size_m=-160))
+    write_case("config_missing_samples_path", changed(samples__path=None))
+    write_case("config_missing_label", changed(label=None))
+    write_case("config_yaml_syntax", "samples:\n  path: samples.csv\n value: cd_mgkg\n")
+    write_case("config_not_a_mapping", "- samples.csv\n- imagery.tif\n")
+    write_case("config_empty_file", "")
+    write_case("config_bad_crs", changed(samples__crs="EPSG:999999"))
+    write_case("config_csv_without_crs", changed(samples__crs=None))
+    write_case("config_unknown_metal", changed(metal="Au"))
+    write_case("config_bad_scope", changed(train__scope="county"))
+    write_case("config_one_fold", changed(train__folds=1))
+    write_case("config_window_larger_than_patch", changed(explain={"window_m": 320.0}))
+    write_case("config_hotspot_share_above_one", changed(explain={"hotspot_share": 1.5}))
+    write_case("config_bad_device", changed(compute={"device": "tpu"}))
+    write_case("config_empty_imagery_list", changed(imagery__path=[]))
+    write_case(
+        "config_list_with_template", changed(imagery__path=["imagery.tif", "imagery/{region}.tif"])
+    )
+    write_case("config_unknown_baseline", changed(model={"baselines": ["xgboost"]}))
+
+    # --- samples
+    write_case("samples_missing_file", changed(samples__path="nowhere.csv"))
+    write_case("samples_missing_value_column", changed(samples__value="cadmium"))
+    write_case("samples_missing_id_column", changed(samples__id="sample"))
+
+    def not_numbers(t):
+        t.loc[[2, 6], "cd_mgkg"] = ["n.d.", "abc"]
+
+    write_case("samples_value_not_a_number", samples__csv=samples(not_numbers))
+
+    def negative(t):
+        t.loc[4, "cd_mgkg"] = -0.2
+
+    write_case("samples_negative_value", samples__csv=samples(negative))
+    write_case("samples_header_only", samples__csv=sample_table().iloc[:0])
+    write_case("samples_zero_bytes", samples__csv="")
+
+    def duplicate(t):
+        t.loc[5, "sample_id"] = t.loc[1, "sample_id"]
+
+    write_case("samples_duplicate_ids", samples__csv=samples(duplicate))
+
+    def impossible(t):
+        t.loc[3, "lat"] = 95.0
+
+    write_case("samples_latitude_outside_crs", samples__csv=samples(impossible))
+
+    def missing_xy(t):
+        t.loc[[0, 9], "lon"] = np.nan
+
+    write_case("samples_missing_coordinates", samples__csv=samples(missing_xy))
+
+    def far_away(t):
+        t["lon"] = t["lon"].astype(float) + 1.0
+
+    write_case("samples_all_outside_imagery", samples__csv=samples(far_away))
+
+    def ph_15(t):
+        t.loc[7, "ph"] = 15.2
+
+    write_case("samples_ph_outside_range", samples__csv=samples(ph_15))
+    write_case("samples_not_a_table", samples__csv=bytes(range(256)) * 4)
+    write_case(
+        "samples_swapped_crs", changed(samples__crs="EPSG:32649")
+    )  # lon/lat read as UTM metres: fine numbers, far from the imagery
+
+    # --- rasters
+    write_case("raster_missing_file", changed(imagery__path="landsat.tif"))
+    write_case("raster_not_a_raster", imagery__tif="this is not a GeoTIFF\n")
+    no_crs = write_case("raster_no_crs")
+    write_raster(no_crs / "imagery.tif", imagery_data()[:, :16, :16], crs=None, nodata=0)
+    coarse = write_case(
+        "raster_mismatched_pixel_sizes", changed(imagery__path=["coarse.tif", "imagery.tif"])
+    )  # the 20 m raster covers the west half, the 10 m one the rest: patches of 8 and 16 px
+    write_raster(
+        coarse / "coarse.tif", imagery_data(1)[:, :32, :16], pixel=20.0, nodata=0,
+        descriptions=BAND_NAMES,
+    )  # fmt: skip
+    bands = write_case(
+        "raster_different_bands", changed(imagery__path=["imagery.tif", "twoband.tif"])
+    )
+    write_raster(bands / "twoband.tif", imagery_data(1)[:2], nodata=0, descriptions=BAND_NAMES[:2])
+    template = write_case(
+        "raster_template_region_missing", changed(imagery__path="imagery/{region}.tif")
+    )
+    write_raster(template / "imagery" / "r1.tif", imagery_data(), nodata=0, descriptions=BAND_NAMES)
+
+    # --- land use
+    write_case("landuse_missing_file", changed(landuse__path="landuse_2020.tif"))
+    write_case("landuse_classes_missing_column", classes__csv="code,label\n1,industrial\n2,paddy\n")
+    write_case("landuse_classes_duplicate_code", classes__csv="code,name\n1,industrial\n1,paddy\n")
+    write_case("landuse_code_not_in_classes", classes__csv="code,name\n1,industrial\n2,paddy\n")
+    write_case("landuse_band_too_high", changed(landuse__band=3))
+    vector = write_case(
+        "landuse_vector_without_field", changed(landuse={"path": "landuse.geojson"})
+    )
+    (vector / "landuse.geojson").write_text(
+        '{"type": "FeatureCollection", "crs": {"type": "name", "properties": {"name": '
+        '"urn:ogc:def:crs:EPSG::32649"}}, "features": [{"type": "Feature", "properties": '
+        '{"kind": 1}, "geometry": {"type": "Polygon", "coordinates": [[[500000, 2500000], '
+        "[500640, 2500000], [500640, 2500640], [500000, 2500640], [500000, 2500000]]]}}]}\n"
+    )
+
+    # --- label rules
+    write_case("label_gb15618_without_ph", changed(label={"rule": "gb15618"}, samples__ph=None))
+    write_case("label_background_without_value", changed(label={"rule": "background"}))
+    write_case("label_threshold_missing", changed(label={"rule": "threshold"}))
+    write_case("label_unknown_rule", changed(label={"rule": "igeo", "threshold": 0.5}))
+    write_case("label_key_of_other_rule", changed(label={"rule": "quantile", "threshold": 0.5}))
+    write_case("label_quantile_above_one", changed(label={"rule": "quantile", "q": 1.5}))
+
+    # --- the real Meuse example (copied whole, base: meuse in cases.yaml)
+    write_case("meuse_gb15618_without_ph", meuse_changed(label={"rule": "gb15618"}))
+    write_case("meuse_rd_coordinates_as_lonlat", meuse_changed(samples__crs="EPSG:4326"))
+    write_case("meuse_landuse_band_3", meuse_changed(landuse__band=3))
+    write_case("meuse_value_column_of_other_metal", meuse_changed(samples__value="Cd"))
+
+    # --- command line (the base project, bad arguments)
+    write_case("cli_out_is_a_file", **{"out": "a file, not a directory\n"})
+
+
+if __name__ == "__main__":
+    main()
