@@ -31,7 +31,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -54,6 +54,7 @@ __all__ = [
     "MIN_POSITIVES",
     "AUCResult",
     "CVResult",
+    "FoldCheckpoint",
     "block_ids",
     "bootstrap_auc",
     "cross_validate",
@@ -349,6 +350,27 @@ class CVResult:
         }
 
 
+class FoldCheckpoint(Protocol):
+    """Where :func:`cross_validate` keeps finished folds, so that a killed run resumes.
+
+    :class:`soilsource.resume.FoldStore` keeps them in the run directory. A fold's
+    result is its test samples' probabilities; ``test`` (the indices) lets the store
+    refuse a checkpoint of different folds.
+    """
+
+    def load_fold(self, k: int, test: np.ndarray) -> tuple[np.ndarray, dict[str, Any]] | None:
+        """Probabilities of fold ``k``'s test samples and its info, or None if not done."""
+
+    def save_fold(self, k: int, test: np.ndarray, proba: np.ndarray, info: dict) -> None:
+        """Keep fold ``k``'s result."""
+
+    def load_final(self) -> PatchEstimator | None:
+        """The final model trained on every sample, or None if not done."""
+
+    def save_final(self, model: PatchEstimator) -> None:
+        """Keep the final model."""
+
+
 def _estimator(
     factory: Factory,
     settings: TrainSettings | None,
@@ -397,6 +419,7 @@ def cross_validate(
     final: bool = True,
     n_boot: int = N_BOOTSTRAP,
     description: str = "cross-validation",
+    checkpoint: FoldCheckpoint | None = None,
 ) -> CVResult:
     """K-fold cross-validation of one model factory, then a final model on all samples.
 
@@ -428,7 +451,11 @@ def cross_validate(
         Patch side in metres; when given, :attr:`CVResult.overlap_share` is computed.
     seed:
         One seed for folds, initial weights, training and the bootstrap: the same seed
-        gives bit-identical out-of-fold probabilities on the same machine.
+        gives bit-identical out-of-fold probabilities on the same machine. Fold ``k``
+        trains with ``derive_seed(seed, k)`` (the final model with ``k = folds``) and
+        torch is re-seeded before each fit, so a fold's result depends on the seed and
+        its samples only, not on what ran before it in the process (what makes
+        ``checkpoint`` resumption exact).
     device, settings, num_threads:
         For torch models (see :func:`soilsource.training.fit`).
     final:
@@ -437,6 +464,9 @@ def cross_validate(
         Bootstrap resamples for the AUC interval.
     description:
         Progress bar label, e.g. the region and model.
+    checkpoint:
+        Finished folds and the final model are taken from it instead of trained, and
+        each newly trained one is given to it (see :class:`FoldCheckpoint`).
     """
     labels = np.asarray(labels).astype(int)
     n = len(labels)
@@ -474,8 +504,12 @@ def cross_validate(
     for k in track(steps, description):
         start = time.perf_counter()
         if k == result.folds:  # the final model, on every sample
-            seed_k = derive_seed(seed, k)
-            result.final = _fit_one(factory, patches, labels, groups, seed_k, options)
+            result.final = checkpoint.load_final() if checkpoint else None
+            if result.final is None:
+                seed_k = derive_seed(seed, k)
+                result.final = _fit_one(factory, patches, labels, groups, seed_k, options)
+                if checkpoint:
+                    checkpoint.save_final(result.final)
             result.fold_info.append({"fold": "final", "n_train": n, "seconds": _since(start)})
             continue
         test = np.flatnonzero(result.fold == k)
@@ -487,6 +521,11 @@ def cross_validate(
         if patch_m is not None and coords is not None:
             overlapping[test] = _near(coords, region_arr, test, train, patch_m)
         info = {"fold": k, "n_train": len(train), "n_test": len(test), "dropped_by_buffer": dropped}
+        done = checkpoint.load_fold(k, test) if checkpoint else None
+        if done is not None:
+            result.proba[test] = done[0]
+            result.fold_info.append({**done[1], "from_checkpoint": True})
+            continue
         if _one_class(labels[train]):
             warn(f"{description}: fold {k} has one class in training; predicting its share")
             result.proba[test] = labels[train].mean() if len(train) else np.nan
@@ -504,6 +543,8 @@ def cross_validate(
             if fit_result is not None:
                 info.update(best_epoch=fit_result.best_epoch, epochs=fit_result.epochs_run)
         result.fold_info.append({**info, "seconds": _since(start)})
+        if checkpoint:
+            checkpoint.save_fold(k, test, result.proba[test], result.fold_info[-1])
 
     if patch_m is not None and coords is not None:
         result.overlap_share = float(overlapping.mean())
