@@ -229,6 +229,12 @@ class TrainConfig(_Section):
         default=None,
         description="Side of the spatial CV blocks in metres; null = default_block_m().",
     )
+    max_epochs: int | None = Field(
+        default=None, ge=1, description="Most epochs per torch model; null = training default."
+    )
+    patience: int | None = Field(
+        default=None, ge=1, description="Early-stopping patience in epochs; null = default."
+    )
 
     def default_block_m(self, patch_size_m: float, extent_m: float) -> float:
         """Spatial CV block side when ``block_m`` is null.
