@@ -8,12 +8,18 @@ overwritten by accident:
 
 - a complete run is replaced only with ``force``;
 - a directory that is not a soilsource run (no ``run.json``) but holds files is the
-  user's, and is refused.
+  user's, and is refused;
+- an unfinished run is continued with :func:`resume` (checkpoints in
+  :mod:`soilsource.resume`), or started afresh by :func:`prepare`.
+
+Names that come from the inputs (regions, rasters) become file names only through
+:func:`safe_stem`, so no sample table can make a run write outside its directory.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from os import PathLike
@@ -25,6 +31,20 @@ from soilsource.atomic import write_text_atomic
 from soilsource.errors import InputError
 
 STATUS_FILE = "run.json"
+_UNSAFE = re.compile(r'[\x00-\x1f/\\:*?"<>|]')
+
+
+def safe_stem(name: str) -> str:
+    """``name`` made safe as one file name inside the run directory.
+
+    Path separators, control and reserved characters become ``_``, and leading dots
+    are dropped, so ``..`` or ``../x`` can neither climb out nor hide a file.
+
+    >>> safe_stem("../../etc/cron.d/x"), safe_stem("Dongguan North"), safe_stem("..")
+    ('_.._etc_cron.d_x', 'Dongguan North', '_')
+    """
+    stem = _UNSAFE.sub("_", str(name)).strip().lstrip(".")
+    return stem or "_"
 
 
 def read_status(out: str | PathLike[str]) -> dict[str, Any] | None:
@@ -77,6 +97,32 @@ def prepare(out: str | PathLike[str], *, force: bool = False, option: str = "--o
         mark(out, "running")
     except OSError as exc:
         raise InputError(option, str(out), f"cannot write: {exc.strerror or exc}") from exc
+    return out
+
+
+def resume(out: str | PathLike[str], *, force: bool = False, option: str = "--resume") -> Path:
+    """Check that ``out`` holds an unfinished run to continue, and mark it as running.
+
+    Raises
+    ------
+    InputError
+        ``force`` is also given, ``out`` holds no soilsource run, or holds a
+        complete one.
+    """
+    out = Path(out)
+    if force:
+        raise InputError(option, "", "cannot be combined with --force (which starts afresh)")
+    status = read_status(out) if out.is_dir() else None
+    if status is None:
+        raise InputError(
+            option, str(out), "holds no soilsource run to resume; run without --resume"
+        )
+    if status.get("status") == "complete":
+        raise InputError(option, str(out), "holds a complete run; nothing to resume")
+    try:
+        mark(out, "running", resumed=True)
+    except OSError as exc:
+        raise InputError("--out", str(out), f"cannot write: {exc.strerror or exc}") from exc
     return out
 
 
