@@ -121,11 +121,17 @@ def run(
         Device | None,
         typer.Option("--device", help="auto, cpu or cuda (overrides compute.device)."),
     ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume", help="Continue the unfinished (killed) run in OUT with the same CONFIG."
+        ),
+    ] = False,
 ) -> None:
     """Run the whole pipeline of CONFIG into OUT (metrics, maps, hotspots, models)."""
     from soilsource.pipeline import run as run_pipeline
 
-    result = run_pipeline(config, out, force=force, device=device)
+    result = run_pipeline(config, out, force=force, device=device, resume=resume)
     _print_metrics(result.metrics)
     stdout.print(f"run directory: {result.out}")
 
