@@ -40,7 +40,9 @@ from soilsource.models import SILICNet
 from soilsource.models.baselines import make_baseline
 from soilsource.patches import Patches
 from soilsource.progress import track, warn
-from soilsource.rundir import mark, prepare
+from soilsource.resume import Checkpoints
+from soilsource.rundir import mark, prepare, safe_stem
+from soilsource.rundir import resume as resume_run
 from soilsource.training import Standardized, TorchPatchClassifier, TrainSettings
 from soilsource.zones import region_landuse_statistics, write_geodetector, write_landuse_sensitivity
 
@@ -67,6 +69,7 @@ def run(
     force: bool = False,
     device: str | None = None,
     settings: TrainSettings | None = None,
+    resume: bool = False,
 ) -> RunResult:
     """Run the whole pipeline of ``config`` into the run directory ``out``.
 
@@ -79,7 +82,12 @@ def run(
     device:
         Overrides ``compute.device`` (``auto``, ``cpu`` or ``cuda``).
     settings:
-        Training hyperparameters of the torch models (defaults: :class:`TrainSettings`).
+        Training hyperparameters of the torch models (default: :class:`TrainSettings`
+        with ``train.max_epochs`` and ``train.patience`` of the configuration).
+    resume:
+        Continue the unfinished run in ``out`` (killed, say): finished folds and
+        region rasters are kept (:mod:`soilsource.resume`); the configuration must be
+        the killed run's.
 
     Raises
     ------
@@ -88,7 +96,8 @@ def run(
     """
     if not isinstance(config, Config):
         config = load_config(config)
-    return execute(config, prepare(out, force=force), device=device, settings=settings)
+    out = resume_run(out, force=force) if resume else prepare(out, force=force)
+    return execute(config, out, device=device, settings=settings, resume=resume)
 
 
 def execute(
@@ -97,16 +106,24 @@ def execute(
     *,
     device: str | None = None,
     settings: TrainSettings | None = None,
+    resume: bool = False,
 ) -> RunResult:
-    """The pipeline proper, into a run directory made by :func:`~soilsource.rundir.prepare`."""
+    """The pipeline proper, into a run directory made by :func:`~soilsource.rundir.prepare`.
+
+    With ``resume``, into one checked by :func:`~soilsource.rundir.resume`: the
+    checkpoints must be of the same configuration. A complete run deletes them.
+    """
     if device is not None:
         config.compute.device = device
+    settings = train_settings(config, settings)
+    checkpoints = Checkpoints(out, settings, config.compute.device)
+    (checkpoints.resume if resume else checkpoints.start)(config.to_yaml())
     seconds: dict[str, float] = {}
     _write_config(out / "config.yaml", config)
     with _timed(seconds, "inputs"):
         dataset = load_dataset(config)
     with _timed(seconds, "training"):
-        cv = evaluate(dataset, config, settings=settings)
+        cv = evaluate(dataset, config, settings=settings, checkpoints=checkpoints)
     metrics = build_metrics(dataset, config, cv)
     with _timed(seconds, "outputs"):
         write_predictions(out / "predictions.csv", dataset, cv)
@@ -118,10 +135,19 @@ def execute(
     with _timed(seconds, "probability maps"):
         probability_maps(out / "probability", dataset, config, cv[MODEL])
     mark(out, "complete", seconds=seconds)
+    checkpoints.clear()
     return RunResult(out, metrics, cv, seconds)
 
 
 # --- models and cross-validation --------------------------------------------------------------
+
+
+def train_settings(config: Config, settings: TrainSettings | None = None) -> TrainSettings:
+    """``settings`` if given, else the defaults with the configuration's ``train`` overrides."""
+    if settings is not None:
+        return settings
+    keys = ("max_epochs", "patience")
+    return TrainSettings(**{k: getattr(config.train, k) for k in keys if getattr(config.train, k)})
 
 
 def model_factory(
@@ -147,13 +173,18 @@ def model_factory(
 
 
 def evaluate(
-    dataset: Dataset, config: Config, *, settings: TrainSettings | None = None
+    dataset: Dataset,
+    config: Config,
+    *,
+    settings: TrainSettings | None = None,
+    checkpoints: Checkpoints | None = None,
 ) -> dict[str, dict[str, CVResult]]:
     """Cross-validate SI-LICNet and every configured baseline on the same folds.
 
     Returns ``{model: {scope_key: CVResult}}`` where the scope key is the region name
     (scope ``region``) or ``"pooled"``. The folds depend only on the samples, labels
-    and seed, so every model sees the same folds.
+    and seed, so every model sees the same folds. Finished folds are kept in, and
+    taken from, ``checkpoints``.
     """
     models = [MODEL, *config.model.baselines]
     results: dict[str, dict[str, CVResult]] = {}
@@ -175,6 +206,7 @@ def evaluate(
                 device=config.compute.device,
                 settings=settings,
                 description=f"{key}: {name}",
+                checkpoint=checkpoints.folds(name, key) if checkpoints else None,
             )
     return results
 
@@ -234,8 +266,8 @@ def final_model(cv: dict[str, CVResult], region: str) -> Standardized | None:
 def output_name(region: RegionSamples, k: int) -> str:
     """File stem of a region's rasters: the region, or region__raster when it spans several."""
     if len(region.rasters) == 1:
-        return region.name
-    return f"{region.name}__{region.rasters[k].path.stem}"
+        return safe_stem(region.name)
+    return safe_stem(f"{region.name}__{region.rasters[k].path.stem}")
 
 
 def sensitivity_maps(
@@ -275,19 +307,20 @@ def explain(out: Path, dataset: Dataset, config: Config, cv: dict[str, CVResult]
             members = np.flatnonzero(raster_of == k)
             if len(members) == 0:
                 continue
-            patches = region.patches.subset(members)
-            maps = sensitivity_maps(model, patches, config, raster.pixel_size_m)
             path = out / "sensitivity" / f"{output_name(region, k)}.tif"
-            write_sensitivity(
-                path,
-                maps,
-                patches.row_off,
-                patches.col_off,
-                transform=raster.transform,
-                crs=raster.crs,
-                width=raster.width,
-                height=raster.height,
-            )
+            if not path.is_file():  # else finished before a resumed run's kill
+                patches = region.patches.subset(members)
+                maps = sensitivity_maps(model, patches, config, raster.pixel_size_m)
+                write_sensitivity(
+                    path,
+                    maps,
+                    patches.row_off,
+                    patches.col_off,
+                    transform=raster.transform,
+                    crs=raster.crs,
+                    width=raster.width,
+                    height=raster.height,
+                )
             landuse = open_landuse(config.landuse, region.name) if config.landuse else None
             classes = landuse.classes if landuse else None
             # One threshold for the zone statistics and the polygons (one pass over the map).
@@ -315,6 +348,8 @@ def probability_maps(folder: Path, dataset: Dataset, config: Config, cv: dict[st
         if model is None:
             continue
         for k, raster in enumerate(region.rasters):
+            if (folder / f"{output_name(region, k)}.tif").is_file():
+                continue  # finished before a resumed run's kill
             write_probability_map(
                 folder / f"{output_name(region, k)}.tif",
                 model.inner.module,
@@ -390,7 +425,7 @@ def write_roc_figures(folder: Path, dataset: Dataset, cv: dict[str, dict[str, CV
             f", blocks of {result.block_m:g} m" if result.block_m else " (optimistic)"
         )
         roc_figure(
-            folder / f"roc_{region.name}.png",
+            folder / f"roc_{safe_stem(region.name)}.png",
             region.name,
             region.labels,
             probabilities,
@@ -422,7 +457,7 @@ def save_models(
                 suffix = ".pt"
             else:
                 model, suffix = estimator, ".npz"
-            save_model(folder / key / f"{name}{suffix}", model, metadata=metadata)
+            save_model(folder / safe_stem(key) / f"{name}{suffix}", model, metadata=metadata)
 
 
 def _write_config(path: Path, config: Config) -> None:
