@@ -1,6 +1,9 @@
-"""Figures of a run (PNG, matplotlib without a display): ROC curves per region.
+"""Figures of a run (PNG, matplotlib without a display): ROC curves per region, and the
+map layers of the HTML report (imagery, sensitivity and probability overlays, colour bars).
 
-Each figure is written atomically so that an interrupted run leaves no half image.
+ROC figures are written atomically so that an interrupted run leaves no half image. Map
+layers are PNG bytes for the report: rasters are read decimated (rasterio ``out_shape``),
+never whole at full resolution, so a large region costs one small read.
 """
 
 from __future__ import annotations
@@ -13,8 +16,16 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; never needs a display
 
+import io
+from dataclasses import dataclass
+
 import matplotlib.pyplot as plt
 import numpy as np
+import rasterio
+from affine import Affine
+from matplotlib.colors import Colormap, Normalize
+from rasterio.enums import Resampling
+from rasterio.windows import from_bounds
 from sklearn.metrics import roc_curve
 
 from soilsource.atomic import atomic_path
@@ -80,3 +91,203 @@ def roc_figure(
         fig.savefig(tmp, format="png")
     plt.close(fig)
     return path
+
+
+# --- map layers of the report ------------------------------------------------------------------
+
+MAP_MAX_PX = 900
+"""Longest side of a map layer in the report: sharp on a laptop screen, small in the file."""
+
+TRUE_COLOUR = ("red", "green", "blue")
+"""Band descriptions of a true-colour composite (case-insensitive)."""
+
+
+@dataclass(frozen=True)
+class MapGrid:
+    """The display grid of one map: its size in pixels and where it lies in the raster's CRS.
+
+    Every layer of a map (imagery, overlays, samples, hotspots) is drawn on this grid,
+    so in the browser they line up by stacking images of the same size.
+    """
+
+    width: int
+    height: int
+    bounds: tuple[float, float, float, float]  # left, bottom, right, top
+
+    @property
+    def transform(self) -> Affine:
+        """Map coordinates -> display pixel: ``~grid.transform * (x, y)`` gives (col, row)."""
+        left, bottom, right, top = self.bounds
+        return Affine((right - left) / self.width, 0, left, 0, -(top - bottom) / self.height, top)
+
+    def pixel_of(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Fractional (col, row) of points given in the raster's CRS."""
+        left, bottom, right, top = self.bounds
+        col = (np.asarray(x, float) - left) / (right - left) * self.width
+        row = (top - np.asarray(y, float)) / (top - bottom) * self.height
+        return col, row
+
+
+def map_grid(path: str | PathLike[str], max_px: int = MAP_MAX_PX) -> MapGrid:
+    """The display grid of a raster: its extent at most ``max_px`` pixels on the long side.
+
+    Never larger than the raster itself (a small region is not upsampled).
+    """
+    with rasterio.open(path) as src:
+        scale = min(1.0, max_px / max(src.width, src.height))
+        width = max(1, round(src.width * scale))
+        height = max(1, round(src.height * scale))
+        return MapGrid(width, height, tuple(src.bounds))
+
+
+def true_colour_bands(descriptions: tuple[str | None, ...]) -> list[int]:
+    """1-based bands for red, green, blue: by description, else 3-2-1, else the first band grey.
+
+    >>> true_colour_bands(("blue", "green", "red", "nir"))
+    [3, 2, 1]
+    >>> true_colour_bands((None, None, None, None))
+    [3, 2, 1]
+    >>> true_colour_bands(("elevation",))
+    [1, 1, 1]
+    """
+    names = [(d or "").strip().lower() for d in descriptions]
+    if all(c in names for c in TRUE_COLOUR):
+        return [names.index(c) + 1 for c in TRUE_COLOUR]
+    if len(names) >= 3:
+        return [3, 2, 1]
+    return [1, 1, 1]
+
+
+def read_on_grid(
+    path: str | PathLike[str],
+    grid: MapGrid,
+    bands: list[int] | None = None,
+    resampling: Resampling = Resampling.average,
+) -> np.ma.MaskedArray:
+    """Bands of a raster on ``grid`` (bands, height, width), masked where there is no data.
+
+    One decimated read (``out_shape``) of the window that covers the grid's extent:
+    GDAL uses overviews where the file has them and never materialises the full
+    resolution. Parts of the grid outside the raster are masked.
+    """
+    with rasterio.open(path) as src:
+        bands = bands or [1]
+        window = from_bounds(*grid.bounds, transform=src.transform)
+        data = src.read(
+            bands,
+            window=window,
+            out_shape=(len(bands), grid.height, grid.width),
+            resampling=resampling,
+            masked=True,
+            boundless=True,
+        )
+    data = np.ma.masked_invalid(data.astype("float32"))
+    return data
+
+
+def stretch(data: np.ma.MaskedArray, percentiles: tuple[float, float] = (2, 98)) -> np.ndarray:
+    """Each band scaled to 0-1 between its percentiles of valid pixels (clipped).
+
+    The usual display stretch of remote-sensing imagery: a few bright roofs or dark
+    water pixels do not wash the picture out.
+
+    >>> a = np.ma.masked_invalid(np.array([[[0.0, 50.0, 100.0, np.nan]]]))
+    >>> stretch(a, (0, 100)).round(2).tolist()
+    [[[0.0, 0.5, 1.0, 0.0]]]
+    """
+    out = np.zeros(data.shape, dtype="float32")
+    for b in range(data.shape[0]):
+        valid = data[b].compressed()
+        if valid.size == 0:
+            continue
+        lo, hi = np.percentile(valid, percentiles)
+        span = hi - lo if hi > lo else 1.0
+        out[b] = np.clip((data[b].filled(lo) - lo) / span, 0, 1)
+    return out
+
+
+def true_colour_png(path: str | PathLike[str], grid: MapGrid) -> bytes:
+    """The imagery as a percentile-stretched true-colour PNG on ``grid`` (nodata transparent)."""
+    with rasterio.open(path) as src:
+        bands = true_colour_bands(src.descriptions)
+    data = read_on_grid(path, grid, bands)
+    rgba = np.ones((grid.height, grid.width, 4), dtype="float32")
+    rgba[..., :3] = np.moveaxis(stretch(data), 0, -1)
+    rgba[..., 3] = ~np.ma.getmaskarray(data).all(axis=0)
+    return png_bytes(rgba)
+
+
+def overlay_png(
+    values: np.ma.MaskedArray,
+    cmap: str | Colormap,
+    norm: Normalize,
+    *,
+    fade_centre: bool = False,
+) -> bytes:
+    """A single-band layer coloured by ``cmap``/``norm`` as RGBA PNG, nodata transparent.
+
+    With ``fade_centre`` (signed quantities on a diverging scale) a pixel's opacity
+    grows with its distance from the centre of the scale, so places without effect
+    let the imagery show through instead of veiling it in white.
+    """
+    scaled = np.ma.filled(norm(values.filled(np.nan)), np.nan)
+    rgba = plt.get_cmap(cmap)(scaled)
+    alpha = np.clip(np.abs(scaled - 0.5) * 2, 0, 1) ** 0.6 if fade_centre else 1.0
+    rgba[..., 3] = np.where(np.ma.getmaskarray(values) | ~np.isfinite(scaled), 0.0, alpha)
+    return png_bytes(rgba)
+
+
+def symmetric_norm(values: np.ma.MaskedArray, percentile: float = 99.0) -> Normalize:
+    """A colour scale centred on zero up to the ``percentile`` of ``|values|``.
+
+    Signed quantities (sensitivity) read at a glance: white is no effect, and one
+    extreme pixel does not flatten the rest.
+    """
+    valid = np.abs(values.compressed())
+    limit = float(np.percentile(valid, percentile)) if valid.size else 1.0
+    limit = limit if limit > 0 else 1.0
+    return Normalize(-limit, limit)
+
+
+def colour_bar_png(
+    cmap: str | Colormap, norm: Normalize, label: str, *, log: bool = False
+) -> bytes:
+    """A horizontal colour bar (about 300 x 60 px) with ticks, for the legend of a map."""
+    from matplotlib.cm import ScalarMappable
+
+    fig = plt.figure(figsize=(3.2, 0.62), dpi=100)
+    ax = fig.add_axes((0.04, 0.55, 0.92, 0.3))
+    bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), cax=ax, orientation="horizontal")
+    bar.ax.tick_params(labelsize=7)
+    if log:  # plain numbers at 1-2-5 steps: "0.2 0.5 1 2", not overlapping powers of ten
+        from matplotlib.ticker import LogLocator, NullFormatter, StrMethodFormatter
+
+        bar.ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        bar.ax.xaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
+        bar.ax.xaxis.set_minor_formatter(NullFormatter())
+    else:
+        bar.formatter.set_powerlimits((-2, 3))
+        bar.ax.xaxis.get_offset_text().set_fontsize(7)
+    bar.set_label(label, fontsize=7, labelpad=1)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", transparent=True)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def colours_hex(values: np.ndarray, cmap: str | Colormap, norm: Normalize) -> list[str]:
+    """``#rrggbb`` of each value under ``cmap``/``norm`` (for SVG markers).
+
+    >>> colours_hex(np.array([0.0, 1.0]), "gray", Normalize(0, 1))
+    ['#000000', '#ffffff']
+    """
+    from matplotlib.colors import to_hex
+
+    return [to_hex(c) for c in plt.get_cmap(cmap)(norm(np.asarray(values, float)))]
+
+
+def png_bytes(rgba: np.ndarray) -> bytes:
+    """PNG of an (H, W, 3 or 4) float array in 0-1 (matplotlib's writer, via Pillow)."""
+    buffer = io.BytesIO()
+    plt.imsave(buffer, np.clip(np.nan_to_num(rgba), 0, 1), format="png")
+    return buffer.getvalue()

@@ -1,0 +1,528 @@
+"""``report.html``: one self-contained page that explains a run, built from its run directory.
+
+The report reads only the files of a run directory (``config.yaml``, ``metrics.json``,
+``predictions.csv``, ``figures/``, ``sensitivity/``, ``probability/``, ``hotspots.gpkg``,
+``landuse_sensitivity.csv``, ``geodetector.csv``, ``run.json``) and the imagery the
+resolved configuration points to, so it can be rebuilt at any time
+(``soilsource report RUN_DIR``) and never depends on pipeline internals. Optional outputs
+that are missing are said to be missing, not silently left out.
+
+Why one file: it is sent by e-mail and opened offline. Images are PNG data URIs, CSS and
+the small script are inline, a Content-Security-Policy forbids any request that is not a
+``data:`` URI, and there are no fonts or libraries to fetch. Every text that comes from the
+inputs (region, class, column names, paths, configuration) goes through Jinja2's
+autoescaping, so a region named ``<script>`` is shown, never run.
+
+Maps are layers of the same size stacked in the browser: the true-colour imagery, the
+sensitivity and probability overlays (a chooser and an opacity slider), and an SVG with the
+samples (coloured by measured value) and the hotspot outlines. Rasters are read decimated
+to at most :data:`~soilsource.figures.MAP_MAX_PX` pixels on the long side.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import platform
+import time
+from dataclasses import dataclass, field
+from importlib import metadata, resources
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import numpy as np
+import pandas as pd
+import yaml
+from matplotlib.colors import LogNorm, Normalize
+
+from soilsource import __version__
+from soilsource.atomic import write_text_atomic
+from soilsource.config import Config, config_from_dict
+from soilsource.errors import InputError
+from soilsource.figures import (
+    LABELS,
+    MapGrid,
+    colour_bar_png,
+    colours_hex,
+    map_grid,
+    overlay_png,
+    read_on_grid,
+    symmetric_norm,
+    true_colour_png,
+)
+from soilsource.inputs.imagery import region_path
+from soilsource.progress import track
+
+REPORT_FILE = "report.html"
+SIGNIFICANCE = 0.05
+"""p-value below which a land-use class is marked significant in the report."""
+SENSITIVITY_CMAP = "RdBu_r"
+PROBABILITY_CMAP = "magma"
+VALUE_CMAP = "viridis"
+PACKAGES = (
+    "soilsource",
+    "torch",
+    "torchvision",
+    "rasterio",
+    "geopandas",
+    "shapely",
+    "pyproj",
+    "scikit-learn",
+    "numpy",
+    "pandas",
+    "captum",
+    "matplotlib",
+    "jinja2",
+)
+
+
+@dataclass
+class RegionMap:
+    """Everything the report draws on one region's map (PNG data URIs and SVG shapes)."""
+
+    key: str
+    region: str
+    grid: MapGrid | None = None
+    imagery: str | None = None
+    sensitivity: str | None = None
+    sensitivity_bar: str | None = None
+    probability: str | None = None
+    probability_bar: str | None = None
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    hotspots: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def write_report(run_dir: str | PathLike[str], *, seconds: dict[str, float] | None = None) -> Path:
+    """Build ``RUN_DIR/report.html`` from the files of a run directory, atomically.
+
+    Parameters
+    ----------
+    run_dir:
+        A run directory with at least ``config.yaml`` and ``metrics.json``.
+    seconds:
+        Step timings to show; by default those of ``run.json`` (the pipeline passes its
+        own, since it writes the report before it marks the run complete).
+
+    Returns
+    -------
+    Path
+        The report file.
+
+    Raises
+    ------
+    InputError
+        ``run_dir`` is not a run directory (no ``config.yaml`` or ``metrics.json``).
+    """
+    run_dir = Path(run_dir)
+    context = gather(run_dir, seconds=seconds)
+    html = render(context)
+    return write_text_atomic(run_dir / REPORT_FILE, html)
+
+
+def render(context: dict[str, Any]) -> str:
+    """The HTML of the report from :func:`gather`'s context (autoescaped template)."""
+    assets = resources.files("soilsource") / "report_assets"
+    env = jinja2.Environment(
+        loader=jinja2.FunctionLoader(lambda name: (assets / name).read_text(encoding="utf-8")),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["num"] = _num
+    env.filters["pvalue"] = _pvalue
+    return env.get_template("report.html.j2").render(
+        **context,
+        css=(assets / "report.css").read_text(encoding="utf-8"),
+        script=(assets / "report.js").read_text(encoding="utf-8"),
+    )
+
+
+# --- reading the run directory -----------------------------------------------------------------
+
+
+def gather(run_dir: Path, *, seconds: dict[str, float] | None = None) -> dict[str, Any]:
+    """The template's context: every table and image of the report, read from ``run_dir``."""
+    config, config_text = _read_config(run_dir)
+    metrics = _read_json(run_dir / "metrics.json", required=True)
+    for key, default in (
+        ("metal", config.metal),
+        ("rule", config.label.rule),
+        ("cv", config.train.cv),
+        ("scope", config.train.scope),
+        ("optimistic", config.train.cv == "random"),
+        ("patch_m", config.patch.size_m),
+        ("regions", {}),
+    ):
+        metrics.setdefault(key, default)
+    status = _read_json(run_dir / "run.json") or {}
+    predictions = _read_csv(run_dir / "predictions.csv")
+    regions = list(metrics.get("regions", {}))
+    landuse = _read_csv(run_dir / "landuse_sensitivity.csv")
+    geodetector = _read_csv(run_dir / "geodetector.csv")
+    missing = [
+        name
+        for name in ("predictions.csv", "hotspots.gpkg", "sensitivity", "probability", "figures")
+        if not (run_dir / name).exists()
+    ]
+    if config.landuse is not None:
+        missing += [
+            n for n in ("landuse_sensitivity.csv", "geodetector.csv") if not (run_dir / n).exists()
+        ]
+    return {
+        "title": f"soilsource report: {metrics.get('metal', config.metal)}",
+        "run_dir": str(run_dir.resolve()),
+        "built": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "status": status.get("status", "unknown"),
+        "metrics": metrics,
+        "baselines": _baseline_names(metrics),
+        "model_labels": LABELS,
+        "inputs": _inputs(config, metrics, predictions),
+        "region_rows": _region_rows(metrics),
+        "roc": _roc_images(run_dir, regions),
+        "maps": _maps(run_dir, config, regions, predictions),
+        "value_bar": _value_bar(predictions, config.metal),
+        "landuse": _landuse_tables(landuse, regions),
+        "has_landuse": config.landuse is not None,
+        "geodetector": [] if geodetector is None else geodetector.to_dict("records"),
+        "config_text": config_text,
+        "config": config,
+        "versions": _versions(),
+        "seconds": seconds if seconds is not None else status.get("seconds", {}),
+        "missing": missing,
+        "significance": SIGNIFICANCE,
+    }
+
+
+def _read_config(run_dir: Path) -> tuple[Config, str]:
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise InputError(run_dir, "config.yaml", "missing: not a soilsource run directory")
+    text = path.read_text(encoding="utf-8")
+    raw = yaml.safe_load(text)
+    if not isinstance(raw, dict):
+        raise InputError(path, "", "expected a mapping of keys")
+    return config_from_dict(raw, base_dir=run_dir, source=path), text
+
+
+def _read_json(path: Path, *, required: bool = False) -> dict[str, Any] | None:
+    if not path.is_file():
+        if required:
+            raise InputError(path.parent, path.name, "missing: the run has not produced metrics")
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise InputError(path, "", f"not valid JSON ({exc})") from None
+
+
+def _read_csv(path: Path) -> pd.DataFrame | None:
+    if not path.is_file():
+        return None
+    return pd.read_csv(path, dtype={"sample_id": str, "region": str, "class": str})
+
+
+def _baseline_names(metrics: dict[str, Any]) -> list[str]:
+    names: list[str] = []
+    for entry in metrics.get("regions", {}).values():
+        names += [b for b in entry.get("baselines", {}) if b not in names]
+    return names
+
+
+def _inputs(
+    config: Config, metrics: dict[str, Any], predictions: pd.DataFrame | None
+) -> list[tuple[str, str]]:
+    """(what, value) rows of the inputs table: files, columns, label rule, patch, CV."""
+    samples = config.samples
+    columns = ", ".join(
+        f"{role} = {getattr(samples, role)}"
+        for role in ("value", "x", "y", "region", "id", "ph", "paddy")
+        if getattr(samples, role)
+    )
+    imagery = config.imagery.path
+    rows = [
+        ("metal", config.metal),
+        ("samples", str(samples.path)),
+        ("sample columns", columns + (f" (CRS {samples.crs})" if samples.crs else "")),
+        ("imagery", ", ".join(map(str, imagery)) if isinstance(imagery, list) else str(imagery)),
+        ("bands", ", ".join(metrics.get("bands", []))),
+    ]
+    if config.landuse is not None:
+        rows.append(("land use", f"{config.landuse.path} (classes: {config.landuse.classes})"))
+    else:
+        rows.append(("land use", "none configured (no land-use ranking)"))
+    label = config.label.model_dump(exclude_none=True)
+    rows.append(
+        ("label rule", metrics.get("rule") or ", ".join(f"{k} = {v}" for k, v in label.items()))
+    )
+    rows.append(("patch", f"{config.patch.size_m:g} m ({metrics.get('patch_px', '?')} px)"))
+    rows.append(
+        ("occlusion", f"window {config.explain.window_m:g} m, stride {config.explain.stride_m:g} m")
+    )
+    train = config.train
+    rows.append(
+        (
+            "cross-validation",
+            f"{train.cv}, {train.folds} folds, scope {train.scope}, seed {train.seed}",
+        )
+    )
+    if predictions is not None:
+        rows.append(
+            ("samples used", f"{len(predictions)} in {predictions['region'].nunique()} regions")
+        )
+    return rows
+
+
+def _region_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for name, entry in metrics.get("regions", {}).items():
+        rows.append(
+            {
+                "region": name,
+                "n": entry.get("n"),
+                "n_pos": entry.get("n_pos"),
+                "n_dropped": entry.get("n_dropped", 0),
+                "auc": _auc_text(entry),
+                "reason": entry.get("auc_null_reason"),
+                "baselines": {b: _auc_text(e) for b, e in entry.get("baselines", {}).items()},
+            }
+        )
+    return rows
+
+
+def _auc_text(entry: dict[str, Any]) -> str:
+    if entry.get("auc") is None:
+        return "n/a"
+    ci = entry.get("auc_ci95")
+    return f"{entry['auc']:.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+
+
+def _roc_images(run_dir: Path, regions: list[str]) -> list[tuple[str, str | None]]:
+    return [(r, _data_uri(run_dir / "figures" / f"roc_{r}.png")) for r in regions]
+
+
+def _data_uri(path_or_bytes: Path | bytes | None) -> str | None:
+    if isinstance(path_or_bytes, Path):
+        if not path_or_bytes.is_file():
+            return None
+        path_or_bytes = path_or_bytes.read_bytes()
+    if path_or_bytes is None:
+        return None
+    return "data:image/png;base64," + base64.b64encode(path_or_bytes).decode("ascii")
+
+
+# --- maps ----------------------------------------------------------------------------------------
+
+
+def _map_keys(run_dir: Path, region: str) -> list[str]:
+    """File stems of a region's rasters: the region, or region__raster when it spans several."""
+    stems = {
+        p.stem
+        for folder in ("sensitivity", "probability")
+        for p in (run_dir / folder).glob("*.tif")
+        if p.stem == region or p.stem.startswith(f"{region}__")
+    }
+    return sorted(stems) or [region]
+
+
+def _imagery_path(config: Config, region: str, key: str) -> Path | None:
+    if config.imagery.is_template:
+        path = region_path(config.imagery.path, region)
+    else:
+        paths = config.imagery.paths
+        suffix = key[len(region) + 2 :] if key != region else None
+        matches = [p for p in paths if p.stem == suffix] if suffix else paths[:1]
+        path = matches[0] if matches else None
+    return path if path is not None and Path(path).is_file() else None
+
+
+def _maps(
+    run_dir: Path, config: Config, regions: list[str], predictions: pd.DataFrame | None
+) -> list[RegionMap]:
+    hotspots = _read_hotspots(run_dir / "hotspots.gpkg")
+    value_norm = _value_norm(predictions)
+    maps: list[RegionMap] = []
+    for region in track(regions, "report maps"):
+        for key in _map_keys(run_dir, region):
+            maps.append(
+                _region_map(run_dir, config, region, key, predictions, hotspots, value_norm)
+            )
+    return maps
+
+
+def _region_map(
+    run_dir: Path,
+    config: Config,
+    region: str,
+    key: str,
+    predictions: pd.DataFrame | None,
+    hotspots: Any,
+    value_norm: Normalize | None,
+) -> RegionMap:
+    result = RegionMap(key=key, region=region)
+    imagery = _imagery_path(config, region, key)
+    sensitivity = run_dir / "sensitivity" / f"{key}.tif"
+    probability = run_dir / "probability" / f"{key}.tif"
+    reference = next((p for p in (imagery, sensitivity, probability) if p and p.is_file()), None)
+    if reference is None:
+        result.notes.append("no imagery, sensitivity or probability raster for this region")
+        return result
+    grid = result.grid = map_grid(reference)
+    if imagery is not None:
+        result.imagery = _data_uri(true_colour_png(imagery, grid))
+    else:
+        result.notes.append("imagery not found (the configuration's path); no background")
+    if sensitivity.is_file():
+        values = read_on_grid(sensitivity, grid)[0]
+        norm = symmetric_norm(values)
+        result.sensitivity = _data_uri(
+            overlay_png(values, SENSITIVITY_CMAP, norm, fade_centre=True)
+        )
+        result.sensitivity_bar = _data_uri(
+            colour_bar_png(SENSITIVITY_CMAP, norm, "sensitivity (drop in probability)")
+        )
+    else:
+        result.notes.append("no sensitivity map (no trained model for this region)")
+    if probability.is_file():
+        values = read_on_grid(probability, grid)[0]
+        norm = Normalize(0, 1)
+        result.probability = _data_uri(overlay_png(values, PROBABILITY_CMAP, norm))
+        result.probability_bar = _data_uri(
+            colour_bar_png(PROBABILITY_CMAP, norm, "probability of exceeding the rule")
+        )
+    else:
+        result.notes.append("no probability map")
+    if predictions is not None and value_norm is not None:
+        result.samples = _samples(predictions[predictions["region"] == region], grid, value_norm)
+    if hotspots is not None:
+        result.hotspots = _hotspot_paths(hotspots[hotspots["region"] == region], grid)
+    return result
+
+
+def _value_norm(predictions: pd.DataFrame | None) -> Normalize | None:
+    """Colour scale of measured values, shared by all maps (log when all values are > 0)."""
+    if predictions is None or predictions.empty:
+        return None
+    values = predictions["value"].to_numpy(dtype=float)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return None
+    lo, hi = np.percentile(values, [2, 98])
+    if lo > 0 and hi > lo:
+        return LogNorm(lo, hi)
+    return Normalize(lo, hi if hi > lo else lo + 1)
+
+
+def _value_bar(predictions: pd.DataFrame | None, metal: str) -> str | None:
+    norm = _value_norm(predictions)
+    if norm is None:
+        return None
+    label = f"measured {metal}, mg/kg" + (" (log scale)" if isinstance(norm, LogNorm) else "")
+    return _data_uri(colour_bar_png(VALUE_CMAP, norm, label, log=isinstance(norm, LogNorm)))
+
+
+def _samples(table: pd.DataFrame, grid: MapGrid, norm: Normalize) -> list[dict[str, Any]]:
+    """SVG markers of samples on the grid: position, colour of the value, label, tooltip."""
+    col, row = grid.pixel_of(table["x"].to_numpy(), table["y"].to_numpy())
+    inside = (col >= 0) & (col <= grid.width) & (row >= 0) & (row <= grid.height)
+    fill = colours_hex(table["value"].to_numpy(dtype=float), VALUE_CMAP, norm)
+    out = []
+    for i in np.flatnonzero(inside):
+        r = table.iloc[i]
+        prob = r.get("prob")
+        out.append(
+            {
+                "cx": round(float(col[i]), 1),
+                "cy": round(float(row[i]), 1),
+                "fill": fill[i],
+                "positive": bool(r["label"]),
+                "title": f"{r['sample_id']}: {r['value']:g} mg/kg, "
+                + ("contaminated" if r["label"] else "clean")
+                + (f", out-of-fold probability {prob:.2f}" if pd.notna(prob) else ""),
+            }
+        )
+    return out
+
+
+def _read_hotspots(path: Path):
+    if not path.is_file():
+        return None
+    import geopandas as gpd
+
+    return gpd.read_file(path)
+
+
+def _hotspot_paths(frame, grid: MapGrid) -> list[dict[str, Any]]:
+    """SVG path data of hotspot polygons in display pixels (simplified to half a pixel)."""
+    import shapely
+    from shapely import affinity
+
+    inverse = ~grid.transform
+    params = [inverse.a, inverse.b, inverse.d, inverse.e, inverse.c, inverse.f]
+    out = []
+    for _, row in frame.iterrows():
+        geom = affinity.affine_transform(row.geometry, params).simplify(0.5)
+        rings = []
+        for polygon in getattr(geom, "geoms", [geom]):
+            for ring in [polygon.exterior, *polygon.interiors]:
+                xy = shapely.get_coordinates(ring)
+                rings.append("M" + " L".join(f"{x:.1f},{y:.1f}" for x, y in xy) + " Z")
+        title = f"hotspot {row.get('hotspot_id', '')}: {row.get('area_m2', 0):,.0f} m²"
+        if isinstance(row.get("landuse"), str):
+            title += f", mostly {row['landuse']}"
+        out.append({"d": " ".join(rings), "title": title})
+    return out
+
+
+# --- land use, provenance -------------------------------------------------------------------------
+
+
+def _landuse_tables(
+    frame: pd.DataFrame | None, regions: list[str]
+) -> list[tuple[str, list[dict[str, Any]]]]:
+    if frame is None:
+        return []
+    tables = []
+    for region in regions:
+        rows = frame[frame["region"] == region].sort_values("rank", na_position="last")
+        if not rows.empty:
+            tables.append((region, rows.to_dict("records")))
+    return tables
+
+
+def _versions() -> list[tuple[str, str]]:
+    out = [("python", platform.python_version())]
+    for name in PACKAGES:
+        try:
+            out.append((name, __version__ if name == "soilsource" else metadata.version(name)))
+        except metadata.PackageNotFoundError:
+            out.append((name, "not installed"))
+    try:
+        import rasterio
+
+        out.append(("GDAL", rasterio.__gdal_version__))
+    except ImportError:  # pragma: no cover - rasterio is a dependency
+        pass
+    return out
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    """A number for a table: ``digits`` significant digits, blank for missing."""
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return ""
+    if isinstance(value, (int, np.integer)):
+        return str(value)
+    return f"{float(value):.{digits}g}"
+
+
+def _pvalue(value: Any) -> str:
+    """A p-value: 3 decimals, or '< 0.001'."""
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return ""
+    return "< 0.001" if value < 0.001 else f"{value:.3f}"
+
+
+__all__ = ["REPORT_FILE", "gather", "render", "write_report"]
