@@ -40,6 +40,7 @@ from soilsource.models import SILICNet
 from soilsource.models.baselines import make_baseline
 from soilsource.patches import Patches
 from soilsource.progress import track, warn
+from soilsource.report import write_report
 from soilsource.resume import Checkpoints
 from soilsource.rundir import mark, prepare, safe_stem
 from soilsource.rundir import resume as resume_run
@@ -134,6 +135,9 @@ def execute(
         explain(out, dataset, config, cv[MODEL])
     with _timed(seconds, "probability maps"):
         probability_maps(out / "probability", dataset, config, cv[MODEL])
+    # The report reads the run directory, so it comes last, before the run is complete.
+    with _timed(seconds, "report"):
+        write_report(out, seconds=seconds)
     mark(out, "complete", seconds=seconds)
     checkpoints.clear()
     return RunResult(out, metrics, cv, seconds)
