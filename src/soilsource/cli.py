@@ -110,6 +110,7 @@ def demo(
     result = execute(config, run_dir, device=device, settings=settings)
     _print_metrics(result.metrics, summary)
     stdout.print(f"run directory: {run_dir}")
+    stdout.print(f"report: {run_dir / 'report.html'}")
 
 
 @app.command()
@@ -134,6 +135,17 @@ def run(
     result = run_pipeline(config, out, force=force, device=device, resume=resume)
     _print_metrics(result.metrics)
     stdout.print(f"run directory: {result.out}")
+    stdout.print(f"report: {result.out / 'report.html'}")
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory written by run or demo.")],
+) -> None:
+    """(Re)build RUN_DIR/report.html from the files of a run directory."""
+    from soilsource.report import write_report
+
+    stdout.print(f"report: {write_report(run_dir)}")
 
 
 @app.command()
