@@ -34,12 +34,11 @@ from typing import Any
 import jinja2
 import numpy as np
 import pandas as pd
-import yaml
 from matplotlib.colors import LogNorm, Normalize
 
 from soilsource import __version__
 from soilsource.atomic import write_text_atomic
-from soilsource.config import Config, config_from_dict
+from soilsource.config import Config, load_config
 from soilsource.errors import InputError
 from soilsource.figures import (
     LABELS,
@@ -201,11 +200,8 @@ def _read_config(run_dir: Path) -> tuple[Config, str]:
     path = run_dir / "config.yaml"
     if not path.is_file():
         raise InputError(run_dir, "config.yaml", "missing: not a soilsource run directory")
-    text = path.read_text(encoding="utf-8")
-    raw = yaml.safe_load(text)
-    if not isinstance(raw, dict):
-        raise InputError(path, "", "expected a mapping of keys")
-    return config_from_dict(raw, base_dir=run_dir, source=path), text
+    # The resolved configuration: absolute paths, checked like any configuration file.
+    return load_config(path), path.read_text(encoding="utf-8")
 
 
 def _read_json(path: Path, *, required: bool = False) -> dict[str, Any] | None:
