@@ -28,6 +28,7 @@ Conventions
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,12 +38,19 @@ from rasterio.windows import Window
 from torch import Tensor
 
 from soilsource.atomic import atomic_path
+from soilsource.compute import ModelState, Session, model_state, session_or_local
 from soilsource.inputs import RasterInfo
 from soilsource.models.silicnet import STEM_STRIDE, SILICNet
 from soilsource.patches import BandStats, read_windows
 from soilsource.progress import track
 
-__all__ = ["patch_halo", "probability_map", "probability_map_tile", "write_probability_map"]
+__all__ = [
+    "patch_halo",
+    "probability_map",
+    "probability_map_tile",
+    "probability_tile_task",
+    "write_probability_map",
+]
 
 
 def patch_halo(patch_px: int) -> tuple[int, int]:
@@ -217,24 +225,40 @@ def write_probability_map(
     *,
     max_nodata_share: float = 0.5,
     tile_px: int = 512,
-    threads: int = 2,
+    threads: int = 1,
     progress: bool = True,
+    session: Session | None = None,
 ) -> Path:
     """Write the wall-to-wall probability map of one raster as a tiled float32 GeoTIFF.
 
-    The imagery is read one output tile plus its halo at a time (boundless windowed reads
-    of :func:`soilsource.patches.read_windows`), scaled with the model's band statistics
-    and written block by block, so memory stays bounded however large the raster is.
+    Each output tile is one task (:mod:`soilsource.compute`): the task reads its own
+    window of the imagery (the tile plus its halo, boundless windowed reads of
+    :func:`soilsource.patches.read_windows`), scales it with the model's band statistics
+    and returns the tile; this process writes tiles block by block as they arrive, in
+    tile order, with a bounded number of tasks in flight. Memory stays bounded however
+    large the raster is, and the file is the same whether the tasks ran here or on a
+    Dask cluster. The model travels to the tasks as plain weights
+    (:func:`~soilsource.compute.model_state`).
 
     Patches are treated as in training: pixels without data (nodata, or beyond the raster
     edge) take the band mean, and a pixel's value is NaN (the file's nodata) where more
     than ``max_nodata_share`` of its patch has no data, the rule that left samples out.
     Near the raster edge, where a patch crosses it, the value is therefore kept while at
     least half of the patch lies on valid imagery.
+
+    Parameters
+    ----------
+    tile_px:
+        Side of the output tiles (one task each); a task holds about
+        ``(tile_px + patch_px) ** 2`` pixels of trunk activations.
+    threads:
+        GDAL reading threads per task.
+    session:
+        Where the tiles are computed; None opens a local session for this call.
     """
-    size = model.patch_px
-    before, _ = patch_halo(size)
-    span = tile_px + size - 1
+    if tile_px < 1:
+        raise ValueError(f"tile_px must be >= 1, got {tile_px}")
+    _check(model, raster.count, None)
     profile = {
         "driver": "GTiff",
         "dtype": "float32",
@@ -253,21 +277,55 @@ def write_probability_map(
     tiles = [
         (r, c) for r in range(0, raster.height, tile_px) for c in range(0, raster.width, tile_px)
     ]
+    job = _MapJob(model_state(model), stats, raster, tile_px, max_nodata_share, threads)
     path = Path(path)
-    with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+    with (
+        session_or_local(session) as runner,
+        atomic_path(path) as tmp,
+        rasterio.open(tmp, "w", **profile) as dst,
+    ):
         dst.set_band_description(1, "probability of exceeding the rule")
-        steps = track(tiles, f"probability map {path.stem}") if progress else tiles
-        for r0, c0 in steps:
-            h, w = min(tile_px, raster.height - r0), min(tile_px, raster.width - c0)
-            window = read_windows(
-                raster, np.array([r0 - before]), np.array([c0 - before]), span, threads=threads
-            )
-            image = stats.transform(window)[0]
-            prob = probability_map_tile(model, image)[:h, :w]
-            share = _box_mean(window.valid[0].astype(np.float64), size)[:h, :w]
-            prob[share < 1.0 - max_nodata_share] = np.nan
-            dst.write(prob.astype(np.float32), 1, window=Window(c0, r0, w, h))
+        results = runner.map(probability_tile_task, tiles, shared=job)
+        steps = track(results, f"probability map {path.stem}", total=len(tiles))
+        for (r0, c0), prob in zip(tiles, steps if progress else results, strict=True):
+            dst.write(prob, 1, window=Window(c0, r0, prob.shape[1], prob.shape[0]))
     return path
+
+
+@dataclass(frozen=True)
+class _MapJob:
+    """What every tile task of one map shares (sent to each worker once)."""
+
+    model: ModelState
+    stats: BandStats
+    raster: RasterInfo
+    tile_px: int
+    max_nodata_share: float
+    threads: int
+
+
+def probability_tile_task(job: _MapJob, tile: tuple[int, int]) -> np.ndarray:
+    """One tile of :func:`write_probability_map`, read and computed where the task runs.
+
+    ``tile`` is the output tile's upper-left pixel; the result is float32, clipped to the
+    raster, NaN where too much of the patch has no data.
+    """
+    r0, c0 = tile
+    raster, size = job.raster, job.model.init_kwargs["patch_px"]
+    before, _ = patch_halo(size)
+    h, w = min(job.tile_px, raster.height - r0), min(job.tile_px, raster.width - c0)
+    window = read_windows(
+        raster,
+        np.array([r0 - before]),
+        np.array([c0 - before]),
+        job.tile_px + size - 1,
+        threads=job.threads,
+    )
+    model = job.model.build()
+    prob = probability_map_tile(model, job.stats.transform(window)[0])[:h, :w]
+    share = _box_mean(window.valid[0].astype(np.float64), size)[:h, :w]
+    prob[share < 1.0 - job.max_nodata_share] = np.nan
+    return prob.astype(np.float32, copy=False)
 
 
 def _box_mean(values: np.ndarray, size: int) -> np.ndarray:

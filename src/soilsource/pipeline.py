@@ -26,10 +26,11 @@ import pandas as pd
 import torch
 
 from soilsource.atomic import write_text_atomic
+from soilsource.compute import Session, compute_session
 from soilsource.config import Config, load_config
 from soilsource.dataset import Dataset, RegionSamples, load_dataset
 from soilsource.evaluation import CVResult, cross_validate
-from soilsource.explain import occlusion_sensitivity
+from soilsource.explain import sensitivity
 from soilsource.explain.mosaic import write_sensitivity
 from soilsource.figures import roc_figure
 from soilsource.hotspots import raster_hotspot_threshold, region_hotspots, write_hotspots
@@ -39,7 +40,7 @@ from soilsource.modelio import save_model
 from soilsource.models import SILICNet
 from soilsource.models.baselines import make_baseline
 from soilsource.patches import Patches
-from soilsource.progress import track, warn
+from soilsource.progress import warn
 from soilsource.report import write_report
 from soilsource.resume import Checkpoints
 from soilsource.rundir import mark, prepare, safe_stem
@@ -131,10 +132,12 @@ def execute(
         write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         write_roc_figures(out / "figures", dataset, cv)
         save_models(out / "models", dataset, config, cv)
-    with _timed(seconds, "explanation"):
-        explain(out, dataset, config, cv[MODEL])
-    with _timed(seconds, "probability maps"):
-        probability_maps(out / "probability", dataset, config, cv[MODEL])
+    # Occlusion batches and map tiles run here, or on the Dask cluster of compute.scheduler.
+    with compute_session(config.compute.scheduler) as session:
+        with _timed(seconds, "explanation"):
+            explain(out, dataset, config, cv[MODEL], session=session)
+        with _timed(seconds, "probability maps"):
+            probability_maps(out / "probability", dataset, config, cv[MODEL], session=session)
     # The report reads the run directory, so it comes last, before the run is complete.
     with _timed(seconds, "report"):
         write_report(out, seconds=seconds)
@@ -275,30 +278,44 @@ def output_name(region: RegionSamples, k: int) -> str:
 
 
 def sensitivity_maps(
-    model: Standardized, patches: Patches, config: Config, pixel_m: float, batch: int = 16
+    model: Standardized,
+    patches: Patches,
+    config: Config,
+    pixel_m: float,
+    batch: int = 16,
+    *,
+    session: Session | None = None,
 ) -> np.ndarray:
     """Occlusion sensitivity (N, H, W) of every patch under the final SI-LICNet.
 
     Window and stride are set in metres (``explain.window_m``, ``explain.stride_m``) and
     rounded to whole pixels of the imagery; the baseline is ``explain.baseline`` in
-    standardised units (0 = the band mean of the training samples).
+    standardised units (0 = the band mean of the training samples). The work is
+    :func:`soilsource.explain.sensitivity.sensitivity_maps`, in batches on ``session``.
     """
-    window_px = max(1, round(config.explain.window_m / pixel_m))
-    stride_px = min(window_px, max(1, round(config.explain.stride_m / pixel_m)))
-    network = model.inner.module
-    maps = np.empty((len(patches), patches.size_px, patches.size_px), dtype=np.float32)
-    for start in track(range(0, len(patches), batch), "occlusion", total=-(-len(patches) // batch)):
-        part = patches.subset(np.arange(start, min(start + batch, len(patches))))
-        x = torch.from_numpy(model.stats_.transform(part))
-        maps[start : start + len(part)] = (
-            occlusion_sensitivity(network, x, window_px, stride_px, config.explain.baseline)
-            .cpu()
-            .numpy()
-        )
-    return maps
+    window_px, stride_px = sensitivity.occlusion_px(
+        config.explain.window_m, config.explain.stride_m, pixel_m
+    )
+    return sensitivity.sensitivity_maps(
+        model.inner.module,
+        model.stats_,
+        patches,
+        window_px,
+        stride_px,
+        config.explain.baseline,
+        batch=batch,
+        session=session,
+    )
 
 
-def explain(out: Path, dataset: Dataset, config: Config, cv: dict[str, CVResult]) -> None:
+def explain(
+    out: Path,
+    dataset: Dataset,
+    config: Config,
+    cv: dict[str, CVResult],
+    *,
+    session: Session | None = None,
+) -> None:
     """Sensitivity rasters, land-use statistics and hotspots of every region."""
     zones, hotspots = [], []
     for region in dataset:
@@ -314,7 +331,9 @@ def explain(out: Path, dataset: Dataset, config: Config, cv: dict[str, CVResult]
             path = out / "sensitivity" / f"{output_name(region, k)}.tif"
             if not path.is_file():  # else finished before a resumed run's kill
                 patches = region.patches.subset(members)
-                maps = sensitivity_maps(model, patches, config, raster.pixel_size_m)
+                maps = sensitivity_maps(
+                    model, patches, config, raster.pixel_size_m, session=session
+                )
                 write_sensitivity(
                     path,
                     maps,
@@ -345,7 +364,14 @@ def explain(out: Path, dataset: Dataset, config: Config, cv: dict[str, CVResult]
     write_hotspots(out / "hotspots.gpkg", hotspots, crs=crs)
 
 
-def probability_maps(folder: Path, dataset: Dataset, config: Config, cv: dict[str, CVResult]):
+def probability_maps(
+    folder: Path,
+    dataset: Dataset,
+    config: Config,
+    cv: dict[str, CVResult],
+    *,
+    session: Session | None = None,
+) -> None:
     """``probability/REGION.tif``: the final SI-LICNet's probability map of each region."""
     for region in dataset:
         model = final_model(cv, region.name)
@@ -360,6 +386,7 @@ def probability_maps(folder: Path, dataset: Dataset, config: Config, cv: dict[st
                 model.stats_,
                 raster,
                 max_nodata_share=config.patch.max_nodata_share,
+                session=session,
             )
 
 

@@ -1,0 +1,330 @@
+"""Where the heavy loops run: in this process, or on a Dask cluster.
+
+The two loops that grow with the area mapped (tiles of the probability maps) and with the
+samples (batches of occlusion) are written once, as a function applied to a list of
+small tasks. A :class:`Session` runs them:
+
+- **local** (``scheduler=None``, the default): a small thread pool in this process. No
+  start-up cost, no copies; torch's own threads share the cores with the pool's threads,
+  and the main thread writes results while the next task computes. On a 2-core laptop
+  this is the fastest and least surprising choice (``docs/scale.md`` has the
+  measurements: a process-based ``LocalCluster`` costs seconds to start and memory per
+  worker, and gains nothing when torch already uses every core).
+- **Dask** (``scheduler="tcp://host:8786"``, or ``workers=N`` for a ``LocalCluster`` of
+  N processes): a ``distributed.Client``. Shared state (the model's weights, as plain
+  arrays) is scattered to the workers once; each task names its inputs (a raster path and
+  a window, or a batch of patches), so workers read imagery themselves.
+
+Either way :meth:`Session.map` keeps a bounded number of tasks in flight (memory stays
+bounded however many tasks there are) and yields results in task order, so outputs are
+written in the same order, hence byte for byte the same files, whatever ran them.
+
+This is the one module that knows about Dask; ``distributed`` is imported only when a
+cluster is asked for.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from soilsource.errors import InputError
+
+__all__ = [
+    "ModelState",
+    "Session",
+    "compute_session",
+    "model_state",
+    "session_or_local",
+    "set_torch_threads",
+    "task_threads",
+]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+LOCAL_THREADS = 1
+"""Tasks computed at once in the local session. One task at a time, with torch's own
+threads on every core, measured as fast as two tasks with a thread each on 2 cores
+(``benchmarks/bench_scale.py``), and it needs half the memory; the main thread still
+writes one result while the next task computes."""
+
+
+@dataclass
+class Session:
+    """Runs tasks locally or on a Dask cluster; made by :func:`compute_session`.
+
+    Attributes
+    ----------
+    client:
+        The ``distributed.Client``, or None for the local thread pool.
+    slots:
+        Tasks that can compute at the same time (threads of the pool, or of all workers).
+    torch_threads:
+        Torch threads per task on each Dask worker (by worker address): the cores of its
+        host shared among the task slots on that host; or, key ``"local"``, torch's
+        threads in this process shared among the local pool's threads.
+    max_in_flight:
+        Tasks submitted but not yet consumed; bounds memory.
+    """
+
+    client: Any
+    slots: int
+    torch_threads: dict[str, int]
+    max_in_flight: int
+    _pool: ThreadPoolExecutor | None = None
+
+    @property
+    def is_local(self) -> bool:
+        """True when tasks run in this process."""
+        return self.client is None
+
+    def describe(self) -> str:
+        """One line for logs: where the tasks run."""
+        if self.is_local:
+            threads = self.torch_threads["local"]
+            return f"local: {self.slots} task(s) at a time, {threads} torch thread(s) each"
+        return f"dask {self.client.scheduler.address}: {self.slots} worker threads"
+
+    def map(
+        self,
+        fn: Callable[..., R],
+        tasks: Iterable[T],
+        *,
+        shared: Any = None,
+    ) -> Iterator[R]:
+        """``fn(shared, task)`` for each task, yielded in task order.
+
+        At most :attr:`max_in_flight` tasks are submitted and unconsumed at once; the
+        next task is submitted as the oldest result is taken. ``shared`` travels to each
+        Dask worker once (scattered), not once per task. ``fn`` must be a module-level
+        function (Dask pickles it by reference); torch's thread count is set for it
+        (:attr:`torch_threads`) before it runs.
+
+        An :class:`~soilsource.errors.InputError` raised by a task is raised here, as is.
+        Closing the iterator early cancels the tasks still pending.
+        """
+        submit = (self._local_submit if self.is_local else self._dask_submit)(fn, shared)
+        pending: deque[Any] = deque()
+        try:
+            for task in tasks:
+                pending.append(submit(task))
+                if len(pending) >= self.max_in_flight:
+                    yield _unwrap(pending.popleft().result())
+            while pending:
+                yield _unwrap(pending.popleft().result())
+        finally:
+            for future in pending:
+                future.cancel()
+
+    def _local_submit(self, fn: Callable[..., R], shared: Any) -> Callable[[Any], Future]:
+        assert self._pool is not None
+        threads = self.torch_threads["local"]
+        return lambda task: self._pool.submit(_guarded, fn, shared, task, threads)
+
+    def _dask_submit(self, fn: Callable[..., R], shared: Any) -> Callable[[Any], Any]:
+        # In a list, so that a dict or list is scattered as one object.
+        [shared_future] = self.client.scatter([shared], broadcast=True, hash=False)
+        threads = dict(self.torch_threads)
+        return lambda task: self.client.submit(
+            _guarded_on_worker, fn, shared_future, task, threads, pure=False
+        )
+
+
+@contextmanager
+def compute_session(
+    scheduler: str | None = None,
+    *,
+    workers: int | None = None,
+    threads_per_worker: int = 1,
+    local_threads: int = LOCAL_THREADS,
+    max_in_flight: int | None = None,
+    timeout: str = "20s",
+) -> Iterator[Session]:
+    """A :class:`Session` for the duration of a ``with`` block.
+
+    Parameters
+    ----------
+    scheduler:
+        Address of a running Dask scheduler (``compute.scheduler``, ``--scheduler``).
+        None: local, unless ``workers`` is given.
+    workers:
+        Start a ``LocalCluster`` of this many worker processes (benchmarks, tests, or a
+        big machine); ignored when ``scheduler`` is given.
+    threads_per_worker:
+        Threads of each ``LocalCluster`` worker.
+    local_threads:
+        Tasks computed at once by the local thread pool.
+    max_in_flight:
+        Tasks submitted and not yet consumed; default twice the slots (at least 2), so
+        every slot has its next task waiting while the main thread writes.
+    timeout:
+        How long to try to reach ``scheduler``.
+
+    Raises
+    ------
+    InputError
+        ``scheduler`` cannot be reached (the key ``compute.scheduler`` is named).
+
+    Examples
+    --------
+    >>> with compute_session() as session:
+    ...     list(session.map(_add_shared, [1, 2, 3], shared=10))
+    [11, 12, 13]
+    """
+    if scheduler is not None or workers is not None:
+        from distributed import Client, LocalCluster
+
+        if scheduler is not None:
+            try:
+                client = Client(scheduler, timeout=timeout)
+            except (OSError, TimeoutError, ValueError) as exc:
+                raise InputError(
+                    "compute.scheduler", repr(scheduler), f"cannot reach the scheduler: {exc}"
+                ) from None
+            cluster = None
+        else:
+            if workers < 1 or threads_per_worker < 1:
+                raise ValueError("workers and threads_per_worker must be >= 1")
+            cluster = LocalCluster(
+                n_workers=workers,
+                threads_per_worker=threads_per_worker,
+                processes=True,
+                dashboard_address=None,
+            )
+            client = Client(cluster)
+        try:
+            threads = _worker_torch_threads(client)
+            slots = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
+            yield Session(client, slots, threads, max_in_flight or max(2, 2 * slots))
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+        return
+    if local_threads < 1:
+        raise ValueError(f"local_threads must be >= 1, got {local_threads}")
+    # Torch's threads as the caller set them (all cores by default), shared among the tasks.
+    threads = torch.get_num_threads()
+    try:
+        with ThreadPoolExecutor(local_threads, thread_name_prefix="soilsource") as pool:
+            yield Session(
+                None,
+                local_threads,
+                {"local": max(1, threads // local_threads)},
+                max_in_flight or max(2, 2 * local_threads),
+                pool,
+            )
+    finally:
+        set_torch_threads(threads)
+
+
+def session_or_local(session: Session | None) -> AbstractContextManager[Session]:
+    """The caller's session, or a local one opened and closed around the ``with`` block."""
+    return nullcontext(session) if session is not None else compute_session()
+
+
+def _worker_torch_threads(client: Any) -> dict[str, int]:
+    """Torch threads per task on each worker: its host's cores over the host's task slots."""
+    workers = client.scheduler_info()["workers"]
+    cores = client.run(os.cpu_count)
+    slots_on_host: dict[str, int] = {}
+    for info in workers.values():
+        slots_on_host[info["host"]] = slots_on_host.get(info["host"], 0) + info["nthreads"]
+    return {
+        address: max(1, (cores.get(address) or 1) // slots_on_host[info["host"]])
+        for address, info in workers.items()
+    }
+
+
+@dataclass(frozen=True)
+class ModelState:
+    """A torch model as plain state: registry name, constructor arguments, weights as arrays.
+
+    This is what travels to workers, never a pickled module (whose class, buffers and
+    hooks depend on the sending process). :meth:`build` rebuilds the module from the fixed
+    registry :data:`soilsource.modelio.ARCHITECTURES`, as loading a model file does.
+    """
+
+    architecture: str
+    init_kwargs: dict[str, Any]
+    weights: dict[str, np.ndarray]
+
+    def build(self) -> nn.Module:
+        """The module in evaluation mode on the CPU, with exactly the saved weights."""
+        from soilsource.modelio import ARCHITECTURES
+
+        module = ARCHITECTURES[self.architecture](**self.init_kwargs)
+        module.load_state_dict({k: torch.from_numpy(v) for k, v in self.weights.items()})
+        return module.eval()
+
+
+def model_state(model: nn.Module) -> ModelState:
+    """The :class:`ModelState` of a soilsource network (SI-LICNet or a baseline).
+
+    >>> from soilsource.models import SILICNet
+    >>> model = SILICNet(2, patch_px=16).eval()
+    >>> again = model_state(model).build()
+    >>> x = torch.randn(1, 2, 16, 16)
+    >>> bool(torch.equal(model(x), again(x)))
+    True
+    """
+    from soilsource.modelio import ARCHITECTURES, _architecture_of
+
+    name = _architecture_of(model)
+    kwargs = getattr(model, "config", None)
+    if name not in ARCHITECTURES or not isinstance(kwargs, dict):
+        raise TypeError(f"cannot send a {type(model).__name__} to workers as plain state")
+    weights = {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+    return ModelState(name, dict(kwargs), weights)
+
+
+def task_threads(torch_threads: dict[str, int]) -> int:
+    """The torch thread count for the task running here (in a Dask worker or locally)."""
+    if "local" in torch_threads:
+        return torch_threads["local"]
+    from distributed import get_worker
+
+    return torch_threads.get(get_worker().address, 1)
+
+
+def set_torch_threads(count: int) -> None:
+    """Set torch's intra-op threads, if different (setting them is not free)."""
+    if torch.get_num_threads() != count:
+        torch.set_num_threads(count)
+
+
+def _guarded(fn: Callable[..., R], shared: Any, task: Any, threads: int) -> Any:
+    """Run a task; an InputError comes back as plain fields (it does not pickle as is)."""
+    set_torch_threads(threads)
+    try:
+        return ("ok", fn(shared, task))
+    except InputError as exc:
+        return ("input_error", (exc.source, exc.where, exc.message))
+
+
+def _guarded_on_worker(
+    fn: Callable[..., R], shared: Any, task: Any, torch_threads: dict[str, int]
+) -> Any:
+    return _guarded(fn, shared, task, task_threads(torch_threads))
+
+
+def _unwrap(result: tuple[str, Any]) -> Any:
+    kind, value = result
+    if kind == "input_error":
+        raise InputError(*value)
+    return value
+
+
+def _add_shared(shared: int, task: int) -> int:
+    """A trivial task (for the docstring example and tests)."""
+    return shared + task
