@@ -103,6 +103,10 @@ def demo(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the city and of training.")] = 0,
     force: Annotated[bool, typer.Option("--force", help="Replace a complete run in OUT.")] = False,
     device: Annotated[Device | None, typer.Option("--device", help="auto, cpu or cuda.")] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option("--scheduler", help="Dask scheduler address for maps and occlusion."),
+    ] = None,
 ) -> None:
     """Build the synthetic city in OUT/city and run the whole pipeline on it into OUT."""
     from soilsource.config import load_config
@@ -120,6 +124,7 @@ def demo(
     _print_city_summary(summary)
     config = load_config(run_dir / "city" / "config.yaml")
     config.train.seed = seed
+    config.compute.scheduler = scheduler
     # in the run's config.yaml, so `soilsource run OUT/config.yaml` repeats the demo
     config.patch.size_m, config.train.folds, config.train.max_epochs = patch_m, folds, epochs
     result = execute(config, run_dir, device=device)
@@ -143,11 +148,22 @@ def run(
             "--resume", help="Continue the unfinished (killed) run in OUT with the same CONFIG."
         ),
     ] = False,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            "--scheduler",
+            help="Dask scheduler address for maps and occlusion (overrides compute.scheduler).",
+        ),
+    ] = None,
 ) -> None:
     """Run the whole pipeline of CONFIG into OUT (metrics, maps, hotspots, models)."""
+    from soilsource.config import load_config
     from soilsource.pipeline import run as run_pipeline
 
-    result = run_pipeline(config, out, force=force, device=device, resume=resume)
+    settings = load_config(config)
+    if scheduler is not None:
+        settings.compute.scheduler = scheduler
+    result = run_pipeline(settings, out, force=force, device=device, resume=resume)
     _print_metrics(result.metrics)
     stdout.print(f"run directory: {result.out}")
     stdout.print(f"report: {result.out / 'report.html'}")
