@@ -1,32 +1,173 @@
-"""Run every benchmark of the project (``benchmarks/bench_*.py``) and print their tables.
+"""Run the benchmarks of the project and write their tables to ``docs/benchmarks.md``.
 
-Each benchmark is a script with a ``main()`` that prints a table; it runs in its own
-process so that peak-memory figures (RSS) are its own. Usage: ``make bench`` or
-``python benchmarks/run_all.py [NAME ...]`` to run some of them.
+Each ``benchmarks/bench_*.py`` is a script whose ``main()`` prints markdown tables; it runs
+in its own process so that peak-memory figures (RSS) are its own. Its printed output goes
+into its own section of ``docs/benchmarks.md`` with the command, the date, the exit code,
+the wall time and the machine (CPU model, cores, RAM, load average, torch threads), so
+every number in the docs says where it came from.
+
+Usage::
+
+    make bench                                   # every benchmark, the whole page
+    python benchmarks/run_all.py bench_zones     # only that section is replaced
+    python benchmarks/run_all.py zones occlusion # names with or without 'bench_'
+    python benchmarks/run_all.py --list
+
+Sections of benchmarks not run are kept as they were; the page is written atomically.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
+import platform
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from soilsource.atomic import write_text_atomic
+
 HERE = Path(__file__).resolve().parent
+PAGE = HERE.parent / "docs" / "benchmarks.md"
+HEADER = """# Benchmarks
+
+Written by `make bench` (`python benchmarks/run_all.py`); do not edit by hand. Each section
+is the printed output of one `benchmarks/bench_*.py` with the command that produced it, when,
+and on what machine. `python benchmarks/run_all.py NAME` reruns one benchmark and replaces
+only its section. Timings on a shared machine vary: read them with the load average beside
+them.
+"""
+_SECTION = re.compile(
+    r"<!-- bench:(?P<name>[\w.-]+) start -->\n.*?<!-- bench:(?P=name) end -->\n", re.DOTALL
+)
 
 
-def main(names: list[str]) -> int:
-    scripts = sorted(HERE.glob("bench_*.py"))
-    if names:
-        scripts = [s for s in scripts if any(n in s.stem for n in names)]
+def scripts() -> list[Path]:
+    """Every benchmark script, by name."""
+    return sorted(HERE.glob("bench_*.py"))
+
+
+def select(names: list[str], available: list[Path]) -> list[Path]:
+    """The scripts named (``bench_x``, ``x`` or ``bench_x.py``); all when none are.
+
+    Raises
+    ------
+    ValueError
+        A name matches no benchmark (the message lists the known names).
+    """
+    if not names:
+        return available
+    by_stem = {s.stem: s for s in available}
+    chosen = []
+    for name in names:
+        stem = name.removesuffix(".py")
+        stem = stem if stem.startswith("bench_") else f"bench_{stem}"
+        if stem not in by_stem:
+            known = ", ".join(by_stem)
+            raise ValueError(f"no benchmark '{name}' (known: {known})")
+        chosen.append(by_stem[stem])
+    return chosen
+
+
+def machine() -> str:
+    """One line describing the machine: CPU model, cores, RAM, load, torch threads."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    parts = [cpu, f"{os.cpu_count()} logical cores"]
+    try:
+        import psutil
+
+        parts.append(f"{psutil.virtual_memory().total / 2**30:.0f} GiB RAM")
+    except ImportError:  # pragma: no cover - psutil is a dependency
+        pass
+    if hasattr(os, "getloadavg"):
+        parts.append("load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
+    try:
+        import torch
+
+        parts.append(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+        if torch.cuda.is_available():
+            parts.append(f"GPU {torch.cuda.get_device_name(0)}")
+    except ImportError:  # pragma: no cover
+        pass
+    parts.append(f"Python {platform.python_version()}, {platform.system()} {platform.release()}")
+    return "; ".join(parts)
+
+
+def run_one(script: Path) -> tuple[str, int]:
+    """Run one benchmark (output streamed to the console); its section and exit code."""
+    command = f"python benchmarks/{script.name}"
+    before = machine()
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=HERE.parent
+    )
+    lines = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        print(line, end="", flush=True)
+        lines.append(line)
+    rc = proc.wait()
+    seconds = time.perf_counter() - start
+    load = f"{os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "?"
+    status = "ok" if rc == 0 else f"**FAILED (exit {rc})**"
+    body = "".join(lines).strip()
+    return (
+        f"<!-- bench:{script.stem} start -->\n"
+        f"## {script.stem}\n\n"
+        f"- command: `{command}`\n"
+        f"- run: {started}, {seconds:.0f} s, {status}\n"
+        f"- machine at start: {before}\n"
+        f"- load average (1 min) at the end: {load}\n\n"
+        f"{body}\n\n"
+        f"<!-- bench:{script.stem} end -->\n"
+    ), rc
+
+
+def merge(page: str, sections: dict[str, str], order: list[str]) -> str:
+    """The page with ``sections`` replaced or added; other sections kept, in ``order``."""
+    existing = {m.group("name"): m.group(0) for m in _SECTION.finditer(page)}
+    existing.update(sections)
+    names = [n for n in order if n in existing] + sorted(set(existing) - set(order))
+    return HEADER + "".join("\n" + existing[n] for n in names)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
+    parser.add_argument("--out", type=Path, default=PAGE, help="page to update")
+    parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    args = parser.parse_args(argv)
+    available = scripts()
+    if args.list:
+        print("\n".join(s.stem for s in available))
+        return 0
+    try:
+        chosen = select(args.names, available)
+    except ValueError as exc:
+        print(f"run_all: {exc}", file=sys.stderr)
+        return 2
     failed = []
-    for script in scripts:
+    for script in chosen:
         print(f"\n## {script.stem}  (python benchmarks/{script.name})\n", flush=True)
-        start = time.perf_counter()
-        rc = subprocess.call([sys.executable, str(script)])
-        print(f"\n[{script.stem}: exit {rc}, {time.perf_counter() - start:.0f} s]", flush=True)
+        section, rc = run_one(script)
         if rc != 0:
             failed.append(script.stem)
+        # Written after each benchmark, so a long run interrupted later keeps what is done.
+        page = args.out.read_text(encoding="utf-8") if args.out.is_file() else ""
+        text = merge(page, {script.stem: section}, [s.stem for s in available])
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(args.out, text)
+        print(f"\n[{script.stem}: section written to {args.out}]", flush=True)
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
         return 1
@@ -34,4 +175,4 @@ def main(names: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())
