@@ -7,7 +7,9 @@ exception is a bug in soilsource (exit code 1).
 
 from __future__ import annotations
 
+import errno
 from os import PathLike
+from pathlib import Path
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -56,3 +58,31 @@ def format_rows(rows: list[int], limit: int = 10) -> str:
     shown = ", ".join(str(r) for r in rows[:limit])
     more = f" and {len(rows) - limit} more" if len(rows) > limit else ""
     return f"{'row' if len(rows) == 1 else 'rows'} {shown}{more}"
+
+
+_FULL = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
+_REFUSED = {errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
+            errno.EROFS: "read-only file system"}  # fmt: skip
+
+
+def environment_error(exc: BaseException) -> InputError | None:
+    """The user's environment at fault (disk full, no permission) as an :class:`InputError`.
+
+    None for anything else, which stays a bug. A full disk names the directory being
+    written (the file itself is a temporary name, see :mod:`soilsource.atomic`) and
+    says how to go on.
+
+    >>> environment_error(OSError(errno.ENOSPC, "No space", "/runs/a/.metrics.tmp-1.json")).line()
+    '/runs/a: cannot write: no space left on device; free some space and run again with --resume'
+    >>> environment_error(ValueError("a bug")) is None
+    True
+    """
+    if not isinstance(exc, OSError) or exc.errno not in {**_FULL, **_REFUSED}:
+        return None
+    if exc.errno in _FULL:
+        where = Path(exc.filename).parent if exc.filename else "output"
+        reason = _FULL[exc.errno]
+        return InputError(
+            where, "", f"cannot write: {reason}; free some space and run again with --resume"
+        )
+    return InputError(exc.filename or "file", "", _REFUSED[exc.errno])
