@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psutil
 
 from soilsource.config import Config
 from soilsource.errors import InputError
@@ -27,6 +28,10 @@ from soilsource.inputs.imagery import resolve_imagery
 from soilsource.labels import label_samples
 from soilsource.patches import Patches, extract_patches, patch_size_px
 from soilsource.progress import warn
+
+PATCH_MEMORY_FACTOR = 4
+"""Copies of a region's patches alive at once in a run: the patches, their copy in
+physical units with NaN, a fold's standardised training set, a pooled concatenation."""
 
 
 @dataclass
@@ -134,6 +139,7 @@ def _region(
         size = patch_size_px(config.patch.size_m, raster)
         if patch_parts and size != patch_parts[0].size_px:  # rasters of one region
             raise _pixel_size_error(config, {patch_parts[0].size_px, size})
+        check_memory(len(members), raster.count, size, config)
         patches = extract_patches(raster, np.column_stack([rx, ry]), size, threads=threads)
         keep = patches.nodata_share <= config.patch.max_nodata_share
         part = samples.iloc[members]
@@ -160,6 +166,28 @@ def _region(
         warn(f"region '{name}': {count} of {len(samples)} samples left out ({reason})")
     table = pd.concat(tables, ignore_index=True)
     return RegionSamples(name, list(rasters), table, concat_patches(patch_parts), lost)
+
+
+def check_memory(n: int, bands: int, size_px: int, config: Config) -> None:
+    """Refuse, before reading or training, patches that cannot fit in the free memory.
+
+    Needs ``n * bands * size_px**2 * 4`` bytes (float32) times
+    :data:`PATCH_MEMORY_FACTOR`; a run that would swap or be killed by the system
+    hours later fails now with a line naming ``patch.size_m``.
+    """
+    need = n * bands * size_px**2 * 4 * PATCH_MEMORY_FACTOR
+    free = psutil.virtual_memory().available
+    if need > free:
+        raise InputError(
+            config.source or "config",
+            "key 'patch.size_m'",
+            f"{n} patches of {size_px} x {size_px} px and {bands} bands need about "
+            f"{_size(need)} of memory, {_size(free)} is free; use a smaller patch.size_m",
+        )
+
+
+def _size(n_bytes: float) -> str:
+    return f"{n_bytes / 2**30:.1f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.1f} MiB"
 
 
 def _pixel_size_error(config: Config, sizes: set[int]) -> InputError:
