@@ -1,0 +1,148 @@
+"""The run directory and the environment: not writable, disk full, patches too big for memory.
+
+Each is one line on stderr and exit code 2, and leaves nothing that looks complete.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import psutil
+import pytest
+import yaml
+
+import soilsource.pipeline
+from soilsource.atomic import atomic_path, write_text_atomic
+from soilsource.cli import main
+from soilsource.errors import InputError
+from soilsource.resume import CHECKPOINTS
+from soilsource.rundir import is_complete, mark, prepare, read_status, resume
+
+BASE = Path(__file__).resolve().parent / "badinputs" / "base"
+PREFIX = "soilsource: error: "
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """The tiny valid project of the corpus, trained for one epoch, SI-LICNet only."""
+    root = tmp_path / "project"
+    shutil.copytree(BASE, root)
+    raw = yaml.safe_load((root / "config.yaml").read_text())
+    raw["model"] = {"baselines": []}
+    raw["train"].update(max_epochs=1, patience=1)
+    raw["compute"] = {"device": "cpu"}
+    (root / "config.yaml").write_text(yaml.safe_dump(raw))
+    return root / "config.yaml"
+
+
+def one_error_line(err: str) -> str:
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith(PREFIX)]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+# --- prepare / resume --------------------------------------------------------------------------
+
+
+def test_prepare_marks_running_and_restarts_an_unfinished_run(tmp_path):
+    out = prepare(tmp_path / "run")
+    assert read_status(out)["status"] == "running"
+    (out / "half.tif").write_text("x")
+    prepare(out)  # an unfinished run of ours starts afresh
+    assert not (out / "half.tif").exists()
+    mark(out, "complete")
+    with pytest.raises(InputError, match="holds a complete run; use --force"):
+        prepare(out)
+    prepare(out, force=True)
+    assert read_status(out)["status"] == "running"
+
+
+def test_resume_continues_only_an_unfinished_run(tmp_path):
+    with pytest.raises(InputError, match="holds no soilsource run to resume"):
+        resume(tmp_path / "none")
+    out = prepare(tmp_path / "run")
+    (out / "kept.tif").write_text("x")
+    assert resume(out) == out
+    assert (out / "kept.tif").exists()  # resuming keeps what was finished
+    assert read_status(out)["resumed"] is True
+    with pytest.raises(InputError, match="cannot be combined with --force"):
+        resume(out, force=True)
+    mark(out, "complete")
+    with pytest.raises(InputError, match="holds a complete run; nothing to resume"):
+        resume(out)
+
+
+# --- the environment ---------------------------------------------------------------------------
+
+
+def test_out_under_a_file_is_one_line(project, tmp_path, capsys):
+    out = project.parent / "samples.csv" / "run"
+    assert main(["run", str(project), "--out", str(out)]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert line == f"{PREFIX}--out: {out}: cannot write: Not a directory"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_out_in_a_read_only_directory_is_one_line(project, tmp_path, capsys):
+    parent = tmp_path / "locked"
+    parent.mkdir()
+    parent.chmod(0o500)
+    try:
+        assert main(["run", str(project), "--out", str(parent / "run")]) == 2
+    finally:
+        parent.chmod(0o700)
+    line = one_error_line(capsys.readouterr().err)
+    assert line == f"{PREFIX}--out: {parent / 'run'}: cannot write: Permission denied"
+
+
+def test_disk_full_is_one_line_and_leaves_nothing_that_looks_complete(
+    project, tmp_path, capsys, monkeypatch
+):
+    """The disk fills up while metrics.json is written: exit 2, no metrics.json, no
+    temporary file, run.json still 'running'; after freeing space --resume finishes."""
+    real = soilsource.pipeline.write_text_atomic
+
+    def full_disk(path, text):
+        if Path(path).name != "metrics.json":
+            return real(path, text)
+        with atomic_path(path) as tmp:
+            tmp.write_text(text[: len(text) // 2])  # half written, then the disk is full
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp))
+
+    monkeypatch.setattr(soilsource.pipeline, "write_text_atomic", full_disk)
+    out = tmp_path / "run"
+    assert main(["run", str(project), "--out", str(out)]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert line == (
+        f"{PREFIX}{out}: cannot write: no space left on device; "
+        "free some space and run again with --resume"
+    )
+    assert not (out / "metrics.json").exists()
+    assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
+    assert read_status(out)["status"] == "running" and not is_complete(out)
+
+    monkeypatch.setattr(soilsource.pipeline, "write_text_atomic", write_text_atomic)
+    assert main(["run", str(project), "--out", str(out), "--resume"]) == 0
+    assert is_complete(out) and (out / "metrics.json").is_file()
+
+
+def test_patches_too_big_for_memory_are_refused_before_training(
+    project, tmp_path, capsys, monkeypatch
+):
+    raw = yaml.safe_load(project.read_text())
+    raw["patch"]["size_m"] = 640  # 64 px: 10 samples x 3 bands x 64^2 x 4 B x 4 = 1.9 MiB
+    project.write_text(yaml.safe_dump(raw))
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(available=2**20))
+    out = tmp_path / "run"
+    assert main(["run", str(project), "--out", str(out)]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert line == (
+        f"{PREFIX}{project}: key 'patch.size_m': 10 patches of 64 x 64 px and 3 bands need "
+        "about 1.9 MiB of memory, 1.0 MiB is free; use a smaller patch.size_m"
+    )
+    assert not (out / CHECKPOINTS / "cv").exists()  # no fold was trained
