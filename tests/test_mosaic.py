@@ -8,7 +8,12 @@ import rasterio
 from rasterio.transform import from_origin
 from rasterio.windows import Window
 
-from soilsource.explain.mosaic import accumulate_window, mosaic_sensitivity, write_sensitivity
+from soilsource.explain.mosaic import (
+    accumulate_window,
+    expected_map,
+    mosaic_sensitivity,
+    write_sensitivity,
+)
 
 TRANSFORM = from_origin(500_000.0, 2_560_000.0, 10.0, 10.0)
 CRS = "EPSG:32649"
@@ -201,3 +206,69 @@ def test_a_region_without_maps_is_all_nodata(tmp_path):
     path = write_sensitivity(tmp_path / "s.tif", empty, none, none, **grid)
     with rasterio.open(path) as src:
         assert np.isnan(src.read(1)).all()
+
+
+def test_expected_map_is_the_nan_mean_at_each_offset():
+    rng = np.random.default_rng(3)
+    maps = rng.normal(size=(300, 6, 5))
+    maps[rng.random(maps.shape) < 0.2] = np.nan
+    maps[:, 0, 0] = np.nan  # an offset no map has a value at
+    expected = expected_map(maps, chunk=64)  # several chunks
+    oracle = np.nanmean(maps[:, 1:, :], axis=0)
+    np.testing.assert_allclose(expected[1:], oracle, rtol=1e-12)
+    assert expected[0, 0] == 0.0
+
+
+def test_relative_mosaic_is_the_mean_of_maps_minus_the_expected_map(tmp_path):
+    rng = np.random.default_rng(4)
+    height, width = 50, 60
+    maps = rng.normal(size=(30, 12, 12)).astype(np.float32)
+    row_off, col_off = rng.integers(-6, height, 30), rng.integers(-6, width, 30)
+    oracle = brute_force_mosaic(maps - np.nanmean(maps, axis=0), row_off, col_off, height, width)
+    in_memory = mosaic_sensitivity(maps, row_off, col_off, height, width, "relative")
+    np.testing.assert_allclose(in_memory, oracle, rtol=1e-5, atol=1e-6, equal_nan=True)
+    path = write_sensitivity(
+        tmp_path / "s.tif",
+        maps,
+        row_off,
+        col_off,
+        transform=TRANSFORM,
+        crs=CRS,
+        width=width,
+        height=height,
+        tile_px=16,
+        aggregation="relative",
+    )
+    with rasterio.open(path) as src:
+        np.testing.assert_allclose(src.read(1), oracle, rtol=1e-5, atol=1e-6, equal_nan=True)
+        assert src.tags(1)["AGGREGATION"] == "relative"
+
+
+def test_relative_mosaic_removes_the_blob_every_sample_shares_and_keeps_the_rest():
+    """Every map has the same centre blob; one place is extra sensitive for all its samples."""
+    size, height, width = 9, 40, 40
+    yy, xx = np.mgrid[:size, :size] - size // 2
+    blob = np.exp(-(yy**2 + xx**2) / 4.0)
+    rng = np.random.default_rng(5)
+    row_off, col_off = rng.integers(0, height - size, 60), rng.integers(0, width - size, 60)
+    source = (20, 20)
+    maps = np.repeat(blob[None], 60, axis=0)
+    for i, (r, c) in enumerate(zip(row_off, col_off, strict=True)):
+        y, x = source[0] - r, source[1] - c
+        if 0 <= y < size and 0 <= x < size:
+            maps[i, y, x] += 1.0
+    plain = mosaic_sensitivity(maps, row_off, col_off, height, width, "mean")
+    relative = mosaic_sensitivity(maps, row_off, col_off, height, width, "relative")
+    # The plain mean is dominated by the blobs; the relative map peaks at the source.
+    assert np.unravel_index(np.nanargmax(relative), relative.shape) == source
+    covered = np.isfinite(relative)
+    others = covered.copy()
+    others[source] = False
+    assert relative[source] > 5 * np.abs(relative[others]).max()
+    assert np.nanstd(plain[others]) > 10 * np.nanstd(relative[others])
+
+
+def test_an_unknown_aggregation_is_refused():
+    maps = np.ones((2, 4, 4))
+    with pytest.raises(ValueError, match="aggregation"):
+        mosaic_sensitivity(maps, np.array([0, 1]), np.array([0, 1]), 5, 5, "median")

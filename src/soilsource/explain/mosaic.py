@@ -15,6 +15,17 @@ Conventions
 - NaN inside a map (a pixel the patch did not see) contributes nothing.
 - Nodata is NaN: sensitivity is a signed float with no value to spare, NaN cannot be
   mistaken for a real value, and GDAL, QGIS, rasterio and numpy all read it as missing.
+
+Aggregation (``aggregation``)
+-----------------------------
+- ``"mean"``: the mean of the overlapping maps, as they are.
+- ``"relative"``: the mean of each map minus the *expected map*, the mean of all the
+  region's maps at the same offset from the patch centre (:func:`expected_map`). Every
+  sample's map is a blob around its own centre (the network weighs the innermost ring
+  most), so the plain mean mostly says where the samples are; what is left after taking
+  away what any sample shows at that offset is where *this* landscape matters more than
+  usual. It is signed: negative where a place matters less than the typical place at
+  that distance from a sample.
 """
 
 from __future__ import annotations
@@ -39,6 +50,11 @@ NODATA = float("nan")
 TILE_PX = 512
 """Side of the output tiles (and GeoTIFF blocks): 1 MiB of float32 per tile."""
 
+AGGREGATIONS = ("mean", "relative")
+"""Ways of combining the per-sample maps (see the module docstring)."""
+
+DEFAULT_AGGREGATION = "mean"
+
 
 def _check_inputs(maps: Sequence[np.ndarray], row_off: np.ndarray, col_off: np.ndarray) -> None:
     # Mismatched arrays are a bug in the caller, not something a user can fix.
@@ -55,6 +71,7 @@ def accumulate_window(
     col_off: np.ndarray,
     window: Window,
     samples: np.ndarray | None = None,
+    expected: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sum and count of every sample's map over one window of the grid.
 
@@ -69,6 +86,8 @@ def accumulate_window(
     samples:
         Indices of the samples to consider (default: all); those whose patch misses the
         window add nothing.
+    expected:
+        (H, W) map subtracted from every sample's map (aggregation ``"relative"``).
 
     Returns
     -------
@@ -104,10 +123,42 @@ def accumulate_window(
         if y0 >= y1 or x0 >= x1:
             continue
         part = np.asarray(maps[i][y0 - top : y1 - top, x0 - left : x1 - left], dtype=np.float64)
+        if expected is not None:
+            part = part - expected[y0 - top : y1 - top, x0 - left : x1 - left]
         seen = np.isfinite(part)
         total[y0:y1, x0:x1] += np.where(seen, part, 0.0)
         count[y0:y1, x0:x1] += seen
     return total, count
+
+
+def expected_map(maps: Sequence[np.ndarray], chunk: int = 256) -> np.ndarray:
+    """Mean of the maps at each offset in the patch: what any sample's map shows there.
+
+    NaN entries are left out; an offset no map has a value at gets 0. Read ``chunk``
+    maps at a time, so ``maps`` may be a :class:`numpy.memmap`.
+
+    >>> maps = np.stack([np.full((2, 2), 1.0), np.full((2, 2), 3.0)])
+    >>> maps[1, 0, 0] = np.nan
+    >>> expected_map(maps)
+    array([[1., 2.],
+           [2., 2.]])
+    """
+    total = np.zeros(_map_shape(maps), dtype=np.float64)
+    count = np.zeros_like(total)
+    for start in range(0, len(maps), chunk):
+        part = np.asarray(maps[start : start + chunk], dtype=np.float64)
+        seen = np.isfinite(part)
+        total += np.where(seen, part, 0.0).sum(axis=0)
+        count += seen.sum(axis=0)
+    return np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+
+
+def _expected_for(maps: Sequence[np.ndarray], aggregation: str) -> np.ndarray | None:
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+    if aggregation == "relative" and len(maps):
+        return expected_map(maps)
+    return None
 
 
 def _map_shape(maps: Sequence[np.ndarray]) -> tuple[int, int]:
@@ -129,21 +180,32 @@ def _samples_by_tile(
 
 
 def mosaic_sensitivity(
-    maps: Sequence[np.ndarray], row_off: np.ndarray, col_off: np.ndarray, height: int, width: int
+    maps: Sequence[np.ndarray],
+    row_off: np.ndarray,
+    col_off: np.ndarray,
+    height: int,
+    width: int,
+    aggregation: str = "mean",
 ) -> np.ndarray:
     """Mean of the overlapping per-sample maps on a ``height`` x ``width`` grid, in memory.
 
     For small regions and tests; :func:`write_sensitivity` does the same tile by tile.
-    Pixels no patch covers are NaN.
+    Pixels no patch covers are NaN. ``aggregation="relative"`` subtracts the
+    :func:`expected_map` from every map first.
 
     >>> maps = np.stack([np.full((2, 2), 1.0), np.full((2, 2), 3.0)])
     >>> mosaic_sensitivity(maps, np.array([0, 0]), np.array([0, 1]), 2, 4)
     array([[ 1.,  2.,  3., nan],
            [ 1.,  2.,  3., nan]], dtype=float32)
+    >>> mosaic_sensitivity(maps, np.array([0, 0]), np.array([0, 1]), 2, 4, "relative")
+    array([[-1.,  0.,  1., nan],
+           [-1.,  0.,  1., nan]], dtype=float32)
     """
     row_off, col_off = np.asarray(row_off), np.asarray(col_off)
     _check_inputs(maps, row_off, col_off)
-    total, count = accumulate_window(maps, row_off, col_off, Window(0, 0, width, height))
+    expected = _expected_for(maps, aggregation)
+    window = Window(0, 0, width, height)
+    total, count = accumulate_window(maps, row_off, col_off, window, expected=expected)
     return _mean(total, count)
 
 
@@ -163,6 +225,7 @@ def write_sensitivity(
     width: int,
     height: int,
     tile_px: int = TILE_PX,
+    aggregation: str = DEFAULT_AGGREGATION,
 ) -> Path:
     """Write the region's sensitivity mosaic as a tiled float32 GeoTIFF, atomically.
 
@@ -181,6 +244,9 @@ def write_sensitivity(
         Side of the tiles built one at a time (a multiple of 16: they are the GeoTIFF
         blocks). Memory is about ``12 * tile_px**2`` bytes plus the maps of the samples
         touching one tile.
+    aggregation:
+        ``"relative"`` (each map minus the region's :func:`expected_map`, one
+        extra pass over the maps) or ``"mean"`` (the maps as they are; default).
 
     Returns
     -------
@@ -191,6 +257,7 @@ def write_sensitivity(
     _check_inputs(maps, row_off, col_off)
     if tile_px <= 0 or tile_px % 16:
         raise ValueError(f"tile_px must be a positive multiple of 16, got {tile_px}")
+    expected = _expected_for(maps, aggregation)
     by_tile = _samples_by_tile(row_off, col_off, _map_shape(maps), tile_px) if len(maps) else {}
     profile = {
         "driver": "GTiff",
@@ -209,14 +276,20 @@ def write_sensitivity(
         "BIGTIFF": "IF_SAFER",
     }
     with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
-        dst.update_tags(1, DESCRIPTION="occlusion sensitivity: mean over overlapping patches")
+        dst.update_tags(
+            1,
+            DESCRIPTION="occlusion sensitivity: mean over overlapping patches",
+            AGGREGATION=aggregation,
+        )
         dst.set_band_description(1, "sensitivity")
         tiles = subdivide(Window(0, 0, width, height), tile_px, tile_px)
         for window in track(tiles, f"sensitivity mosaic {Path(path).stem}"):
             key = (int(window.row_off) // tile_px, int(window.col_off) // tile_px)
             samples = by_tile.get(key)
             if samples:
-                total, count = accumulate_window(maps, row_off, col_off, window, samples)
+                total, count = accumulate_window(
+                    maps, row_off, col_off, window, samples, expected=expected
+                )
                 block = _mean(total, count)
             else:  # written explicitly so that any TIFF reader sees nodata, not zeros
                 block = np.full((int(window.height), int(window.width)), NODATA, np.float32)
