@@ -28,6 +28,10 @@ from soilsource.models import SILICNet
 from soilsource.models.baselines import mobilenet_v3_small, resnet18
 
 BANDS, PATCH_PX, BATCH = 6, 128, 64
+REGION_SAMPLES, REGION_FITS, EPOCHS = 250, 6, 13
+"""Training time per region is estimated as one region's cross-validation at the pipeline's
+defaults: 5 folds + the final model (6 fits) of ~13 epochs (the mean that early stopping ran
+in ``bench_training``) over 250 samples, at the measured training-step rate."""
 
 
 def macs_per_patch(model: nn.Module) -> float:
@@ -147,12 +151,17 @@ def main(argv: list[str] | None = None) -> None:
         f"{model.grid_px} x {model.grid_px} cells, receptive field {model.receptive_field_px} "
         f"px, {model.n_rings} rings.\n"
     )
-    print("| model | parameters | MMAC / patch | inference patches/s | train-step patches/s |")
-    print("|---|---:|---:|---:|---:|")
+    print(
+        "| model | parameters | MMAC / patch | inference patches/s | train-step patches/s "
+        f"| training s / region (est.: {REGION_FITS} fits x {EPOCHS} epochs x "
+        f"{REGION_SAMPLES} samples) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
     for r in rows:
+        region_s = REGION_FITS * EPOCHS * REGION_SAMPLES / r["train"]
         print(
             f"| {r['model']} | {r['params']:,} | {r['mmac']:.1f} | {r['infer']:.0f} "
-            f"| {r['train']:.0f} |"
+            f"| {r['train']:.0f} | {region_s:.0f} |"
         )
     if args.design:
         design_table(args.repeats)
