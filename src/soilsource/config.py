@@ -343,8 +343,9 @@ def load_config(path: str | PathLike[str]) -> Config:
         where = f"line {mark.line + 1}" if mark is not None else ""
         problem = exc.problem or exc.context or "invalid YAML"
         raise InputError(path, where, f"YAML syntax error: {problem}") from None
-    except yaml.YAMLError as exc:
-        raise InputError(path, "", f"YAML syntax error: {exc}") from None
+    except yaml.YAMLError as exc:  # e.g. a control character: the reader's first line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(path, "", f"YAML syntax error: {first}") from None
     if not isinstance(raw, dict):
         raise InputError(path, "", "expected a mapping of keys (samples:, imagery:, label:, ...)")
     return config_from_dict(raw, base_dir=path.parent, source=path)

@@ -44,7 +44,8 @@ class InputError(Exception):
     def line(self) -> str:
         """The one-line message the command line prints."""
         parts = [self.source, self.where, self.message]
-        return ": ".join(p for p in parts if p)
+        line = ": ".join(p for p in parts if p)
+        return " ".join(line.splitlines())  # one line, whatever a library's message holds
 
 
 def format_rows(rows: list[int], limit: int = 10) -> str:
