@@ -207,6 +207,15 @@ class ExplainConfig(_Section):
     hotspot_share: Share = Field(
         default=0.05, description="Top share of sensitivity that forms hotspots."
     )
+    aggregation: Literal["mean", "relative"] = Field(
+        default="mean",
+        description=(
+            "How the per-sample maps combine into the region map: 'relative' subtracts the "
+            "expected map (the mean of all maps at each offset from the sample) first, so "
+            "the map shows where this landscape matters more than usual; 'mean' averages "
+            "the maps as they are."
+        ),
+    )
 
 
 Baseline = Literal["random_forest", "mobilenet_v3_small", "resnet18"]

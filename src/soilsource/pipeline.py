@@ -343,6 +343,7 @@ def explain(
                     crs=raster.crs,
                     width=raster.width,
                     height=raster.height,
+                    aggregation=config.explain.aggregation,
                 )
             landuse = open_landuse(config.landuse, region.name) if config.landuse else None
             classes = landuse.classes if landuse else None
