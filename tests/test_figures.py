@@ -18,7 +18,7 @@ from soilsource.figures import (
     overlay_png,
     read_on_grid,
     symmetric_norm,
-    true_colour_png,
+    true_colour_jpeg,
 )
 
 
@@ -60,15 +60,19 @@ def test_small_raster_is_not_upsampled(tmp_path):
     assert (col[0], row[0]) == (30, 10)
 
 
-def test_true_colour_picks_bands_by_name_and_hides_nodata(tmp_path):
+def test_true_colour_picks_bands_by_name_and_greys_nodata(tmp_path):
     data = np.zeros((3, 50, 50), "uint16")
-    data[2] = 1000  # "red" is band 3: the picture is red where there is data
+    data[2, :, 25:] = 1000  # "red" is band 3: the right half is red, the left black
     data[:, :10] = 0  # nodata rows
     data[:, 10:] += 1
     path = _raster(tmp_path / "rgb.tif", data, descriptions=["blue", "green", "red"])
-    rgba = _png(true_colour_png(path, map_grid(path)))
-    assert rgba.shape == (50, 50, 4)
-    assert (rgba[:10, :, 3] == 0).all() and (rgba[10:, :, 3] == 255).all()
+    jpeg = true_colour_jpeg(path, map_grid(path))
+    assert jpeg[:2] == b"\xff\xd8"
+    rgb = _png(jpeg)[..., :3].astype(int)
+    assert rgb.shape == (50, 50, 3)
+    assert np.abs(rgb[1:5, 2:20] - [233, 236, 239]).max() < 16  # nodata: the page grey (JPEG)
+    assert rgb[30, 40, 0] > 200 and rgb[30, 40, 2] < 50  # red where red is high
+    assert rgb[30, 10].max() < 50  # dark where it is low
 
 
 def test_sensitivity_overlay_fades_at_zero_and_hides_nodata():

@@ -77,7 +77,7 @@ def test_pipeline_writes_a_complete_report(run_dir):
             assert f"{entry['auc']:.3f}" in html
     # One map per region, each with imagery, both overlays, samples and the opacity slider.
     assert html.count('<article class="map"') == len(metrics["regions"])
-    assert html.count('class="base" src="data:image/png;base64,') == len(metrics["regions"])
+    assert html.count('class="base" src="data:image/jpeg;base64,') == len(metrics["regions"])
     assert html.count('data-overlay="sensitivity"') == len(metrics["regions"])
     assert html.count('data-overlay="probability"') == len(metrics["regions"])
     assert html.count('data-control="opacity"') == len(metrics["regions"])
@@ -142,7 +142,7 @@ def test_missing_optional_outputs_are_reported(run_dir, tmp_path):
     assert "No land-use statistics" in html
     assert "no timings in run.json" in html
     # Without sensitivity or probability rasters the maps still show imagery.
-    assert 'class="base" src="data:image/png' in html
+    assert 'class="base" src="data:image/jpeg' in html
     assert 'data-overlay="sensitivity"' not in html
 
 

@@ -206,15 +206,24 @@ def stretch(data: np.ma.MaskedArray, percentiles: tuple[float, float] = (2, 98))
     return out
 
 
-def true_colour_png(path: str | PathLike[str], grid: MapGrid) -> bytes:
-    """The imagery as a percentile-stretched true-colour PNG on ``grid`` (nodata transparent)."""
+NODATA_GREY = (0.914, 0.925, 0.937)
+"""Colour of imagery nodata in the report (the page's map background, #e9ecef)."""
+
+
+def true_colour_jpeg(path: str | PathLike[str], grid: MapGrid, quality: int = 85) -> bytes:
+    """The imagery as a percentile-stretched true-colour JPEG on ``grid``, nodata grey.
+
+    JPEG, not PNG: imagery is photographic, and at quality 85 it is about six times
+    smaller than a PNG with no visible difference at report size (a 512 px region:
+    110 kB instead of 710 kB). The overlays, which need exact colours and
+    transparency, stay PNG.
+    """
     with rasterio.open(path) as src:
         bands = true_colour_bands(src.descriptions)
     data = read_on_grid(path, grid, bands)
-    rgba = np.ones((grid.height, grid.width, 4), dtype="float32")
-    rgba[..., :3] = np.moveaxis(stretch(data), 0, -1)
-    rgba[..., 3] = ~np.ma.getmaskarray(data).all(axis=0)
-    return png_bytes(rgba)
+    rgb = np.moveaxis(stretch(data), 0, -1)
+    rgb[np.ma.getmaskarray(data).all(axis=0)] = NODATA_GREY
+    return image_bytes(rgb, "jpeg", quality=quality)
 
 
 def overlay_png(
@@ -287,7 +296,23 @@ def colours_hex(values: np.ndarray, cmap: str | Colormap, norm: Normalize) -> li
 
 
 def png_bytes(rgba: np.ndarray) -> bytes:
-    """PNG of an (H, W, 3 or 4) float array in 0-1 (matplotlib's writer, via Pillow)."""
+    """PNG of an (H, W, 3 or 4) float array in 0-1, with a palette of at most 256 colours.
+
+    Map overlays come from a colour map, so a palette loses next to nothing and makes
+    them about eight times smaller than true-colour PNGs.
+    """
+    return image_bytes(rgba, "png")
+
+
+def image_bytes(rgb: np.ndarray, fmt: str, quality: int = 85) -> bytes:
+    """``png`` (palette, with alpha) or ``jpeg`` bytes of an (H, W, 3 or 4) float array in 0-1."""
+    from PIL import Image
+
+    array = np.round(np.clip(np.nan_to_num(rgb), 0, 1) * 255).astype("uint8")
+    image = Image.fromarray(array, "RGBA" if array.shape[-1] == 4 else "RGB")
     buffer = io.BytesIO()
-    plt.imsave(buffer, np.clip(np.nan_to_num(rgba), 0, 1), format="png")
+    if fmt == "jpeg":
+        image.convert("RGB").save(buffer, "JPEG", quality=quality)
+    else:
+        image.quantize(256, method=Image.Quantize.FASTOCTREE).save(buffer, "PNG", optimize=True)
     return buffer.getvalue()

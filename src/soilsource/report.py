@@ -49,7 +49,7 @@ from soilsource.figures import (
     overlay_png,
     read_on_grid,
     symmetric_norm,
-    true_colour_png,
+    true_colour_jpeg,
 )
 from soilsource.inputs.imagery import region_path
 from soilsource.progress import track
@@ -102,8 +102,10 @@ def write_report(run_dir: str | PathLike[str], *, seconds: dict[str, float] | No
     run_dir:
         A run directory with at least ``config.yaml`` and ``metrics.json``.
     seconds:
-        Step timings to show; by default those of ``run.json`` (the pipeline passes its
-        own, since it writes the report before it marks the run complete).
+        Step timings of a run that has just finished. The pipeline passes its own, since
+        it writes the report as its last step, before it marks ``run.json`` complete; the
+        report then calls the run complete. By default, timings and status are those of
+        ``run.json``.
 
     Returns
     -------
@@ -175,7 +177,7 @@ def gather(run_dir: Path, *, seconds: dict[str, float] | None = None) -> dict[st
         "title": f"soilsource report: {metrics.get('metal', config.metal)}",
         "run_dir": str(run_dir.resolve()),
         "built": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "status": status.get("status", "unknown"),
+        "status": "complete" if seconds is not None else status.get("status", "unknown"),
         "metrics": metrics,
         "baselines": _baseline_names(metrics),
         "model_labels": LABELS,
@@ -300,14 +302,14 @@ def _roc_images(run_dir: Path, regions: list[str]) -> list[tuple[str, str | None
     return [(r, _data_uri(run_dir / "figures" / f"roc_{r}.png")) for r in regions]
 
 
-def _data_uri(path_or_bytes: Path | bytes | None) -> str | None:
+def _data_uri(path_or_bytes: Path | bytes | None, mime: str = "image/png") -> str | None:
     if isinstance(path_or_bytes, Path):
         if not path_or_bytes.is_file():
             return None
         path_or_bytes = path_or_bytes.read_bytes()
     if path_or_bytes is None:
         return None
-    return "data:image/png;base64," + base64.b64encode(path_or_bytes).decode("ascii")
+    return f"data:{mime};base64," + base64.b64encode(path_or_bytes).decode("ascii")
 
 
 # --- maps ----------------------------------------------------------------------------------------
@@ -368,7 +370,7 @@ def _region_map(
         return result
     grid = result.grid = map_grid(reference)
     if imagery is not None:
-        result.imagery = _data_uri(true_colour_png(imagery, grid))
+        result.imagery = _data_uri(true_colour_jpeg(imagery, grid), "image/jpeg")
     else:
         result.notes.append("imagery not found (the configuration's path); no background")
     if sensitivity.is_file():
