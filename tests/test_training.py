@@ -166,6 +166,44 @@ def test_fit_monitor_loss_restores_lowest_validation_loss():
     assert result.epochs_run == 6 and not result.stopped_early
 
 
+def test_fit_without_early_stopping_trains_every_sample_for_max_epochs():
+    x, y = blob_task(n=64)
+    settings = TrainSettings(max_epochs=4, batch_size=16, patience=1, early_stopping=False)
+    result = fit(small_cnn(), x, y, seed=0, device="cpu", settings=settings, num_threads=1)
+    assert result.val_split == "none" and len(result.val_index) == 0
+    assert np.array_equal(result.train_index, np.arange(64))
+    assert result.epochs_run == result.best_epoch == 4 and not result.stopped_early
+    assert all(h.val_loss is None for h in result.history)
+
+
+def test_fit_cosine_schedule_decays_the_learning_rate_to_zero():
+    x, y = blob_task(n=48)
+    model = small_cnn()
+    base = TrainSettings(max_epochs=3, batch_size=16, early_stopping=False, lr=1e-2)
+    cosine = TrainSettings(**{**base.__dict__, "schedule": "cosine"})
+    steps = []
+    original = torch.optim.AdamW.step
+
+    def record(self, *args, **kwargs):
+        steps.append(self.param_groups[0]["lr"])
+        return original(self, *args, **kwargs)
+
+    torch.optim.AdamW.step = record
+    try:
+        fit(model, x, y, device="cpu", settings=cosine, num_threads=1)
+        n_cosine = len(steps)
+        fit(small_cnn(), x, y, device="cpu", settings=base, num_threads=1)
+    finally:
+        torch.optim.AdamW.step = original
+    per_epoch = n_cosine // 3
+    cosine_lr, constant_lr = steps[:n_cosine], steps[n_cosine:]
+    assert cosine_lr[0] == pytest.approx(1e-2) and set(constant_lr) == {1e-2}
+    # one value per epoch, decreasing along half a cosine: 1, 0.75, 0.25 of lr
+    assert cosine_lr[::per_epoch] == pytest.approx([1e-2, 7.5e-3, 2.5e-3])
+    with pytest.raises(ValueError, match="schedule"):
+        TrainSettings(schedule="step")  # type: ignore[arg-type]
+
+
 def test_fit_is_repeatable_bit_for_bit_and_seed_matters():
     x, y = blob_task(n=64)
     settings = TrainSettings(max_epochs=3, batch_size=16, patience=3)

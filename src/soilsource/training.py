@@ -105,6 +105,11 @@ class TrainSettings:
     repository) ``lr=1e-3`` gave a wider plateau around the best epoch than 2e-3 or
     1e-2, weight decay from 1e-2 to 0.5 made no difference, and without augmentation
     the training AUC reached 1.0 within 20 epochs.
+
+    ``early_stopping=False`` trains on every sample for exactly ``max_epochs`` (no inner
+    validation split: with ~150 samples a region the split costs a fifth of them);
+    ``schedule="cosine"`` decays the learning rate along half a cosine to zero at
+    ``max_epochs``.
     """
 
     max_epochs: int = 20
@@ -116,6 +121,8 @@ class TrainSettings:
     monitor: Literal["auc", "loss"] = "loss"
     augment: bool = True
     predict_batch_size: int = 64
+    early_stopping: bool = True
+    schedule: Literal["constant", "cosine"] = "constant"
 
     def __post_init__(self) -> None:
         if self.max_epochs < 1 or self.batch_size < 2 or self.patience < 1:
@@ -124,6 +131,8 @@ class TrainSettings:
             raise ValueError(f"val_fraction must be in (0, 0.5), got {self.val_fraction}")
         if self.monitor not in ("auc", "loss"):
             raise ValueError(f"monitor must be 'auc' or 'loss', got {self.monitor!r}")
+        if self.schedule not in ("constant", "cosine"):
+            raise ValueError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
 
 
 @dataclass(frozen=True)
@@ -388,10 +397,13 @@ def fit(
     device = resolve_device(device)
     start = time.perf_counter()
 
-    train_idx, val_idx, val_split = inner_split(
-        labels, groups, val_fraction=settings.val_fraction, seed=derive_seed(seed, 0)
-    )
-    if val_split == "none":
+    if settings.early_stopping:
+        train_idx, val_idx, val_split = inner_split(
+            labels, groups, val_fraction=settings.val_fraction, seed=derive_seed(seed, 0)
+        )
+    else:  # every sample trains, for exactly max_epochs
+        train_idx, val_idx, val_split = np.arange(len(labels)), np.arange(0), "none"
+    if val_split == "none" and settings.early_stopping:
         warn(
             f"too few samples of a class for early stopping; training {settings.max_epochs} epochs"
         )
@@ -410,6 +422,11 @@ def fit(
             model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
         )
         loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, device=device))
+        scheduler = (
+            torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=settings.max_epochs)
+            if settings.schedule == "cosine"
+            else None
+        )
         train_t = torch.as_tensor(train_idx)
 
         history: list[EpochLog] = []
@@ -431,6 +448,8 @@ def fit(
                 optimiser.step()
                 total += loss.item() * len(batch)
                 seen += len(batch)
+            if scheduler is not None:
+                scheduler.step()
 
             log = _validate(model, x_val, y_val, loss_fn, device, settings, epoch, total / seen)
             history.append(log)
