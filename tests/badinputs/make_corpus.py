@@ -117,6 +117,7 @@ def main() -> None:
     write_case(
         "config_list_with_template", changed(imagery__path=["imagery.tif", "imagery/{region}.tif"])
     )
+    write_case("config_zero_epochs", changed(train__max_epochs=0))
     write_case("config_unknown_baseline", changed(model={"baselines": ["xgboost"]}))
 
     # --- samples
@@ -160,6 +161,10 @@ def main() -> None:
         t.loc[7, "ph"] = 15.2
 
     write_case("samples_ph_outside_range", samples__csv=samples(ph_15))
+    def slash(t):
+        t.loc[[0, 2], "region"] = "north/east"
+
+    write_case("samples_region_with_slash", samples__csv=samples(slash))
     write_case("samples_not_a_table", samples__csv=bytes(range(256)) * 4)
     write_case(
         "samples_swapped_crs", changed(samples__crs="EPSG:32649")
