@@ -146,3 +146,23 @@ def test_patches_too_big_for_memory_are_refused_before_training(
         "about 1.9 MiB of memory, 1.0 MiB is free; use a smaller patch.size_m"
     )
     assert not (out / CHECKPOINTS / "cv").exists()  # no fold was trained
+
+
+def test_every_file_of_a_run_is_moved_into_place(project, tmp_path, monkeypatch):
+    """Each output file appears by os.replace of a temporary name (soilsource.atomic), so
+    no file in a run directory was ever visible half written under its final name."""
+    moved: set[Path] = set()
+    replace = os.replace
+
+    def spy(src, dst):
+        moved.add(Path(dst))
+        return replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", spy)
+    out = tmp_path / "run"
+    assert main(["run", str(project), "--out", str(out)]) == 0
+    files = {p for p in out.rglob("*") if p.is_file()}
+    assert files and is_complete(out)
+    by_directory = {p for p in files if any(parent in moved for parent in p.parents)}
+    assert files - by_directory <= moved, sorted(map(str, files - moved - by_directory))
+    assert not [p for p in files if ".tmp-" in p.name or ".partial-" in str(p)]
