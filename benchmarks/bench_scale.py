@@ -13,7 +13,8 @@ computed (each row is 512 x 20,000 px, 40 tiles) and the time for the whole regi
 Peak RSS is sampled every 0.2 s over this process and all its children (Dask workers).
 
 Table 2, a ``--crop`` x ``--crop`` window of the same region written with the local session
-(1 and 2 pool threads) and with a Dask ``LocalCluster`` of 1, 2 and 4 worker processes
+(the default, one task per core with one torch thread each; and one task at a time with
+all cores as torch threads) and with a Dask ``LocalCluster`` of 1, 2 and 4 worker processes
 (one thread each; torch threads per worker = cores // workers), cluster start-up reported
 apart from the map time.
 
@@ -161,9 +162,9 @@ def full_region(args, folder: Path, model: SILICNet) -> None:
     print(
         f"Region {args.size:,} x {args.size:,} px x {BANDS} bands uint16 (written in "
         f"{written_s:.0f} s, {path.stat().st_size / 2**30:.1f} GiB), SI-LICNet {PATCH_PX} px "
-        f"patches, random weights; tiles of {TILE_PX} px; local session (default); "
-        f"{torch.get_num_threads()} torch threads; load average {os.getloadavg()[0]:.1f} on "
-        f"{os.cpu_count()} CPUs (shared machine).\n"
+        f"patches, random weights; tiles of {TILE_PX} px; local session (default: "
+        f"{torch.get_num_threads()} tasks at a time, 1 torch thread each); load average "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (shared machine).\n"
     )
     print("| what | pixels mapped | seconds | pixels / s | peak RSS (GiB, with children) |")
     print("|---|---:|---:|---:|---:|")
@@ -196,7 +197,11 @@ def workers_table(args, folder: Path, model: SILICNet) -> None:
     )
     print("| session | start-up s | map s | pixels / s | speed-up vs local | peak RSS GiB |")
     print("|---|---:|---:|---:|---:|---:|")
-    setups = [("local, 1 task at a time (default)", {}), ("local, 2 threads", {"local_threads": 2})]
+    cores = torch.get_num_threads()
+    setups = [
+        (f"local (default): {cores} tasks at a time, 1 torch thread each", {}),
+        (f"local: 1 task at a time, {cores} torch threads", {"local_threads": 1}),
+    ]
     setups += [(f"Dask LocalCluster, {n} worker(s)", {"workers": n}) for n in args.workers]
     reference = None
     for name, kwargs in setups:

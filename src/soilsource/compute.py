@@ -4,12 +4,13 @@ The two loops that grow with the area mapped (tiles of the probability maps) and
 samples (batches of occlusion) are written once, as a function applied to a list of
 small tasks. A :class:`Session` runs them:
 
-- **local** (``scheduler=None``, the default): a small thread pool in this process. No
-  start-up cost, no copies; torch's own threads share the cores with the pool's threads,
-  and the main thread writes results while the next task computes. On a 2-core laptop
-  this is the fastest and least surprising choice (``docs/scale.md`` has the
-  measurements: a process-based ``LocalCluster`` costs seconds to start and memory per
-  worker, and gains nothing when torch already uses every core).
+- **local** (``scheduler=None``, the default): a thread pool in this process, one task
+  per core, each task with one torch thread (torch and GDAL release the GIL). No start-up
+  cost, no copies, and the main thread writes results while the tasks compute. On a
+  2-core machine this was the fastest choice measured (``docs/scale.md``): independent
+  single-threaded tasks beat one task with two torch threads (which wait on each other,
+  badly so when other jobs hold the cores), and a process-based ``LocalCluster`` costs
+  seconds to start and a Python-with-torch (~1 GiB) per worker.
 - **Dask** (``scheduler="tcp://host:8786"``, or ``workers=N`` for a ``LocalCluster`` of
   N processes): a ``distributed.Client``. Shared state (the model's weights, as plain
   arrays) is scattered to the workers once; each task names its inputs (a raster path and
@@ -51,12 +52,6 @@ __all__ = [
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-LOCAL_THREADS = 1
-"""Tasks computed at once in the local session. One task at a time, with torch's own
-threads on every core, measured as fast as two tasks with a thread each on 2 cores
-(``benchmarks/bench_scale.py``), and it needs half the memory; the main thread still
-writes one result while the next task computes."""
 
 
 @dataclass
@@ -146,7 +141,7 @@ def compute_session(
     *,
     workers: int | None = None,
     threads_per_worker: int = 1,
-    local_threads: int = LOCAL_THREADS,
+    local_threads: int | None = None,
     max_in_flight: int | None = None,
     timeout: str = "20s",
 ) -> Iterator[Session]:
@@ -163,7 +158,8 @@ def compute_session(
     threads_per_worker:
         Threads of each ``LocalCluster`` worker.
     local_threads:
-        Tasks computed at once by the local thread pool.
+        Tasks computed at once by the local thread pool; default torch's thread count
+        (the cores), each task then with one torch thread.
     max_in_flight:
         Tasks submitted and not yet consumed; default twice the slots (at least 2), so
         every slot has its next task waiting while the main thread writes.
@@ -211,10 +207,11 @@ def compute_session(
             if cluster is not None:
                 cluster.close()
         return
-    if local_threads < 1:
-        raise ValueError(f"local_threads must be >= 1, got {local_threads}")
     # Torch's threads as the caller set them (all cores by default), shared among the tasks.
     threads = torch.get_num_threads()
+    local_threads = threads if local_threads is None else local_threads
+    if local_threads < 1:
+        raise ValueError(f"local_threads must be >= 1, got {local_threads}")
     try:
         with ThreadPoolExecutor(local_threads, thread_name_prefix="soilsource") as pool:
             yield Session(
