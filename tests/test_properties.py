@@ -66,6 +66,16 @@ def _write(folder: Path, name: str, text: str) -> Path:
     return path
 
 
+def result_or_input_error(load, path: Path):
+    """``load(path)``, or None after checking that the InputError is one line naming ``path``."""
+    try:
+        return load(path)
+    except InputError as exc:
+        assert exc.line().startswith(str(path))
+        assert "\n" not in exc.line()
+        return None
+
+
 @st.composite
 def broken_configs(draw) -> dict:
     """The valid configuration with a few keys set to arbitrary values, added or deleted."""
@@ -86,12 +96,8 @@ def broken_configs(draw) -> dict:
 def test_config_loader_raises_only_input_errors(raw):
     with tempfile.TemporaryDirectory() as tmp:
         path = _write(Path(tmp), "config.yaml", yaml.safe_dump(raw, allow_unicode=True))
-        try:
-            config = load_config(path)
-        except InputError as exc:
-            assert exc.line().startswith(str(path))
-            assert "\n" not in exc.line()
-        else:
+        config = result_or_input_error(load_config, path)
+        if config is not None:
             assert isinstance(config, Config)
             assert config.explain.window_m <= config.patch.size_m
 
@@ -100,11 +106,7 @@ def test_config_loader_raises_only_input_errors(raw):
 @given(st.text(max_size=200))
 def test_config_loader_on_arbitrary_text(text):
     with tempfile.TemporaryDirectory() as tmp:
-        path = _write(Path(tmp), "config.yaml", text)
-        try:
-            load_config(path)
-        except InputError as exc:
-            assert "\n" not in exc.line()
+        result_or_input_error(load_config, _write(Path(tmp), "config.yaml", text))
 
 
 CELLS = st.one_of(
@@ -138,12 +140,8 @@ def test_sample_loader_raises_only_input_errors(text):
     with tempfile.TemporaryDirectory() as tmp:
         path = _write(Path(tmp), "samples.csv", text)
         spec = SamplesConfig(**{**VALID["samples"], "path": path})
-        try:
-            samples = read_samples(spec)
-        except InputError as exc:
-            assert exc.line().startswith(str(path))
-            assert "\n" not in exc.line()
-        else:
+        samples = result_or_input_error(lambda _: read_samples(spec), path)
+        if samples is not None:
             assert len(samples) >= 1
             assert samples["value"].ge(0).all()
             assert samples.geometry.x.notna().all()

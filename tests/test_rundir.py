@@ -39,7 +39,10 @@ def project(tmp_path: Path) -> Path:
     return root / "config.yaml"
 
 
-def one_error_line(err: str) -> str:
+def run_error(config: Path, out: Path, capsys) -> str:
+    """``soilsource run CONFIG --out OUT``, which must fail with one line and exit 2."""
+    assert main(["run", str(config), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
     assert "Traceback" not in err
     lines = [line for line in err.splitlines() if line.startswith(PREFIX)]
     assert len(lines) == 1, err
@@ -82,9 +85,7 @@ def test_resume_continues_only_an_unfinished_run(tmp_path):
 
 def test_out_under_a_file_is_one_line(project, tmp_path, capsys):
     out = project.parent / "samples.csv" / "run"
-    assert main(["run", str(project), "--out", str(out)]) == 2
-    line = one_error_line(capsys.readouterr().err)
-    assert line == f"{PREFIX}--out: {out}: cannot write: Not a directory"
+    assert run_error(project, out, capsys) == f"{PREFIX}--out: {out}: cannot write: Not a directory"
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
@@ -93,10 +94,9 @@ def test_out_in_a_read_only_directory_is_one_line(project, tmp_path, capsys):
     parent.mkdir()
     parent.chmod(0o500)
     try:
-        assert main(["run", str(project), "--out", str(parent / "run")]) == 2
+        line = run_error(project, parent / "run", capsys)
     finally:
         parent.chmod(0o700)
-    line = one_error_line(capsys.readouterr().err)
     assert line == f"{PREFIX}--out: {parent / 'run'}: cannot write: Permission denied"
 
 
@@ -116,9 +116,7 @@ def test_disk_full_is_one_line_and_leaves_nothing_that_looks_complete(
 
     monkeypatch.setattr(soilsource.pipeline, "write_text_atomic", full_disk)
     out = tmp_path / "run"
-    assert main(["run", str(project), "--out", str(out)]) == 2
-    line = one_error_line(capsys.readouterr().err)
-    assert line == (
+    assert run_error(project, out, capsys) == (
         f"{PREFIX}{out}: cannot write: no space left on device; "
         "free some space and run again with --resume"
     )
@@ -139,9 +137,7 @@ def test_patches_too_big_for_memory_are_refused_before_training(
     project.write_text(yaml.safe_dump(raw))
     monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(available=2**20))
     out = tmp_path / "run"
-    assert main(["run", str(project), "--out", str(out)]) == 2
-    line = one_error_line(capsys.readouterr().err)
-    assert line == (
+    assert run_error(project, out, capsys) == (
         f"{PREFIX}{project}: key 'patch.size_m': 10 patches of 64 x 64 px and 3 bands need "
         "about 1.9 MiB of memory, 1.0 MiB is free; use a smaller patch.size_m"
     )
