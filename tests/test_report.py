@@ -266,3 +266,12 @@ def test_report_in_headless_chromium(run_dir, browser, tmp_path):
     assert browser.save_screenshot(str(shot))
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
     assert pixels.shape[0] > 500 and pixels.std() > 10, "blank screenshot"
+
+
+def test_relative_aggregation_is_explained(run_dir, tmp_path):
+    out = _copy(run_dir, tmp_path / "relative", keep=("config.yaml", "metrics.json"))
+    assert "aggregation: relative" not in _html(write_report(out))
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    config["explain"]["aggregation"] = "relative"
+    (out / "config.yaml").write_text(yaml.safe_dump(config))
+    assert "<code>explain.aggregation: relative</code>" in _html(write_report(out))

@@ -49,6 +49,7 @@ from soilsource.figures import (
     overlay_png,
     read_on_grid,
     symmetric_norm,
+    true_colour_bands,
     true_colour_jpeg,
 )
 from soilsource.inputs.imagery import region_path
@@ -85,6 +86,7 @@ class RegionMap:
     region: str
     grid: MapGrid | None = None
     imagery: str | None = None
+    imagery_label: str = ""
     sensitivity: str | None = None
     sensitivity_bar: str | None = None
     probability: str | None = None
@@ -195,6 +197,7 @@ def gather(run_dir: Path, *, seconds: dict[str, float] | None = None) -> dict[st
         "seconds": seconds if seconds is not None else status.get("seconds", {}),
         "missing": missing,
         "significance": SIGNIFICANCE,
+        "relative": getattr(config.explain, "aggregation", "mean") == "relative",
     }
 
 
@@ -371,6 +374,7 @@ def _region_map(
     grid = result.grid = map_grid(reference)
     if imagery is not None:
         result.imagery = _data_uri(true_colour_jpeg(imagery, grid), "image/jpeg")
+        result.imagery_label = _composite_label(imagery)
     else:
         result.notes.append("imagery not found (the configuration's path); no background")
     if sensitivity.is_file():
@@ -379,9 +383,9 @@ def _region_map(
         result.sensitivity = _data_uri(
             overlay_png(values, SENSITIVITY_CMAP, norm, fade_centre=True)
         )
-        result.sensitivity_bar = _data_uri(
-            colour_bar_png(SENSITIVITY_CMAP, norm, "sensitivity (drop in probability)")
-        )
+        relative = getattr(config.explain, "aggregation", "mean") == "relative"
+        label = "sensitivity (drop in probability" + (", relative)" if relative else ")")
+        result.sensitivity_bar = _data_uri(colour_bar_png(SENSITIVITY_CMAP, norm, label))
     else:
         result.notes.append("no sensitivity map (no trained model for this region)")
     if probability.is_file():
@@ -398,6 +402,21 @@ def _region_map(
     if hotspots is not None:
         result.hotspots = _hotspot_paths(hotspots[hotspots["region"] == region], grid)
     return result
+
+
+def _composite_label(path: Path) -> str:
+    """'true colour (red, green, blue)' or 'false colour: R = swir1, G = nir, B = red'."""
+    import rasterio
+
+    with rasterio.open(path) as src:
+        names = [d or f"band {i + 1}" for i, d in enumerate(src.descriptions)]
+    bands = true_colour_bands(tuple(src.descriptions))
+    chosen = [names[b - 1] for b in bands]
+    if [c.lower() for c in chosen] == ["red", "green", "blue"]:
+        return "true colour (red, green, blue bands)"
+    if len(set(bands)) == 1:
+        return f"grey scale of {chosen[0]}"
+    return "false colour: R = {}, G = {}, B = {}".format(*chosen)
 
 
 def _value_norm(predictions: pd.DataFrame | None) -> Normalize | None:
