@@ -166,9 +166,9 @@ def test_fit_monitor_loss_restores_lowest_validation_loss():
     assert result.epochs_run == 6 and not result.stopped_early
 
 
-def test_fit_without_early_stopping_trains_every_sample_for_max_epochs():
+def test_fit_without_patience_trains_every_sample_for_max_epochs():
     x, y = blob_task(n=64)
-    settings = TrainSettings(max_epochs=4, batch_size=16, patience=1, early_stopping=False)
+    settings = TrainSettings(max_epochs=4, batch_size=16, patience=None)
     result = fit(small_cnn(), x, y, seed=0, device="cpu", settings=settings, num_threads=1)
     assert result.val_split == "none" and len(result.val_index) == 0
     assert np.array_equal(result.train_index, np.arange(64))
@@ -179,7 +179,7 @@ def test_fit_without_early_stopping_trains_every_sample_for_max_epochs():
 def test_fit_cosine_schedule_decays_the_learning_rate_to_zero():
     x, y = blob_task(n=48)
     model = small_cnn()
-    base = TrainSettings(max_epochs=3, batch_size=16, early_stopping=False, lr=1e-2)
+    base = TrainSettings(max_epochs=3, batch_size=16, patience=None, lr=1e-2)
     cosine = TrainSettings(**{**base.__dict__, "schedule": "cosine"})
     steps = []
     original = torch.optim.AdamW.step
@@ -251,6 +251,8 @@ def test_fit_rejects_bad_inputs():
         TrainSettings(val_fraction=0.7)
     with pytest.raises(ValueError):
         TrainSettings(monitor="accuracy")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="patience"):
+        TrainSettings(patience=0)
 
 
 def test_predict_proba_is_deterministic_in_eval_mode():

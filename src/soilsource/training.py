@@ -106,26 +106,27 @@ class TrainSettings:
     1e-2, weight decay from 1e-2 to 0.5 made no difference, and without augmentation
     the training AUC reached 1.0 within 20 epochs.
 
-    ``early_stopping=False`` trains on every sample for exactly ``max_epochs`` (no inner
-    validation split: with ~150 samples a region the split costs a fifth of them);
+    ``patience=None`` trains on every sample for exactly ``max_epochs`` (no inner
+    validation split and no early stopping: with ~150 samples a region the split costs a
+    fifth of them);
     ``schedule="cosine"`` decays the learning rate along half a cosine to zero at
     ``max_epochs``.
     """
 
     max_epochs: int = 20
     batch_size: int = 32
-    patience: int = 5
+    patience: int | None = 5
     lr: float = 1e-3
     weight_decay: float = 1e-2
     val_fraction: float = 0.2
     monitor: Literal["auc", "loss"] = "loss"
     augment: bool = True
     predict_batch_size: int = 64
-    early_stopping: bool = True
     schedule: Literal["constant", "cosine"] = "constant"
 
     def __post_init__(self) -> None:
-        if self.max_epochs < 1 or self.batch_size < 2 or self.patience < 1:
+        no_patience = self.patience is not None and self.patience < 1
+        if self.max_epochs < 1 or self.batch_size < 2 or no_patience:
             raise ValueError("max_epochs and patience must be >= 1, batch_size >= 2")
         if not 0.0 < self.val_fraction < 0.5:
             raise ValueError(f"val_fraction must be in (0, 0.5), got {self.val_fraction}")
@@ -397,13 +398,13 @@ def fit(
     device = resolve_device(device)
     start = time.perf_counter()
 
-    if settings.early_stopping:
+    if settings.patience is not None:
         train_idx, val_idx, val_split = inner_split(
             labels, groups, val_fraction=settings.val_fraction, seed=derive_seed(seed, 0)
         )
     else:  # every sample trains, for exactly max_epochs
         train_idx, val_idx, val_split = np.arange(len(labels)), np.arange(0), "none"
-    if val_split == "none" and settings.early_stopping:
+    if val_split == "none" and settings.patience is not None:
         warn(
             f"too few samples of a class for early stopping; training {settings.max_epochs} epochs"
         )
@@ -459,7 +460,7 @@ def fit(
                 best_state = copy.deepcopy(model.state_dict())
             else:
                 since_best += 1
-                if since_best >= settings.patience:
+                if since_best >= (settings.patience or math.inf):
                     break
 
         if best_state is not None:
