@@ -51,7 +51,12 @@ BANDS, PATCH_PX, TILE_PX, TEXTURE_PX = 6, 128, 512, 1024
 
 
 class PeakRSS:
-    """Peak resident memory of this process plus its children, sampled in a thread."""
+    """Peak resident memory of this process plus its children, sampled in a thread.
+
+    Also the CPU seconds (user + system) they used, which, unlike wall time, do not grow
+    when other jobs share the cores: pixels per CPU second is the cost figure that
+    carries over to another machine.
+    """
 
     def __init__(self, every_s: float = 0.2) -> None:
         self.every_s, self.peak = every_s, 0
@@ -69,20 +74,39 @@ class PeakRSS:
     def _run(self) -> None:
         while not self._stop.is_set():
             self.peak = max(self.peak, self._sample())
+            self._children_cpu.update(_children_cpu())
             self._stop.wait(self.every_s)
 
     def __enter__(self) -> PeakRSS:
         self.peak = self._sample()
+        self._children_cpu: dict[int, float] = {}
+        self._cpu0 = _own_cpu()
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+        self.cpu_s = _own_cpu() - self._cpu0 + sum(self._children_cpu.values())
 
     @property
     def gib(self) -> float:
         return self.peak / 2**30
+
+
+def _own_cpu() -> float:
+    times = psutil.Process().cpu_times()
+    return times.user + times.system
+
+
+def _children_cpu() -> dict[int, float]:
+    """CPU seconds of each live child (workers), by pid: the last sample of each counts."""
+    out = {}
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            times = child.cpu_times()
+            out[child.pid] = times.user + times.system
+    return out
 
 
 def textures(seed: int = 0) -> np.ndarray:
@@ -166,15 +190,22 @@ def full_region(args, folder: Path, model: SILICNet) -> None:
         f"{torch.get_num_threads()} tasks at a time, 1 torch thread each); load average "
         f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (shared machine).\n"
     )
-    print("| what | pixels mapped | seconds | pixels / s | peak RSS (GiB, with children) |")
-    print("|---|---:|---:|---:|---:|")
+    print(
+        "| what | pixels mapped | wall s | pixels / s | CPU s | pixels / CPU s "
+        "| peak RSS (GiB, with children) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
     kind = "all tiles" if args.full else f"first {rows} tile row(s), measured"
-    print(f"| {kind} | {pixels:,} | {seconds:.0f} | {pixels / seconds:,.0f} | {rss.gib:.2f} |")
+    print(
+        f"| {kind} | {pixels:,} | {seconds:.0f} | {pixels / seconds:,.0f} | {rss.cpu_s:.0f} "
+        f"| {pixels / rss.cpu_s:,.0f} | {rss.gib:.2f} |"
+    )
     if not args.full:
+        scale = total / pixels
         print(
-            f"| whole region, **extrapolated** | {total:,} | {seconds * total / pixels:,.0f} "
-            f"({seconds * total / pixels / 3600:.1f} h) | {pixels / seconds:,.0f} | "
-            f"(bounded: same tiles) |"
+            f"| whole region, **extrapolated** | {total:,} | {seconds * scale:,.0f} "
+            f"({seconds * scale / 3600:.1f} h) | {pixels / seconds:,.0f} | "
+            f"{rss.cpu_s * scale:,.0f} | {pixels / rss.cpu_s:,.0f} | (bounded: same tiles) |"
         )
 
 
@@ -195,8 +226,10 @@ def workers_table(args, folder: Path, model: SILICNet) -> None:
         f"tiles of {TILE_PX} px); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} "
         "CPUs (shared machine). Start-up: creating the session (cluster and workers).\n"
     )
-    print("| session | start-up s | map s | pixels / s | speed-up vs local | peak RSS GiB |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(
+        "| session | start-up s | map s | pixels / s | speed-up vs default | CPU s | peak RSS GiB |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
     cores = torch.get_num_threads()
     setups = [
         (f"local (default): {cores} tasks at a time, 1 torch thread each", {}),
@@ -217,7 +250,8 @@ def workers_table(args, folder: Path, model: SILICNet) -> None:
         reference = reference or seconds
         print(
             f"| {name} | {up:.1f} | {seconds:.1f} | {pixels / seconds:,.0f} "
-            f"| {reference / seconds:.2f}x | {rss.gib:.2f} |"
+            f"| {reference / seconds:.2f}x | {rss.cpu_s:.0f} | {rss.gib:.2f} |",
+            flush=True,
         )
 
 
