@@ -108,8 +108,13 @@ def run_one(script: Path) -> tuple[str, int]:
     before = machine()
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     start = time.perf_counter()
+    # Unbuffered, so that its tables appear on the console as they are printed.
     proc = subprocess.Popen(
-        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=HERE.parent
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=HERE.parent,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     lines = []
     assert proc.stdout is not None
