@@ -29,7 +29,7 @@ from soilsource.inputs import (
     resolve_imagery,
 )
 from soilsource.labels import label_samples
-from soilsource.patches import iter_patches, patch_size_px
+from soilsource.patches import iter_patches, one_patch_size, patch_size_px
 from soilsource.progress import track
 
 
@@ -143,6 +143,8 @@ def check(config: Config | str | PathLike[str], *, threads: int = 2) -> CheckSum
                 threads,
             )
         )
+    sizes = {size for r in results for size in r.patch_px}
+    one_patch_size(sizes, config.patch.size_m, config.source or "config")
     inputs = [InputCheck("samples", str(source), describe_crs(samples.crs), f"{len(samples)} rows")]
     seen: set[Path] = set()
     for rasters in imagery.values():

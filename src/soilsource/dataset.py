@@ -26,7 +26,7 @@ from soilsource.errors import InputError
 from soilsource.inputs import RasterInfo, assign_rasters, read_samples, reproject_points
 from soilsource.inputs.imagery import resolve_imagery
 from soilsource.labels import label_samples
-from soilsource.patches import Patches, extract_patches, patch_size_px
+from soilsource.patches import Patches, extract_patches, one_patch_size, patch_size_px
 from soilsource.progress import warn
 
 PATCH_MEMORY_FACTOR = 4
@@ -115,10 +115,8 @@ def load_dataset(config: Config, *, threads: int = 2) -> Dataset:
         _region(name, samples[samples["region"] == name], imagery[name], config, threads)
         for name in names
     ]
-    sizes = {r.patch_px for r in regions}
-    if len(sizes) > 1:
-        raise _pixel_size_error(config, sizes)
-    return Dataset(regions, labels.description, regions[0].patches.band_names, sizes.pop())
+    size = one_patch_size({r.patch_px for r in regions}, config.patch.size_m, _source(config))
+    return Dataset(regions, labels.description, regions[0].patches.band_names, size)
 
 
 def _region(
@@ -137,8 +135,8 @@ def _region(
             continue
         rx, ry = reproject_points(x[members], y[members], samples.crs, raster.crs)
         size = patch_size_px(config.patch.size_m, raster)
-        if patch_parts and size != patch_parts[0].size_px:  # rasters of one region
-            raise _pixel_size_error(config, {patch_parts[0].size_px, size})
+        if patch_parts:  # rasters of one region
+            one_patch_size({patch_parts[0].size_px, size}, config.patch.size_m, _source(config))
         check_memory(len(members), raster.count, size, config)
         patches = extract_patches(raster, np.column_stack([rx, ry]), size, threads=threads)
         keep = patches.nodata_share <= config.patch.max_nodata_share
@@ -190,15 +188,8 @@ def _size(n_bytes: float) -> str:
     return f"{n_bytes / 2**30:.1f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.1f} MiB"
 
 
-def _pixel_size_error(config: Config, sizes: set[int]) -> InputError:
-    # Rasters of different resolution give different patch sizes; one model
-    # input size per run keeps pooled training and baselines comparable.
-    return InputError(
-        config.source or "config",
-        "key 'imagery.path'",
-        f"rasters of different pixel sizes give patches of {sorted(sizes)} px for "
-        f"patch.size_m = {config.patch.size_m:g}; resample the imagery to one resolution",
-    )
+def _source(config: Config) -> str:
+    return str(config.source or "config")
 
 
 def concat_patches(parts: list[Patches]) -> Patches:

@@ -104,6 +104,26 @@ def patch_size_px(size_m: float, raster: RasterInfo) -> int:
     return max(1, round(size_m / raster.pixel_size_m))
 
 
+def one_patch_size(sizes: set[int], size_m: float, source: str | PathLike[str]) -> int:
+    """The patch side in pixels shared by every raster, or an :class:`InputError`.
+
+    Rasters of different resolution give different patch sizes; one model input size
+    per run keeps pooled training and the baselines comparable (``check`` and ``run``
+    refuse it alike).
+
+    >>> one_patch_size({24}, 960, "config.yaml")
+    24
+    """
+    if len(sizes) != 1:
+        raise InputError(
+            source,
+            "key 'imagery.path'",
+            f"rasters of different pixel sizes give patches of {sorted(sizes)} px for "
+            f"patch.size_m = {size_m:g}; resample the imagery to one resolution",
+        )
+    return next(iter(sizes))
+
+
 def patch_origins(
     rows: np.ndarray, cols: np.ndarray, size_px: int
 ) -> tuple[np.ndarray, np.ndarray]:
