@@ -161,6 +161,7 @@ def main() -> None:
         t.loc[7, "ph"] = 15.2
 
     write_case("samples_ph_outside_range", samples__csv=samples(ph_15))
+
     def slash(t):
         t.loc[[0, 2], "region"] = "north/east"
 
@@ -180,6 +181,14 @@ def main() -> None:
     )  # the 20 m raster covers the west half, the 10 m one the rest: patches of 8 and 16 px
     write_raster(
         coarse / "coarse.tif", imagery_data(1)[:, :32, :16], pixel=20.0, nodata=0,
+        descriptions=BAND_NAMES,
+    )  # fmt: skip
+    regions = write_case(
+        "raster_pixel_sizes_across_regions", changed(imagery__path="imagery/{region}.tif")
+    )  # r1 at 10 m, r2 at 20 m over the same ground: patches of 16 and 8 px
+    write_raster(regions / "imagery" / "r1.tif", imagery_data(), nodata=0, descriptions=BAND_NAMES)
+    write_raster(
+        regions / "imagery" / "r2.tif", imagery_data(1)[:, :32, :32], pixel=20.0, nodata=0,
         descriptions=BAND_NAMES,
     )  # fmt: skip
     bands = write_case(
