@@ -162,3 +162,22 @@ def test_every_file_of_a_run_is_moved_into_place(project, tmp_path, monkeypatch)
     by_directory = {p for p in files if any(parent in moved for parent in p.parents)}
     assert files - by_directory <= moved, sorted(map(str, files - moved - by_directory))
     assert not [p for p in files if ".tmp-" in p.name or ".partial-" in str(p)]
+
+
+def test_ctrl_c_is_one_line_and_the_run_resumes(project, tmp_path, capsys, monkeypatch):
+    evaluate = soilsource.pipeline.evaluate
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(soilsource.pipeline, "evaluate", interrupted)
+    out = tmp_path / "run"
+    assert main(["run", str(project), "--out", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert (
+        err.splitlines()[-1] == "soilsource: interrupted; 'soilsource run ... --resume' continues"
+    )
+    assert "Traceback" not in err and not is_complete(out)
+    monkeypatch.setattr(soilsource.pipeline, "evaluate", evaluate)
+    assert main(["run", str(project), "--out", str(out), "--resume"]) == 0
+    assert is_complete(out)

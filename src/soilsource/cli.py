@@ -18,6 +18,7 @@ from soilsource import __version__
 from soilsource.errors import (
     EXIT_BAD_INPUT,
     EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     InputError,
     environment_error,
@@ -249,7 +250,10 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc(file=sys.stderr)
         print("soilsource: internal error (a bug); please report it", file=sys.stderr)
         return EXIT_INTERNAL
-    # In non-standalone mode typer returns the exit code of typer.Exit, or None.
+    # In non-standalone mode typer returns the exit code of typer.Exit, or None; Ctrl-C
+    # becomes Exit(130). Outputs are atomic, so what is in a run directory is whole.
+    if rv == EXIT_INTERRUPTED:
+        print("soilsource: interrupted; 'soilsource run ... --resume' continues", file=sys.stderr)
     return rv if isinstance(rv, int) else EXIT_OK
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
+EXIT_INTERRUPTED = 130
+"""Ctrl-C (128 + SIGINT, as shells report it): the run is left resumable."""
 EXIT_BAD_INPUT = 2
 
 
