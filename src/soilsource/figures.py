@@ -98,6 +98,9 @@ def roc_figure(
 MAP_MAX_PX = 900
 """Longest side of a map layer in the report: sharp on a laptop screen, small in the file."""
 
+READ_CACHE_MB = 128
+"""GDAL block cache (MB) while reading map layers."""
+
 TRUE_COLOUR = ("red", "green", "blue")
 """Band descriptions of a true-colour composite (case-insensitive)."""
 
@@ -168,18 +171,26 @@ def read_on_grid(
 
     One decimated read (``out_shape``) of the window that covers the grid's extent:
     GDAL uses overviews where the file has them and never materialises the full
-    resolution. Parts of the grid outside the raster are masked.
+    resolution. Parts of the grid outside the raster are masked. GDAL's block cache is
+    capped at :data:`READ_CACHE_MB` for the read, so memory stays bounded however large
+    the raster (by default GDAL would cache up to 5 % of RAM of decoded blocks).
     """
-    with rasterio.open(path) as src:
+    with rasterio.Env(GDAL_CACHEMAX=READ_CACHE_MB), rasterio.open(path) as src:
         bands = bands or [1]
         window = from_bounds(*grid.bounds, transform=src.transform)
+        inside = (
+            window.col_off >= -0.5
+            and window.row_off >= -0.5
+            and window.col_off + window.width <= src.width + 0.5
+            and window.row_off + window.height <= src.height + 0.5
+        )
         data = src.read(
             bands,
             window=window,
             out_shape=(len(bands), grid.height, grid.width),
             resampling=resampling,
             masked=True,
-            boundless=True,
+            boundless=not inside,  # a boundless read goes through a warped VRT: slower
         )
     data = np.ma.masked_invalid(data.astype("float32"))
     return data
