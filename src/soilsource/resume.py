@@ -2,8 +2,10 @@
 
 A run keeps, in ``OUT/.checkpoints/``:
 
-- ``fingerprint.json``: the resolved configuration and the training settings; a
-  resumed run must have the same, or it is refused (its folds would not fit);
+- ``fingerprint.json``: the resolved configuration and every training setting; a
+  resumed run must have the same, or it is refused (its folds would not fit). That
+  includes the defaults of :class:`~soilsource.training.TrainSettings`: a run killed
+  under one soilsource version is not resumed by a version that trains differently;
 - ``cv/MODEL/SCOPE/fold_K.json``: each finished fold's test indices and out-of-fold
   probabilities (JSON floats round-trip exactly, so resumed metrics are
   byte-identical), and ``final.pt`` / ``final.npz``: the final model of the scope,
