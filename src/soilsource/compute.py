@@ -43,6 +43,7 @@ from soilsource.errors import InputError
 __all__ = [
     "ModelState",
     "Session",
+    "check_scheduler",
     "compute_session",
     "model_state",
     "session_or_local",
@@ -199,6 +200,9 @@ def compute_session(
             )
             client = Client(cluster)
         try:
+            # Every worker imports torch and soilsource now, not inside the first tasks
+            # (seconds per worker); a worker without soilsource fails here, plainly.
+            client.run(_import_task_modules)
             threads = _worker_torch_threads(client)
             slots = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
             yield Session(client, slots, threads, max_in_flight or max(2, 2 * slots))
@@ -225,9 +229,30 @@ def compute_session(
         set_torch_threads(threads)
 
 
+def check_scheduler(scheduler: str, *, timeout: str = "20s") -> None:
+    """Connect to a Dask scheduler and have its workers import soilsource, then disconnect.
+
+    A run calls this before training, so a wrong address or a cluster without soilsource
+    is reported at once, not after the training it would otherwise wait for.
+
+    Raises
+    ------
+    InputError
+        The scheduler cannot be reached (names ``compute.scheduler``).
+    """
+    with compute_session(scheduler, timeout=timeout):
+        pass
+
+
 def session_or_local(session: Session | None) -> AbstractContextManager[Session]:
     """The caller's session, or a local one opened and closed around the ``with`` block."""
     return nullcontext(session) if session is not None else compute_session()
+
+
+def _import_task_modules() -> None:
+    """Import what the tasks need (run on each worker when a session starts)."""
+    import soilsource.explain.sensitivity
+    import soilsource.mapping  # noqa: F401
 
 
 def _worker_torch_threads(client: Any) -> dict[str, int]:

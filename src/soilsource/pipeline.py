@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 
 from soilsource.atomic import write_text_atomic
-from soilsource.compute import Session, compute_session
+from soilsource.compute import Session, check_scheduler, compute_session
 from soilsource.config import Config, load_config
 from soilsource.dataset import Dataset, RegionSamples, load_dataset
 from soilsource.evaluation import CVResult, cross_validate
@@ -118,6 +118,8 @@ def execute(
     if device is not None:
         config.compute.device = device
     settings = train_settings(config, settings)
+    if config.compute.scheduler is not None:
+        check_scheduler(config.compute.scheduler)  # a wrong address fails now, not after training
     checkpoints = Checkpoints(out, settings, config.compute.device)
     (checkpoints.resume if resume else checkpoints.start)(config.to_yaml())
     seconds: dict[str, float] = {}
