@@ -275,3 +275,15 @@ def test_relative_aggregation_is_explained(run_dir, tmp_path):
     config["explain"]["aggregation"] = "relative"
     (out / "config.yaml").write_text(yaml.safe_dump(config))
     assert "<code>explain.aggregation: relative</code>" in _html(write_report(out))
+
+
+def test_imagery_from_a_list_matches_each_regions_grid(run_dir, tmp_path):
+    out = _copy(run_dir, tmp_path / "list")
+    template = _html(write_report(out))
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    rasters = [config["imagery"]["path"].replace("{region}", r) for r in reversed(REGIONS)]
+    config["imagery"]["path"] = rasters  # outputs are still named by region
+    (out / "config.yaml").write_text(yaml.safe_dump(config))
+    listed = _html(write_report(out))
+    images = [re.findall(r'class="base" src="([^"]+)"', html) for html in (template, listed)]
+    assert len(images[0]) == len(REGIONS) and images[0] == images[1]

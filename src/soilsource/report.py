@@ -54,6 +54,7 @@ from soilsource.figures import (
 )
 from soilsource.inputs.imagery import region_path
 from soilsource.progress import track
+from soilsource.rundir import safe_stem
 
 REPORT_FILE = "report.html"
 SIGNIFICANCE = 0.05
@@ -302,7 +303,7 @@ def _auc_text(entry: dict[str, Any]) -> str:
 
 
 def _roc_images(run_dir: Path, regions: list[str]) -> list[tuple[str, str | None]]:
-    return [(r, _data_uri(run_dir / "figures" / f"roc_{r}.png")) for r in regions]
+    return [(r, _data_uri(run_dir / "figures" / f"roc_{safe_stem(r)}.png")) for r in regions]
 
 
 def _data_uri(path_or_bytes: Path | bytes | None, mime: str = "image/png") -> str | None:
@@ -319,25 +320,47 @@ def _data_uri(path_or_bytes: Path | bytes | None, mime: str = "image/png") -> st
 
 
 def _map_keys(run_dir: Path, region: str) -> list[str]:
-    """File stems of a region's rasters: the region, or region__raster when it spans several."""
+    """File stems of a region's rasters: the region, or region__raster when it spans several.
+
+    Stems as the pipeline writes them (:func:`~soilsource.rundir.safe_stem`).
+    """
+    own = safe_stem(region)
     stems = {
         p.stem
         for folder in ("sensitivity", "probability")
         for p in (run_dir / folder).glob("*.tif")
-        if p.stem == region or p.stem.startswith(f"{region}__")
+        if p.stem == own or p.stem.startswith(f"{own}__")
     }
-    return sorted(stems) or [region]
+    return sorted(stems) or [own]
 
 
-def _imagery_path(config: Config, region: str, key: str) -> Path | None:
+def _imagery_path(config: Config, region: str, key: str, outputs: list[Path]) -> Path | None:
+    """The raster a map's outputs were made on: by template, by name, or by grid.
+
+    A region that reads one raster of a list writes its outputs under the region's own
+    name, so that raster is the one whose grid the outputs share.
+    """
     if config.imagery.is_template:
-        path = region_path(config.imagery.path, region)
+        path: Path | None = region_path(config.imagery.path, region)
     else:
-        paths = config.imagery.paths
-        suffix = key[len(region) + 2 :] if key != region else None
-        matches = [p for p in paths if p.stem == suffix] if suffix else paths[:1]
-        path = matches[0] if matches else None
+        paths = [p for p in config.imagery.paths if Path(p).is_file()]
+        named = [p for p in paths if safe_stem(f"{region}__{p.stem}") == key]
+        path = named[0] if named else _same_grid(paths, outputs)
     return path if path is not None and Path(path).is_file() else None
+
+
+def _same_grid(candidates: list[Path], outputs: list[Path]) -> Path | None:
+    import rasterio
+
+    if len(candidates) == 1 or not outputs:
+        return candidates[0] if candidates else None
+    with rasterio.open(outputs[0]) as out:
+        grid = (out.transform, out.shape)
+    for path in candidates:
+        with rasterio.open(path) as src:
+            if (src.transform, src.shape) == grid:
+                return path
+    return None
 
 
 def _maps(
@@ -364,9 +387,10 @@ def _region_map(
     value_norm: Normalize | None,
 ) -> RegionMap:
     result = RegionMap(key=key, region=region)
-    imagery = _imagery_path(config, region, key)
     sensitivity = run_dir / "sensitivity" / f"{key}.tif"
     probability = run_dir / "probability" / f"{key}.tif"
+    outputs = [p for p in (sensitivity, probability) if p.is_file()]
+    imagery = _imagery_path(config, region, key, outputs)
     reference = next((p for p in (imagery, sensitivity, probability) if p and p.is_file()), None)
     if reference is None:
         result.notes.append("no imagery, sensitivity or probability raster for this region")
