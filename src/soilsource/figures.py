@@ -171,9 +171,11 @@ def read_on_grid(
 
     One decimated read (``out_shape``) of the window that covers the grid's extent:
     GDAL uses overviews where the file has them and never materialises the full
-    resolution. Parts of the grid outside the raster are masked. GDAL's block cache is
-    capped at :data:`READ_CACHE_MB` for the read, so memory stays bounded however large
-    the raster (by default GDAL would cache up to 5 % of RAM of decoded blocks).
+    resolution. Parts of the grid outside the raster are masked; only then is the read
+    boundless, since rasterio's boundless read goes through a warped VRT that held about
+    250 MiB more for a 6000 px image (``python benchmarks/bench_report.py``: peak 441
+    -> 251 MiB, 193 of them imports). GDAL's block cache is capped at
+    :data:`READ_CACHE_MB` (by default it may take 5 % of RAM).
     """
     with rasterio.Env(GDAL_CACHEMAX=READ_CACHE_MB), rasterio.open(path) as src:
         bands = bands or [1]
