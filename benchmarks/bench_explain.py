@@ -276,12 +276,90 @@ def print_scores(official: pd.DataFrame, variants: pd.DataFrame) -> None:
     print(markdown(per_region))
 
 
+def render_region(run_dir: Path, region: str, path: Path, title: str) -> Path:
+    """Sensitivity of one region over its imagery: the run's map with its hotspots, the
+    'relative' map of the same per-sample maps, and the true contribution with the sources."""
+    import geopandas as gpd
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from soilsource.atomic import atomic_path
+
+    city = run_dir / "city"
+    with rasterio.open(city / "imagery" / f"{region}.tif") as src:
+        rgb = src.read((3, 2, 1)).astype(np.float64)
+        b = src.bounds
+    extent = (b.left, b.right, b.bottom, b.top)
+    rgb = np.clip(np.moveaxis(rgb, 0, -1) / 10000.0 / 0.25, 0, 1) ** 0.75
+    with rasterio.open(run_dir / "sensitivity" / f"{region}.tif") as src:
+        written = src.read(1)
+    with rasterio.open(city / "truth" / "contribution" / f"{region}.tif") as src:
+        contribution = src.read(1)
+    rm = np.load(run_dir / f"maps_{region}.npz")
+    relative = mosaic_sensitivity(
+        rm["maps"], rm["row_off"], rm["col_off"], int(rm["height"]), int(rm["width"]), "relative"
+    )
+    hotspots = gpd.read_file(run_dir / "hotspots.gpkg")
+    sources = gpd.read_file(city / "truth" / "sources.gpkg", layer="sources")
+    sources = sources[sources["region"] == region]
+    samples = pd.read_csv(city / "truth" / "samples.csv")
+    samples = samples[samples["region"] == region]
+    fig, axes = plt.subplots(1, 3, figsize=(24, 8), sharex=True, sharey=True)
+    panels = [
+        ("sensitivity as written (mean), hotspots (yellow)", written),
+        ("aggregation 'relative': minus the expected map", relative),
+    ]
+    for ax, (name, layer) in zip(axes, panels, strict=False):
+        ax.imshow(rgb, extent=extent)
+        lim = np.nanpercentile(np.abs(layer), 99)
+        image = ax.imshow(
+            np.ma.masked_invalid(layer),
+            extent=extent,
+            cmap="RdBu_r",
+            vmin=-lim,
+            vmax=lim,
+            alpha=0.6,
+        )
+        fig.colorbar(image, ax=ax, shrink=0.7, label="drop in probability")
+        ax.set_title(name)
+    hotspots[hotspots["region"] == region].boundary.plot(ax=axes[0], color="yellow", linewidth=1.2)
+    for ax in axes[:2]:
+        colours = np.where(samples["label"], "black", "white")
+        ax.scatter(samples["x"], samples["y"], s=8, c=colours, edgecolors="k", linewidths=0.3)
+    axes[2].imshow(rgb, extent=extent)
+    image = axes[2].imshow(
+        np.ma.masked_where(contribution <= 0, contribution), extent=extent, cmap="magma", alpha=0.7
+    )
+    fig.colorbar(image, ax=axes[2], shrink=0.7, label="mg/kg")
+    kinds = sources.geom_type
+    sources[kinds == "Polygon"].boundary.plot(ax=axes[2], color="cyan", linewidth=0.8)
+    sources[kinds == "Point"].plot(ax=axes[2], color="cyan", markersize=12)
+    sources[kinds.str.contains("Line")].plot(ax=axes[2], color="lime", linewidth=0.8)
+    axes[2].set_title("true anthropogenic Cd contribution; sources (cyan, roads green)")
+    for ax in axes:
+        ax.set_xlim(extent[0], extent[1])
+        ax.set_ylim(extent[2], extent[3])
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=70, format="png")
+    plt.close(fig)
+    return path
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--quick", action="store_true", help="the demo --quick profile")
     parser.add_argument("--size-px", type=int, default=None, help="city side instead of the demo's")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the runs here")
+    parser.add_argument(
+        "--figure",
+        metavar="REGION",
+        help="also draw docs/images/sensitivity_REGION.png from the first seed",
+    )
     args = parser.parse_args(argv)
     start = time.perf_counter()
     results = []
@@ -289,6 +367,23 @@ def main(argv: list[str] | None = None) -> None:
         workdir = args.workdir or Path(tmp)
         for seed in args.seeds:
             results.append(one_seed(seed, args.quick, args.size_px, workdir))
+        if args.figure:
+            first = results[0].official
+            row = first[first.region == args.figure].iloc[0]
+            title = (
+                f"{args.figure}, synthetic city seed {args.seeds[0]}, demo profile: model AUC "
+                f"{row.model_auc:.3f}, source AUC of the map {row.source_auc:.3f}, land-use "
+                f"Spearman {row.spearman_landuse:.3f}; dots: samples (black = contaminated)"
+            )
+            render_region(
+                workdir / f"run{args.seeds[0]}",
+                args.figure,
+                Path(__file__).resolve().parent.parent
+                / "docs"
+                / "images"
+                / f"sensitivity_{args.figure}.png",
+                title,
+            )
     city_px, patch_m, folds, epochs = demo_profile(args.quick)
     print(
         f"Synthetic city, {'demo --quick' if args.quick else 'demo'} profile: "
