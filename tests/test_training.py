@@ -179,7 +179,7 @@ def test_fit_without_patience_trains_every_sample_for_max_epochs():
 def test_fit_cosine_schedule_decays_the_learning_rate_to_zero():
     x, y = blob_task(n=48)
     model = small_cnn()
-    base = TrainSettings(max_epochs=3, batch_size=16, patience=None, lr=1e-2)
+    base = TrainSettings(max_epochs=3, batch_size=16, patience=None, lr=1e-2, schedule="constant")
     cosine = TrainSettings(**{**base.__dict__, "schedule": "cosine"})
     steps = []
     original = torch.optim.AdamW.step

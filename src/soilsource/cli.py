@@ -45,9 +45,9 @@ DEMO_CITY_PX = 512
 """Region side of ``demo``: about 150 samples per region, synth in ~15 s on 2 cores."""
 DEMO_PATCH_M = 640.0
 DEMO_FOLDS = 4
-DEMO_EPOCHS = 12
-"""``demo`` trains on 640 m patches, 4 spatial folds, at most 12 epochs: the whole pipeline
-in about 3 minutes on 2 cores (the full-size city of ``soilsource synth`` takes ~30 min)."""
+DEMO_EPOCHS = 10
+"""``demo`` trains on 640 m patches, 4 spatial folds, 10 epochs: the whole pipeline in about
+3 minutes on 2 cores (the full-size city of ``soilsource synth`` takes ~30 min)."""
 QUICK_CITY_PX = 256
 """Region side of ``demo --quick``: small enough for tests, every class still present."""
 QUICK_PATCH_M = 640.0
