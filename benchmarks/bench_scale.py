@@ -16,7 +16,8 @@ Table 2, a ``--crop`` x ``--crop`` window of the same region written with the lo
 (the default, one task per core with one torch thread each; and one task at a time with
 all cores as torch threads) and with a Dask ``LocalCluster`` of 1, 2 and 4 worker processes
 (one thread each; torch threads per worker = cores // workers), cluster start-up reported
-apart from the map time.
+apart from the map time (start-up includes each worker importing torch and soilsource).
+``--rows 0`` skips table 1.
 
 Usage: ``python benchmarks/bench_scale.py [--size 20000] [--rows 1] [--full] [--crop 1536]
 [--workers 1 2 4]``. The default run takes about 8-10 minutes on 2 busy cores.
@@ -142,14 +143,6 @@ def write_region(path: Path, size: int) -> None:
                 dst.write(tile[:, :h, :w], window=Window(c, r, w, h))
 
 
-def crop_region(source: Path, path: Path, size: int) -> None:
-    """The upper-left ``size`` x ``size`` of a region, as its own GeoTIFF."""
-    with rasterio.open(source) as src:
-        profile = src.profile | {"width": size, "height": size}
-        with rasterio.open(path, "w", **profile) as dst:
-            dst.write(src.read(window=Window(0, 0, size, size)))
-
-
 def random_model() -> SILICNet:
     """SI-LICNet (6 bands, 128 px) with random weights and BatchNorm statistics."""
     torch.manual_seed(0)
@@ -216,9 +209,8 @@ def _first_rows(raster, height: int):
 
 
 def workers_table(args, folder: Path, model: SILICNet) -> None:
-    source = folder / "region.tif"
     path = folder / "crop.tif"
-    crop_region(source, path, args.crop)
+    write_region(path, args.crop)  # the same textures: the upper-left crop of the region
     raster = describe_raster(path)
     pixels, tiles = args.crop * args.crop, (-(-args.crop // TILE_PX)) ** 2
     print(
@@ -267,7 +259,8 @@ def main(argv: list[str] | None = None) -> None:
     model = random_model()
     folder = Path(tempfile.mkdtemp(prefix="bench_scale_", dir=args.dir))
     try:
-        full_region(args, folder, model)
+        if args.rows or args.full:
+            full_region(args, folder, model)
         if args.workers or args.crop:
             workers_table(args, folder, model)
     finally:

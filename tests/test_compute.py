@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import threading
 
 import numpy as np
@@ -63,9 +62,6 @@ def cluster():
     """A Dask LocalCluster of two worker processes with one thread each."""
     pytest.importorskip("distributed")
     with compute_session(workers=2, threads_per_worker=1) as session:
-        # Workers import torch and soilsource while the local half of a test runs.
-        for module in ("soilsource.mapping", "soilsource.explain.sensitivity"):
-            session.client.run(importlib.import_module, module, wait=False)
         yield session
 
 
