@@ -28,7 +28,7 @@ from soilsource.config import load_config
 from soilsource.errors import InputError
 from soilsource.evaluation import cross_validate
 from soilsource.models import SILICNet
-from soilsource.pipeline import train_settings
+from soilsource.pipeline import _results_yaml, train_settings
 from soilsource.resume import CHECKPOINTS, Checkpoints
 from soilsource.rundir import is_complete, mark, prepare, read_status
 from soilsource.training import Standardized, TorchPatchClassifier, TrainSettings
@@ -135,6 +135,17 @@ def test_resume_refuses_another_configuration(config, tmp_path, capsys):
         "train.seed) differs from the killed run's; run it with the same configuration, "
         "or without --resume to start again"
     )
+
+
+def test_where_a_run_computes_is_not_part_of_its_fingerprint(config):
+    """A run killed on one Dask cluster may resume on another, or locally: same results."""
+    local = load_config(config)
+    cluster = load_config(config)
+    cluster.compute.scheduler = "tcp://10.0.0.1:8786"
+    assert _results_yaml(cluster) == _results_yaml(local)
+    assert cluster.compute.scheduler == "tcp://10.0.0.1:8786"  # the run's own config is kept
+    local.train.seed += 1
+    assert _results_yaml(cluster) != _results_yaml(local)
 
 
 def test_resume_needs_an_unfinished_run(config, tmp_path, capsys):

@@ -121,7 +121,7 @@ def execute(
     if config.compute.scheduler is not None:
         check_scheduler(config.compute.scheduler)  # a wrong address fails now, not after training
     checkpoints = Checkpoints(out, settings, config.compute.device)
-    (checkpoints.resume if resume else checkpoints.start)(config.to_yaml())
+    (checkpoints.resume if resume else checkpoints.start)(_results_yaml(config))
     seconds: dict[str, float] = {}
     _write_config(out / "config.yaml", config)
     with _timed(seconds, "inputs"):
@@ -492,6 +492,17 @@ def save_models(
             else:
                 model, suffix = estimator, ".npz"
             save_model(folder / safe_stem(key) / f"{name}{suffix}", model, metadata=metadata)
+
+
+def _results_yaml(config: Config) -> str:
+    """The configuration that decides a run's results: where it computes does not.
+
+    The Dask scheduler is left out, so a run killed on one cluster (or locally) can be
+    resumed on another; the results are identical either way (``tests/test_compute.py``).
+    """
+    where = config.model_copy(deep=True)
+    where.compute.scheduler = None
+    return where.to_yaml()
 
 
 def _write_config(path: Path, config: Config) -> None:
