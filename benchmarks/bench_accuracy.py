@@ -107,7 +107,7 @@ def synthetic(args: argparse.Namespace, models: list[str], work: Path) -> list[s
         "full-size city (soilsource synth), its config.yaml"
         if args.full
         else f"demo profile: {cli.DEMO_CITY_PX} px regions, {cli.DEMO_PATCH_M:g} m patches, "
-        f"{cli.DEMO_FOLDS} spatial folds, at most {cli.DEMO_EPOCHS} epochs"
+        f"{cli.DEMO_FOLDS} spatial folds, {cli.DEMO_EPOCHS} epochs"
     )
     lines = [
         f"### Synthetic city: out-of-fold AUC per region, {args.seeds} seeds (city and "
