@@ -52,8 +52,8 @@ QUICK_CITY_PX = 256
 """Region side of ``demo --quick``: small enough for tests, every class still present."""
 QUICK_PATCH_M = 640.0
 QUICK_FOLDS = 3
-QUICK_EPOCHS = 6
-"""``demo --quick`` also uses 640 m patches, 3 folds and 6 epochs: the same pipeline in
+QUICK_EPOCHS = 3
+"""``demo --quick`` also uses 640 m patches, 3 folds and 3 epochs: the same pipeline in
 under a minute, for tests."""
 
 
