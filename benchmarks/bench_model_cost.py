@@ -28,10 +28,11 @@ from soilsource.models import SILICNet
 from soilsource.models.baselines import mobilenet_v3_small, resnet18
 
 BANDS, PATCH_PX, BATCH = 6, 128, 64
-REGION_SAMPLES, REGION_FITS, EPOCHS = 250, 6, 13
+REGION_SAMPLES, REGION_FITS, EPOCHS = 250, 6, 20
 """Training time per region is estimated as one region's cross-validation at the pipeline's
-defaults: 5 folds + the final model (6 fits) of ~13 epochs (the mean that early stopping ran
-in ``bench_training``) over 250 samples, at the measured training-step rate."""
+defaults: 5 folds + the final model (6 fits) of 20 epochs (``TrainSettings``: no early
+stopping) over 250 samples (each fold trains on about 4/5), at the measured training-step
+rate: an upper bound of the training arithmetic, without data loading."""
 
 
 def macs_per_patch(model: nn.Module) -> float:
