@@ -381,8 +381,11 @@ def fit(
     >>> x = np.random.default_rng(0).normal(size=(40, 2, 4, 4)).astype("float32")
     >>> y = (x[:, 0].mean(axis=(1, 2)) > 0).astype(int)
     >>> result = fit(net, x, y, device="cpu", settings=TrainSettings(max_epochs=3))
-    >>> result.epochs_run, len(result.history), result.val_split
-    (3, 3, 'random')
+    >>> result.epochs_run, len(result.history), result.val_split  # default: no inner split
+    (3, 3, 'none')
+    >>> early = fit(net, x, y, device="cpu", settings=TrainSettings(max_epochs=3, patience=2))
+    >>> early.val_split  # early stopping holds out an inner validation split
+    'random'
     """
     settings = settings or TrainSettings()
     labels = np.asarray(labels)
