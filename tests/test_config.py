@@ -177,3 +177,11 @@ def test_several_problems_are_counted():
 def test_model_is_the_public_type():
     assert isinstance(config_from_dict(MINIMAL), Config)
     assert yaml.safe_load(config_from_dict(MINIMAL).to_yaml())["label"]["threshold"] == 2.0
+
+
+def test_cv_buffer_defaults_to_zero_and_refuses_a_negative_distance():
+    """train.buffer_m: 0 keeps every training sample; a negative distance is refused."""
+    assert TrainConfig().buffer_m == 0.0
+    assert TrainConfig(buffer_m=640).buffer_m == 640.0
+    with pytest.raises(ValueError):
+        TrainConfig(buffer_m=-1)

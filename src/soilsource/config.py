@@ -238,6 +238,16 @@ class TrainConfig(_Section):
         default=None,
         description="Side of the spatial CV blocks in metres; null = default_block_m().",
     )
+    buffer_m: float = Field(
+        default=0.0,
+        ge=0.0,
+        allow_inf_nan=False,
+        description=(
+            "Drop, per fold, training samples within this distance of a test sample; "
+            "patch.size_m makes test and training patches disjoint (metrics.json reports "
+            "overlap_share either way)."
+        ),
+    )
     max_epochs: int | None = Field(
         default=None, ge=1, description="Most epochs per torch model; null = training default."
     )

@@ -210,6 +210,7 @@ def evaluate(
                 folds=config.train.folds,
                 cv=config.train.cv,
                 block_m=block_m(config, table),
+                buffer_m=config.train.buffer_m,
                 patch_m=config.patch.size_m,
                 seed=config.train.seed,
                 device=config.compute.device,
