@@ -35,6 +35,7 @@ from torch import nn
 
 from soilsource.mapping import patch_halo, probability_map
 from soilsource.models import SILICNet
+from soilsource.models.silicnet import random_silicnet
 
 BANDS, PATCH_PX, BATCH = 6, 128, 64
 MEUSE = Path(__file__).resolve().parents[1] / "examples" / "meuse"
@@ -42,17 +43,7 @@ MEUSE = Path(__file__).resolve().parents[1] / "examples" / "meuse"
 
 def varied_model() -> SILICNet:
     """A random SI-LICNet with probabilities spread over (0, 1), so differences show."""
-    torch.manual_seed(0)
-    model = SILICNet(BANDS, PATCH_PX)
-    with torch.no_grad():
-        for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
-            bn.running_mean.uniform_(-0.5, 0.5)
-            bn.running_var.uniform_(0.5, 2.0)
-        model.head[0].weight.mul_(10.0)
-        model.head[-1].weight.mul_(100.0)
-        model.eval()
-        model.head[-1].bias.sub_(model(torch.randn(8, BANDS, PATCH_PX, PATCH_PX)).mean())
-    return model
+    return random_silicnet(BANDS, PATCH_PX, centre_on=8)
 
 
 def meuse_patches(size: int) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:

@@ -26,22 +26,13 @@ from torch import nn
 
 from soilsource.explain import occlusion_sensitivity
 from soilsource.models import SILICNet
+from soilsource.models.silicnet import random_silicnet
 
 BANDS, PATCH_PX, WINDOW_PX, STRIDE_PX = 6, 128, 16, 4
 
 
 def sensitive_model(x: torch.Tensor) -> SILICNet:
-    torch.manual_seed(0)
-    model = SILICNet(BANDS, PATCH_PX)
-    with torch.no_grad():
-        for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
-            bn.running_mean.uniform_(-0.5, 0.5)
-            bn.running_var.uniform_(0.5, 2.0)
-        model.head[0].weight.mul_(10.0)
-        model.head[-1].weight.mul_(100.0)
-        model.eval()
-        model.head[-1].bias.sub_(model(x).mean())
-    return model
+    return random_silicnet(BANDS, PATCH_PX, centre_on=x)
 
 
 def timed(run, repeats: int) -> tuple[float, torch.Tensor]:

@@ -40,12 +40,12 @@ import rasterio
 import torch
 from rasterio.transform import from_origin
 from rasterio.windows import Window
-from torch import nn
 
 from soilsource.compute import compute_session
 from soilsource.inputs.imagery import describe_raster
 from soilsource.mapping import write_probability_map
 from soilsource.models import SILICNet
+from soilsource.models.silicnet import random_silicnet
 from soilsource.patches import BandStats
 
 BANDS, PATCH_PX, TILE_PX, TEXTURE_PX = 6, 128, 512, 1024
@@ -145,13 +145,7 @@ def write_region(path: Path, size: int) -> None:
 
 def random_model() -> SILICNet:
     """SI-LICNet (6 bands, 128 px) with random weights and BatchNorm statistics."""
-    torch.manual_seed(0)
-    model = SILICNet(BANDS, PATCH_PX)
-    with torch.no_grad():
-        for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
-            bn.running_mean.uniform_(-0.5, 0.5)
-            bn.running_var.uniform_(0.5, 2.0)
-    return model.eval()
+    return random_silicnet(BANDS, PATCH_PX, spread=False)
 
 
 def stats() -> BandStats:

@@ -19,6 +19,7 @@ from soilsource.explain.sensitivity import sensitivity_maps
 from soilsource.inputs.imagery import describe_raster
 from soilsource.mapping import write_probability_map
 from soilsource.models import SILICNet
+from soilsource.models.silicnet import random_silicnet
 from soilsource.patches import BandStats, extract_patches
 
 BANDS, PATCH_PX = 3, 24
@@ -42,15 +43,7 @@ def scene(tmp_path_factory):
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(data)
     raster = describe_raster(path)
-    torch.manual_seed(0)
-    model = SILICNet(BANDS, PATCH_PX)
-    with torch.no_grad():
-        for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
-            bn.running_mean.uniform_(-0.5, 0.5)
-            bn.running_var.uniform_(0.5, 2.0)
-        model.head[0].weight.mul_(10.0)
-        model.head[-1].weight.mul_(100.0)
-    model.eval()
+    model = random_silicnet(BANDS, PATCH_PX)
     x = 500000 + 10 * rng.uniform(5, w - 5, 11)
     y = 2500000 - 10 * rng.uniform(5, h - 5, 11)
     patches = extract_patches(raster, np.column_stack([x, y]), PATCH_PX)

@@ -9,6 +9,7 @@ from torch import nn
 
 from soilsource.mapping import patch_halo, probability_map, probability_map_tile
 from soilsource.models import SILICNet
+from soilsource.models.silicnet import random_silicnet
 
 TOL = 1e-4
 
@@ -24,18 +25,7 @@ def _one_thread():
 
 def varied_model(channels: int, patch_px: int, seed: int = 0, **kwargs) -> SILICNet:
     """A random SI-LICNet whose probabilities spread over (0, 1) across an image."""
-    torch.manual_seed(seed)
-    model = SILICNet(channels, patch_px, **kwargs)
-    with torch.no_grad():
-        for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
-            bn.running_mean.uniform_(-0.5, 0.5)
-            bn.running_var.uniform_(0.5, 2.0)
-        model.head[0].weight.mul_(10.0)
-        model.head[-1].weight.mul_(100.0)
-        model.eval()
-        patches = torch.randn(16, channels, patch_px, patch_px)
-        model.head[-1].bias.sub_(model(patches).mean())
-    return model
+    return random_silicnet(channels, patch_px, seed=seed, centre_on=16, **kwargs)
 
 
 def patch_by_patch(model: SILICNet, image: torch.Tensor) -> np.ndarray:

@@ -31,7 +31,15 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-__all__ = ["MAX_BLOCKS", "MIN_GRID", "BlurStem", "RingPooling", "SILICNet", "ring_bounds"]
+__all__ = [
+    "MAX_BLOCKS",
+    "MIN_GRID",
+    "BlurStem",
+    "RingPooling",
+    "SILICNet",
+    "random_silicnet",
+    "ring_bounds",
+]
 
 MAX_BLOCKS = 3
 """Most depthwise-separable blocks chosen automatically (``n_blocks=None``)."""
@@ -403,3 +411,41 @@ class SILICNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Logit of contamination for each patch of ``(N, C, patch_px, patch_px)``: ``(N,)``."""
         return self.classify(self.pooled(x))
+
+
+def random_silicnet(
+    channels: int,
+    patch_px: int,
+    *,
+    seed: int = 0,
+    spread: bool = True,
+    centre_on: int | Tensor | None = None,
+    **kwargs: Any,
+) -> SILICNet:
+    """An untrained SI-LICNet with random BatchNorm statistics, for timing and exactness checks.
+
+    Speed does not depend on the weights, but comparisons of two computations (dense vs
+    patch by patch, incremental vs Captum occlusion) only show differences where the
+    probabilities are not all near 0.5: ``spread`` scales the head so they span (0, 1),
+    and ``centre_on`` (patches, or a number of random patches drawn after the weights)
+    shifts the last bias so that their mean logit is 0.
+
+    >>> model = random_silicnet(2, 16, centre_on=4)
+    >>> model.training
+    False
+    """
+    torch.manual_seed(seed)
+    model = SILICNet(channels, patch_px, **kwargs)
+    with torch.no_grad():
+        for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+        if spread:
+            model.head[0].weight.mul_(10.0)
+            model.head[-1].weight.mul_(100.0)
+        model.eval()
+        if centre_on is not None:
+            if isinstance(centre_on, int):
+                centre_on = torch.randn(centre_on, channels, patch_px, patch_px)
+            model.head[-1].bias.sub_(model(centre_on).mean())
+    return model
