@@ -19,13 +19,15 @@ from soilsource.cli import main
 from soilsource.config import load_config
 from soilsource.errors import InputError
 from soilsource.labels import exceeds, gb15618_screening_value
-from soilsource.synth import REGIONS, LandUse, write_city
+from soilsource.synth import REGIONS, LandUse, build_region, write_city
 from soilsource.synth.cadmium import (
     AUC_BAND,
     DETECTION_LIMIT,
     LAB_CV,
     build_cadmium,
     calibrate_scale,
+    contribution_pathways,
+    expected_emissions,
     measure,
     plume_kernel,
 )
@@ -218,6 +220,57 @@ def test_summary_content(small_city):
         assert means == sorted(means, reverse=True)
         assert "industrial" in ranking[:3]  # emitting sites sit on industrial land
         assert region["strength_scale"] > 0
+
+
+def test_visible_oracle_auc_in_the_summary(small_city):
+    summary = _summary(small_city)
+    differs = 0
+    for name, region in summary["regions"].items():
+        for key in ("visible_oracle_auc", "oracle_own_limit_auc"):
+            assert 0.0 <= region[key] <= 1.0, (name, key)
+        differs += region["visible_oracle_auc"] != region["oracle_auc"]
+    assert differs >= 4  # not the truth under another name
+
+
+@pytest.mark.parametrize("index", [0, 2, 5])
+def test_visible_oracle_auc_is_that_of_the_expected_contribution(small_city, index):
+    """Recomputed from the rasters: the pathways of the expected emissions, x the region's
+    strength factor, plus the visible background median, against each sample's limit."""
+    recipe = REGIONS[index]
+    region = build_region(recipe, index, seed=0, size_px=128)
+    cad, land, samples = region.cadmium, region.land, region.samples
+    pathways = contribution_pathways(land, recipe, expected_emissions(land, recipe))
+    expected = region.strength_scale * sum(pathways.values())
+    np.testing.assert_allclose(cad.expected_contribution, expected, rtol=1e-5, atol=1e-7)
+    assert not np.allclose(cad.expected_contribution, cad.contribution)
+    # The visible background median is the background's median: half the pixels above.
+    above = np.mean(cad.background > cad.background_median)
+    assert 0.4 < above < 0.6
+    rows, cols = samples["row"].to_numpy(), samples["col"].to_numpy()
+    cd = cad.background_median[rows, cols] + cad.expected_contribution[rows, cols]
+    score = np.log(cd) - np.log(samples["screening_value"].to_numpy())
+    truth = _summary(small_city)["regions"][recipe.name]
+    auc = roc_auc_score(samples["label"], score)
+    assert truth["visible_oracle_auc"] == pytest.approx(auc, abs=1e-4)
+    true_cd = cad.background_median[rows, cols] + cad.contribution[rows, cols]
+    own_limit = roc_auc_score(
+        samples["label"], np.log(true_cd) - np.log(samples["screening_value"])
+    )
+    assert truth["oracle_own_limit_auc"] == pytest.approx(own_limit, abs=1e-4)
+
+
+@pytest.mark.parametrize("index", [0, 2])
+def test_expected_emissions_are_the_mean_of_the_draws(index):
+    """Atmospheric and irrigation Cd are linear in the emissions: their expected rasters
+    are the mean over draws of which parcels emit, how much, with stacks and effluents."""
+    recipe = REGIONS[index]
+    land = build_landscape(recipe, 96, np.random.default_rng(5))
+    expected = contribution_pathways(land, recipe, expected_emissions(land, recipe))
+    draws = [build_cadmium(land, recipe, np.random.default_rng(k)).pathways for k in range(40)]
+    for name in ("atmospheric", "irrigation"):
+        means = np.array([d[name].mean() for d in draws])
+        error = abs(means.mean() - expected[name].mean())
+        assert error < 4 * means.std() / np.sqrt(means.size) + 1e-6, name
 
 
 def test_sources_geopackage(small_city):

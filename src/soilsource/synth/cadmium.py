@@ -21,6 +21,12 @@ variation. pH is acidic, lower on paddies, near industry and under forest, highe
 on marine sediments, with spatial structure. Samples are taken on soil only,
 more densely on farmland, and measured with multiplicative lab noise and a
 detection limit.
+
+Besides the truth, a region gets what the generator expects from what is visible
+(``Cadmium.expected_contribution``, ``background_median``): the same pathway code
+(``contribution_pathways``) run on ``expected_emissions``, where every industrial
+parcel emits at the expectation over which parcels emit and how much. Scored against
+each sample's own limit, it gives the summary's ``visible_oracle_auc``.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ import pandas as pd
 import shapely
 from scipy import ndimage, signal
 from scipy.spatial import cKDTree
-from scipy.stats import rankdata
+from scipy.stats import hypergeom, norm, rankdata
 from sklearn.metrics import roc_auc_score
 
 from soilsource.labels import exceeds, gb15618_screening_value
@@ -53,6 +59,7 @@ from soilsource.synth.recipes import (
 SITE_SIGMA = 1.1  # lognormal sd of emitter strength: 90 % between /6 and x6 of the median
 SITE_HALO_M = 110.0  # decay length of the enrichment around an emitting parcel
 STACK_RATIO = 0.25  # median peak deposition of a stack relative to its site strength
+STACK_SIGMA = 0.5  # lognormal sd of a stack's deposition around that median
 PLUME_LENGTH_M = 2500.0  # deposition decay length downwind
 PLUME_PEAK_M = 300.0  # deposition rises over this distance from the stack
 PLUME_SIGMA0_M = 60.0  # crosswind spread at the stack ...
@@ -68,6 +75,8 @@ TRAFFIC_EDGE_MGKG = {
 TRAFFIC_DECAY_M = 80.0
 EFFLUENT_REACH_M = 1500.0  # emitters this close to the river may discharge into it
 RIVER_DECAY_M = 8000.0  # dilution and settling of river Cd downstream
+UPSTREAM_SIGMA = 0.3  # lognormal sd of the upstream inflow around the recipe's value
+EFFLUENT_SIGMA = 0.5  # lognormal sd of a discharger's share beyond its site strength
 IRRIGATION_MGKG_PER_UGL = 0.08  # paddy soil increment per ug/L of irrigation water
 IRRIGATION_REACH_M = 700.0  # fields farther from canal or river get less water
 UPLAND_IRRIGATION = 0.3  # dry farmland is watered less than paddies
@@ -103,6 +112,11 @@ class Cadmium:
     background: np.ndarray  # float32, natural Cd, mg/kg
     ph: np.ndarray  # float32
     sources: gpd.GeoDataFrame  # region, type, strength, unit, geometry
+    # What the generator expects from what is visible (see ``expected_emissions``):
+    # the contribution with every industrial parcel at the expected emission, and the
+    # median of the background given the visible geology.
+    expected_contribution: np.ndarray | None = None  # float32, mg/kg
+    background_median: np.ndarray | None = None  # float32, mg/kg
 
     def scaled(self, factor: float) -> Cadmium:
         """The same region with every source ``factor`` x as strong (all pathways are linear)."""
@@ -110,21 +124,39 @@ class Cadmium:
             return self
         sources = self.sources.copy()
         sources["strength"] = (sources["strength"] * factor).round(4)
+        expected = self.expected_contribution
         return Cadmium(
             (self.contribution * factor).astype(np.float32),
             {k: (v * factor).astype(np.float32) for k, v in self.pathways.items()},
             self.background,
             self.ph,
             sources,
+            None if expected is None else (expected * factor).astype(np.float32),
+            self.background_median,
         )
+
+
+@dataclass
+class Emissions:
+    """What a region's sources emit: everything random that the four pathways' physics reads.
+
+    ``build_cadmium`` draws one; ``expected_emissions`` gives its expectation over
+    the draw of which industrial parcels emit and how much. ``contribution_pathways``
+    turns either into rasters, so the truth and its expectation share one physics.
+    """
+
+    site: np.ndarray  # float32 per parcel id (0: no parcel): mg/kg added on the parcel
+    stacks: list[tuple[shapely.Point, float]]  # stack and its peak deposition, mg/kg
+    upstream: float  # ug/L in the river where it enters
+    outfalls: np.ndarray  # position of each effluent along the river, m
+    loads: np.ndarray  # ug/L each effluent adds to the river
 
 
 def build_cadmium(land: Landscape, recipe: RegionRecipe, rng: np.random.Generator) -> Cadmium:
     """Place the sources of a region and compute contribution, background and pH."""
-    shape = land.shape
     parcels = land.parcels
     industrial = parcels.index[parcels["kind"] == "industrial"].to_numpy()
-    n_emit = min(len(industrial), max(2, round(recipe.emitter_share * len(industrial))))
+    n_emit = _n_emitters(recipe, len(industrial))
     emitters = np.sort(rng.choice(industrial, n_emit, replace=False))
     strength = recipe.site_median_mgkg * np.exp(rng.normal(0, SITE_SIGMA, n_emit))
     records: list[dict] = []
@@ -132,12 +164,6 @@ def build_cadmium(land: Landscape, recipe: RegionRecipe, rng: np.random.Generato
     # Industrial sites: the parcel and a halo around it.
     site_strength = np.zeros(len(parcels) + 1, np.float32)
     site_strength[emitters] = strength
-    on_site = site_strength[land.parcel_id]
-    emit_mask = on_site > 0
-    site = np.zeros(shape, np.float32)
-    if emit_mask.any():  # (an emitting parcel can vanish under roads in tiny regions)
-        d_site, ri, ci = nearest_index(emit_mask, PIXEL_M)
-        site = on_site[ri, ci] * np.exp(-d_site / SITE_HALO_M)
     for pid, s in zip(emitters, strength, strict=True):
         records.append(
             {"type": "industrial_site", "strength": s, "geometry": parcels.geometry[pid]}
@@ -147,27 +173,14 @@ def build_cadmium(land: Landscape, recipe: RegionRecipe, rng: np.random.Generato
     has_stack = rng.random(n_emit) < recipe.stack_share
     if n_emit:
         has_stack[np.argmax(strength)] = True  # the biggest emitter always has one
-    factor = int(PLUME_CELL_M // PIXEL_M)
-    stacks = np.zeros((-(-shape[0] // factor), -(-shape[1] // factor)), np.float32)
-    for pid, s in zip(emitters[has_stack], strength[has_stack], strict=True):
-        q = s * STACK_RATIO * np.exp(rng.normal(0, 0.5))
-        point = _stack_point(land, pid)
-        r, c = _pixel(land, point.x, point.y)
-        stacks[r // factor, c // factor] += q
+    stacks = []
+    points = _stack_points(land, emitters[has_stack])
+    for point, s in zip(points, strength[has_stack], strict=True):
+        q = s * STACK_RATIO * np.exp(rng.normal(0, STACK_SIGMA))
+        stacks.append((point, q))
         records.append({"type": "stack", "strength": q, "geometry": point})
-    # Farther than the region's side, a plume cannot reach a pixel from a stack inside.
-    reach = min(PLUME_RADIUS_M, max(shape) * PIXEL_M + PLUME_CELL_M)
-    kernel = plume_kernel(recipe.wind_from_deg, recipe.wind_weight, PLUME_CELL_M, reach)
-    deposition = np.maximum(signal.fftconvolve(stacks, kernel, mode="same"), 0.0)
-    atmospheric = upsample_linear(deposition, factor, shape)
 
     # Traffic along roads.
-    traffic = np.zeros(shape, np.float32)
-    for cls, edge in TRAFFIC_EDGE_MGKG.items():
-        mask = land.road_class == cls
-        if mask.any():
-            d = distance_m(mask, PIXEL_M)
-            traffic += recipe.traffic * edge * np.exp(-d / TRAFFIC_DECAY_M)
     for cls in np.unique(land.roads["road_class"]):
         lines = land.roads.geometry[land.roads["road_class"] == cls].values
         records.append(
@@ -181,7 +194,7 @@ def build_cadmium(land: Landscape, recipe: RegionRecipe, rng: np.random.Generato
 
     # Irrigation: the river's Cd profile, effluents of emitters near the water.
     river = land.river
-    upstream = recipe.upstream_ugl * np.exp(rng.normal(0, 0.3))
+    upstream = recipe.upstream_ugl * np.exp(rng.normal(0, UPSTREAM_SIGMA))
     records.append(
         {
             "type": "upstream_inflow",
@@ -195,7 +208,7 @@ def build_cadmium(land: Landscape, recipe: RegionRecipe, rng: np.random.Generato
     dischargers = np.sort(rng.choice(near, n_eff, replace=False)) if n_eff else near
     outfalls, loads = [], []
     # The recipe sets the total the effluents add; each discharger's share follows its size.
-    share = strength[dischargers] * np.exp(rng.normal(0, 0.5, dischargers.size))
+    share = strength[dischargers] * np.exp(rng.normal(0, EFFLUENT_SIGMA, dischargers.size))
     share = share / share.sum() if share.size else share
     for k, part in zip(dischargers, share, strict=True):
         load = recipe.effluent_ugl * part
@@ -203,15 +216,11 @@ def build_cadmium(land: Landscape, recipe: RegionRecipe, rng: np.random.Generato
         outfalls.append(where)
         loads.append(load)
         records.append({"type": "effluent", "strength": load, "geometry": river.interpolate(where)})
-    irrigation = _irrigation(land, upstream, np.array(outfalls), np.array(loads))
 
-    pathways = {
-        "site": site.astype(np.float32),
-        "atmospheric": atmospheric.astype(np.float32),
-        "traffic": traffic.astype(np.float32),
-        "irrigation": irrigation.astype(np.float32),
-    }
+    emissions = Emissions(site_strength, stacks, upstream, np.array(outfalls), np.array(loads))
+    pathways = contribution_pathways(land, recipe, emissions)
     contribution = sum(pathways.values()).astype(np.float32)
+    expected = sum(contribution_pathways(land, recipe, expected_emissions(land, recipe)).values())
 
     d_industry = distance_m(land.landuse == LandUse.INDUSTRIAL, PIXEL_M)
     background = _background(land, recipe, rng)
@@ -223,7 +232,117 @@ def build_cadmium(land: Landscape, recipe: RegionRecipe, rng: np.random.Generato
     sources["unit"] = sources["type"].map(SOURCE_UNITS)
     sources["strength"] = sources["strength"].astype(float).round(4)
     sources = sources[["region", "type", "detail", "strength", "unit", "geometry"]]
-    return Cadmium(contribution, pathways, background, ph, sources)
+    return Cadmium(
+        contribution,
+        pathways,
+        background,
+        ph,
+        sources,
+        expected.astype(np.float32),
+        background_median(land, recipe),
+    )
+
+
+def contribution_pathways(
+    land: Landscape, recipe: RegionRecipe, emissions: Emissions
+) -> dict[str, np.ndarray]:
+    """The four pathways' contributions (float32 rasters, mg/kg) from what the sources emit."""
+    shape = land.shape
+
+    # Industrial sites: the parcel and a halo around the nearest emitting parcel.
+    on_site = emissions.site[land.parcel_id]
+    emit_mask = on_site > 0
+    site = np.zeros(shape, np.float32)
+    if emit_mask.any():  # (an emitting parcel can vanish under roads in tiny regions)
+        d_site, ri, ci = nearest_index(emit_mask, PIXEL_M)
+        site = on_site[ri, ci] * np.exp(-d_site / SITE_HALO_M)
+
+    # Stacks: plumes along the two monsoon winds, convolved on a coarser grid.
+    factor = int(PLUME_CELL_M // PIXEL_M)
+    stacks = np.zeros((-(-shape[0] // factor), -(-shape[1] // factor)), np.float32)
+    for point, q in emissions.stacks:
+        r, c = _pixel(land, point.x, point.y)
+        stacks[r // factor, c // factor] += q
+    # Farther than the region's side, a plume cannot reach a pixel from a stack inside.
+    reach = min(PLUME_RADIUS_M, max(shape) * PIXEL_M + PLUME_CELL_M)
+    kernel = plume_kernel(recipe.wind_from_deg, recipe.wind_weight, PLUME_CELL_M, reach)
+    deposition = np.maximum(signal.fftconvolve(stacks, kernel, mode="same"), 0.0)
+    atmospheric = upsample_linear(deposition, factor, shape)
+
+    # Traffic along roads.
+    traffic = np.zeros(shape, np.float32)
+    for cls, edge in TRAFFIC_EDGE_MGKG.items():
+        mask = land.road_class == cls
+        if mask.any():
+            d = distance_m(mask, PIXEL_M)
+            traffic += recipe.traffic * edge * np.exp(-d / TRAFFIC_DECAY_M)
+
+    irrigation = _irrigation(land, emissions.upstream, emissions.outfalls, emissions.loads)
+    return {
+        "site": site.astype(np.float32),
+        "atmospheric": atmospheric.astype(np.float32),
+        "traffic": traffic.astype(np.float32),
+        "irrigation": irrigation.astype(np.float32),
+    }
+
+
+def expected_emissions(land: Landscape, recipe: RegionRecipe) -> Emissions:
+    """The expectation of what ``build_cadmium`` draws, given the landscape (what is visible).
+
+    Which industrial parcels emit, how much, which have stacks and which discharge
+    into the river cannot be seen; their expectation over that draw can. Every
+    industrial parcel emits ``p`` x the mean strength (``p``: the share of industrial
+    parcels that emit), has a stack of the expected deposition (the biggest emitter's
+    forced stack included) and, within reach of the river, an effluent of the expected
+    load. The upstream inflow is at its mean. Roads, river and canals are as drawn.
+    Atmospheric and irrigation Cd are linear in these, so their rasters are the exact
+    expectation; the site halo (from the nearest emitting parcel only) is not linear,
+    so there it is the halo of the expected emissions.
+    """
+    parcels = land.parcels
+    industrial = parcels.index[parcels["kind"] == "industrial"].to_numpy()
+    n = len(industrial)
+    n_emit = _n_emitters(recipe, n)
+    p = n_emit / n if n else 0.0
+    mean = recipe.site_median_mgkg * np.exp(0.5 * SITE_SIGMA**2)
+    site = np.zeros(len(parcels) + 1, np.float32)
+    site[industrial] = p * mean
+
+    # Sum over emitters of strength x has_stack: stack_share of all, plus the biggest
+    # emitter's strength when it drew none.
+    if n_emit:
+        biggest = recipe.site_median_mgkg * _mean_exp_max_normal(SITE_SIGMA, n_emit)
+        with_stack = recipe.stack_share * mean + (1 - recipe.stack_share) * biggest / n_emit
+    else:
+        with_stack = 0.0
+    q = p * with_stack * STACK_RATIO * np.exp(0.5 * STACK_SIGMA**2)
+    stacks = [(point, q) for point in _stack_points(land, industrial)] if q > 0 else []
+
+    # Effluents: whenever an emitter is near the river, the dischargers add
+    # effluent_ugl in all, split evenly in expectation over the near industrial parcels.
+    river = land.river
+    d_river = shapely.distance(parcels.geometry[industrial].values, river)
+    near = industrial[d_river < EFFLUENT_REACH_M]
+    any_near = 1.0 - hypergeom(n, near.size, n_emit).pmf(0) if near.size and n_emit else 0.0
+    outfalls = np.array([river.project(parcels.geometry[pid].centroid) for pid in near])
+    loads = np.full(near.size, recipe.effluent_ugl * any_near / max(near.size, 1))
+    upstream = recipe.upstream_ugl * np.exp(0.5 * UPSTREAM_SIGMA**2)
+    return Emissions(site, stacks, float(upstream), outfalls, loads)
+
+
+def _n_emitters(recipe: RegionRecipe, n_industrial: int) -> int:
+    return min(n_industrial, max(2, round(recipe.emitter_share * n_industrial)))
+
+
+def _mean_exp_max_normal(sigma: float, n: int) -> float:
+    """E[exp(sigma x max of n standard normals)], by quadrature.
+
+    >>> round(_mean_exp_max_normal(1.0, 1), 4) == round(float(np.exp(0.5)), 4)
+    True
+    """
+    z = np.linspace(-12.0, 12.0, 24001)
+    density = n * norm.pdf(z) * norm.cdf(z) ** (n - 1)
+    return float(np.trapezoid(np.exp(sigma * z) * density, z))
 
 
 @lru_cache(maxsize=8)
@@ -271,13 +390,16 @@ def _pixel(land: Landscape, x: float, y: float) -> tuple[int, int]:
     return r, c
 
 
-def _stack_point(land: Landscape, pid: int) -> shapely.Point:
-    """A stack stands by the largest shed of its parcel (or in the parcel)."""
-    sheds = land.buildings[land.buildings["parcel_id"] == pid]
-    if len(sheds):
-        shed = sheds.geometry.values[np.argmax(shapely.area(sheds.geometry.values))]
-        return shapely.point_on_surface(shed)
-    return shapely.point_on_surface(land.parcels.geometry[pid])
+def _stack_points(land: Landscape, pids: np.ndarray) -> list[shapely.Point]:
+    """A stack stands by the largest shed of its parcel (the first of equals), or in the parcel."""
+    sheds = land.buildings.geometry.values
+    owner = land.buildings["parcel_id"].to_numpy()
+    # Sheds by parcel, largest first, then in table order: the first of each parcel.
+    order = np.lexsort((np.arange(len(sheds)), -shapely.area(sheds), owner))
+    first = order[np.r_[True, owner[order][1:] != owner[order][:-1]]] if len(order) else order
+    largest = dict(zip(owner[first].tolist(), first.tolist(), strict=True))
+    where = [sheds[largest[p]] if p in largest else land.parcels.geometry[p] for p in pids]
+    return list(shapely.point_on_surface(np.array(where, dtype=object)))
 
 
 def _irrigation(
@@ -342,22 +464,13 @@ def _irrigation(
 
 def _background(land: Landscape, recipe: RegionRecipe, rng: np.random.Generator) -> np.ndarray:
     """Natural Cd: lognormal around a geology-dependent median, spatially correlated."""
-    hills = land.dem > 25.0
-    marine = np.zeros(land.shape, bool)
-    if land.sea is not None:
-        marine = distance_m(land.water_kind == WaterKind.SEA, PIXEL_M) < 3000.0 * land.zone
-    median = np.where(
-        hills,
-        BACKGROUND_MEDIAN["granite"],
-        np.where(marine, BACKGROUND_MEDIAN["marine"], BACKGROUND_MEDIAN["alluvium"]),
-    )
+    median = _geology_median(land)
     # Patches of Cd-rich parent material, unrelated to any source: the natural
     # exceedances that make source attribution hard.
     anomaly = smooth_noise(rng, land.shape, 60.0)
     rich = anomaly > np.quantile(anomaly, 1.0 - recipe.geogenic_share)
     median = np.where(rich, median * GEOGENIC_FACTOR, median)
-    # Geology boundaries are not sharp: blur the median over ~200 m.
-    log_median = ndimage.gaussian_filter(np.log(median), 20.0, mode="nearest")
+    log_median = _blurred_log(median)
     log_bg = (
         log_median
         + np.log(recipe.background_scale)
@@ -365,6 +478,40 @@ def _background(land: Landscape, recipe: RegionRecipe, rng: np.random.Generator)
         + BACKGROUND_SIGMA_NUGGET * rng.standard_normal(land.shape, dtype=np.float32)
     )
     return np.exp(log_bg).astype(np.float32)
+
+
+def background_median(land: Landscape, recipe: RegionRecipe) -> np.ndarray:
+    """Median of the background given what is visible (float32, mg/kg).
+
+    The geology (granite hills, alluvium, marine sediments) shows; where the Cd-rich
+    parent material lies does not: it enters at its expectation in log units, which,
+    with the zero-mean spatial variation and nugget, makes this the median of the
+    lognormal that ``_background`` draws from.
+    """
+    log_median = (
+        _blurred_log(_geology_median(land))
+        + recipe.geogenic_share * np.log(GEOGENIC_FACTOR)
+        + np.log(recipe.background_scale)
+    )
+    return np.exp(log_median).astype(np.float32)
+
+
+def _geology_median(land: Landscape) -> np.ndarray:
+    """Background median by geology: granite hills low, alluvium, marine sediments high."""
+    hills = land.dem > 25.0
+    marine = np.zeros(land.shape, bool)
+    if land.sea is not None:
+        marine = distance_m(land.water_kind == WaterKind.SEA, PIXEL_M) < 3000.0 * land.zone
+    return np.where(
+        hills,
+        BACKGROUND_MEDIAN["granite"],
+        np.where(marine, BACKGROUND_MEDIAN["marine"], BACKGROUND_MEDIAN["alluvium"]),
+    )
+
+
+def _blurred_log(median: np.ndarray) -> np.ndarray:
+    """Geology boundaries are not sharp: the log median blurred over ~200 m."""
+    return ndimage.gaussian_filter(np.log(median), 20.0, mode="nearest")
 
 
 def _ph(
@@ -465,12 +612,39 @@ def _reported(true_cd: np.ndarray, lab_factor: np.ndarray) -> np.ndarray:
     return np.where(cd < DETECTION_LIMIT, DETECTION_LIMIT / 2, cd)
 
 
-def oracle_auc(measured: pd.DataFrame) -> float | None:
-    """ROC AUC of the true contribution at the samples against their labels (None: one class)."""
+def oracle_auc(measured: pd.DataFrame, score: np.ndarray | None = None) -> float | None:
+    """ROC AUC of the true contribution at the samples against their labels (None: one class).
+
+    ``score``, when given, replaces the true contribution (see ``own_limit_score``).
+    """
     labels = measured["label"].to_numpy()
     if labels.all() or not labels.any():
         return None
-    return float(roc_auc_score(labels, measured["contribution"].to_numpy()))
+    if score is None:
+        score = measured["contribution"].to_numpy()
+    return float(roc_auc_score(labels, score))
+
+
+def own_limit_score(
+    measured: pd.DataFrame, contribution: str = "expected_contribution"
+) -> np.ndarray:
+    """Expected log Cd of each sample relative to its own limit: the score of the oracles
+    that, as a concentration model, compare a prediction with each sample's limit.
+
+    log(background median + contribution) - log(screening value), with the limit at
+    the sample's reported pH and paddy status (both in samples.csv) and the
+    ``background_median`` column that ``soilsource.synth.city.build_region`` adds.
+    ``contribution`` is a column: ``expected_contribution`` (what the generator
+    expects from what is visible: ``visible_oracle_auc``) or ``contribution`` (the
+    truth: ``oracle_own_limit_auc``).
+
+    >>> frame = pd.DataFrame({"background_median": [0.2, 0.2], "screening_value": [0.3, 0.6],
+    ...                       "expected_contribution": [0.1, 0.1]})
+    >>> np.round(own_limit_score(frame), 3).tolist()  # same Cd, the second limit is higher
+    [0.0, -0.693]
+    """
+    cd = measured["background_median"] + measured[contribution]
+    return np.log(cd.to_numpy()) - np.log(measured["screening_value"].to_numpy())
 
 
 def calibrate_scale(samples: pd.DataFrame, band: tuple[float, float] = AUC_BAND) -> float:

@@ -32,6 +32,7 @@ from soilsource.synth.cadmium import (
     measure,
     n_samples,
     oracle_auc,
+    own_limit_score,
 )
 from soilsource.synth.landscape import Landscape, build_landscape
 from soilsource.synth.recipes import (
@@ -98,7 +99,9 @@ class Region:
     land: Landscape
     imagery: np.ndarray
     cadmium: Cadmium
-    samples: pd.DataFrame  # measured, with truth columns
+    # measured, with truth columns: contribution, its pathways, expected_contribution and
+    # background_median (what is expected from what is visible, see cadmium.own_limit_score)
+    samples: pd.DataFrame
     strength_scale: float
 
 
@@ -115,6 +118,8 @@ def build_region(recipe: RegionRecipe, index: int, seed: int, size_px: int) -> R
     samples = measure(drawn, scale)
     for name, raster in cadmium.pathways.items():
         samples[name] = raster[samples["row"], samples["col"]].astype(float)
+    for name in ("expected_contribution", "background_median"):
+        samples[name] = getattr(cadmium, name)[samples["row"], samples["col"]].astype(float)
     imagery = render_imagery(land, recipe, rng_image)
     return Region(recipe, land, imagery, cadmium, samples, scale)
 
@@ -309,6 +314,8 @@ def _region_summary(region: Region) -> dict:
     mean = {LandUse(int(c)).label: float(sums[c] / n) for c, n in zip(codes, counts, strict=True)}
     ranking = sorted(mean, key=lambda k: -mean[k])
     auc = oracle_auc(s)
+    own_limit = oracle_auc(s, own_limit_score(s, "contribution"))
+    visible = oracle_auc(s, own_limit_score(s))
     left, bottom, right, top = land.bounds
     types = cad.sources["type"].value_counts()
     return {
@@ -317,6 +324,8 @@ def _region_summary(region: Region) -> dict:
         "n": len(s),
         "n_pos": int(s["label"].sum()),
         "oracle_auc": None if auc is None else round(auc, 4),
+        "oracle_own_limit_auc": None if own_limit is None else round(own_limit, 4),
+        "visible_oracle_auc": None if visible is None else round(visible, 4),
         "landuse_ranking": ranking,
         "landuse_mean_contribution": {k: round(mean[k], 4) for k in ranking},
         "landuse_area_share": {
