@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -52,3 +53,12 @@ def test_console_script_exit_code_and_stderr():
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("soilsource: error: ")
     assert "Traceback" not in proc.stderr
+
+
+def test_console_script_version():
+    """``soilsource --version`` (the installed entry point) prints the version and exits 0."""
+    script = Path(sys.executable).parent / "soilsource"
+    assert script.is_file(), f"no console script beside {sys.executable}"
+    proc = subprocess.run([str(script), "--version"], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"soilsource {__version__}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import traceback
+from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -58,8 +59,13 @@ under a minute, for tests."""
 
 
 def _version(value: bool) -> None:
+    """``--version``: the installed distribution's version (the wheel's or the editable one's)."""
     if value:
-        stdout.print(f"soilsource {__version__}")
+        try:
+            version = metadata.version("soilsource")
+        except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+            version = __version__
+        stdout.print(f"soilsource {version}")
         raise typer.Exit()
 
 
