@@ -68,6 +68,7 @@ def _sensitivity(scene, session, path):
     return maps
 
 
+@pytest.mark.slow
 def test_dask_cluster_gives_byte_identical_rasters(scene, cluster, tmp_path):
     raster, model, stats, _ = scene
     assert not cluster.is_local and cluster.slots == 2
@@ -107,6 +108,7 @@ def test_the_map_does_not_depend_on_the_local_pool(scene, tmp_path):
     assert one.read_bytes() == two.read_bytes()
 
 
+@pytest.mark.slow
 def test_input_errors_from_tasks_arrive_as_input_errors(scene, cluster, tmp_path):
     raster, model, stats, _ = scene
     broken = tmp_path / "broken.tif"

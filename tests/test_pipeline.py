@@ -50,6 +50,7 @@ def city_run(small_city, tmp_path_factory):
     return config, result
 
 
+@pytest.mark.slow
 def test_run_writes_every_output(city_run):
     _, result = city_run
     out = result.out
@@ -79,6 +80,7 @@ def test_run_writes_every_output(city_run):
         assert (out / "models" / name / "random_forest.npz").is_file()
 
 
+@pytest.mark.slow
 def test_predictions_are_out_of_fold_and_match_metrics(city_run):
     _, result = city_run
     table = pd.read_csv(result.out / "predictions.csv", dtype={"sample_id": str})
@@ -93,6 +95,7 @@ def test_predictions_are_out_of_fold_and_match_metrics(city_run):
         assert group["label"].sum() == metrics["regions"][name]["n_pos"]
 
 
+@pytest.mark.slow
 def test_landuse_table_and_hotspots_are_consistent(city_run):
     _, result = city_run
     table = pd.read_csv(result.out / "landuse_sensitivity.csv")
@@ -107,6 +110,7 @@ def test_landuse_table_and_hotspots_are_consistent(city_run):
     assert hotspots.crs.to_epsg() == 32649
 
 
+@pytest.mark.slow
 def test_saved_model_reproduces_the_probability_map(city_run, small_city):
     """The model file, loaded without pickle, gives the map's value at a sample's pixel."""
     _, result = city_run
@@ -134,6 +138,7 @@ def test_saved_model_reproduces_the_probability_map(city_run, small_city):
     assert written[i, j] == pytest.approx(prob, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_metrics(city_run, tmp_path):
     config, result = city_run
     again = run(config, tmp_path / "again", settings=FAST, device="cpu")
@@ -143,6 +148,7 @@ def test_same_seed_gives_identical_metrics(city_run, tmp_path):
     ).read_bytes()
 
 
+@pytest.mark.slow
 def test_run_refuses_to_overwrite_a_complete_run(city_run, capsys):
     config, result = city_run
     assert main(["run", str(config), "--out", str(result.out)]) == 2
@@ -151,6 +157,7 @@ def test_run_refuses_to_overwrite_a_complete_run(city_run, capsys):
     assert is_complete(result.out)
 
 
+@pytest.mark.slow
 def test_run_refuses_a_directory_of_the_users(city_run, tmp_path, capsys):
     config, _ = city_run
     mine = tmp_path / "mine"

@@ -65,6 +65,7 @@ def _html(path: Path) -> str:
     return path.read_text(encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_pipeline_writes_a_complete_report(run_dir):
     assert is_complete(run_dir)
     html = _html(run_dir / REPORT_FILE)
@@ -91,6 +92,7 @@ def test_pipeline_writes_a_complete_report(run_dir):
     assert "spatial cross-validation" in html and "Optimistic" not in html
 
 
+@pytest.mark.slow
 def test_report_is_self_contained(run_dir):
     html = _html(run_dir / REPORT_FILE)
     sources = re.findall(r'\s(?:src|href)="([^"]*)"', html)
@@ -103,6 +105,7 @@ def test_report_is_self_contained(run_dir):
     assert (run_dir / REPORT_FILE).stat().st_size < 3_000_000
 
 
+@pytest.mark.slow
 def test_text_from_inputs_is_escaped(run_dir, tmp_path):
     out = _copy(run_dir, tmp_path / "evil")
     region = json.loads((out / "metrics.json").read_text())["regions"]
@@ -130,6 +133,7 @@ def test_text_from_inputs_is_escaped(run_dir, tmp_path):
     assert "no imagery, sensitivity or probability raster" in html
 
 
+@pytest.mark.slow
 def test_missing_optional_outputs_are_reported(run_dir, tmp_path):
     out = _copy(run_dir, tmp_path / "bare", keep=("config.yaml", "metrics.json"))
     html = _html(write_report(out))
@@ -146,6 +150,7 @@ def test_missing_optional_outputs_are_reported(run_dir, tmp_path):
     assert 'data-overlay="sensitivity"' not in html
 
 
+@pytest.mark.slow
 def test_no_landuse_configured(run_dir, tmp_path):
     out = _copy(run_dir, tmp_path / "nolanduse")
     config = yaml.safe_load((out / "config.yaml").read_text())
@@ -156,6 +161,7 @@ def test_no_landuse_configured(run_dir, tmp_path):
     assert "No land-use map was configured" in html
 
 
+@pytest.mark.slow
 def test_optimistic_and_null_auc_are_labelled(run_dir, tmp_path):
     out = _copy(run_dir, tmp_path / "random", keep=("config.yaml", "metrics.json"))
     metrics = json.loads((out / "metrics.json").read_text())
@@ -182,6 +188,7 @@ def test_not_a_run_directory(tmp_path, capsys):
     assert "Traceback" not in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_rebuilds_the_report(run_dir, tmp_path, capsys):
     out = _copy(run_dir, tmp_path / "again")
     assert not (out / REPORT_FILE).exists()
@@ -222,6 +229,7 @@ def browser():
     shutil.rmtree(profile, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_report_in_headless_chromium(run_dir, browser, tmp_path):
     from PIL import Image
     from selenium.webdriver.common.by import By
@@ -268,6 +276,7 @@ def test_report_in_headless_chromium(run_dir, browser, tmp_path):
     assert pixels.shape[0] > 500 and pixels.std() > 10, "blank screenshot"
 
 
+@pytest.mark.slow
 def test_relative_aggregation_is_explained(run_dir, tmp_path):
     out = _copy(run_dir, tmp_path / "relative", keep=("config.yaml", "metrics.json"))
     assert "aggregation: relative" not in _html(write_report(out))
@@ -277,6 +286,7 @@ def test_relative_aggregation_is_explained(run_dir, tmp_path):
     assert "<code>explain.aggregation: relative</code>" in _html(write_report(out))
 
 
+@pytest.mark.slow
 def test_imagery_from_a_list_matches_each_regions_grid(run_dir, tmp_path):
     out = _copy(run_dir, tmp_path / "list")
     template = _html(write_report(out))

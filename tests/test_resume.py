@@ -84,6 +84,7 @@ def kill_when(proc: subprocess.Popen, path_exists) -> None:
     proc.stderr.close()
 
 
+@pytest.mark.slow
 def test_killed_in_training_then_in_explanation_resumes_to_the_same_results(config, tmp_path):
     """Kill during training, resume, kill that during explanation, resume to the end."""
     reference = tmp_path / "uninterrupted"
