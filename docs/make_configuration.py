@@ -52,15 +52,15 @@ MEANINGS = {
     "explain.window_m": "Side of the occluding window in metres (rounded to whole pixels); "
     "at most `patch.size_m`.",
     "explain.stride_m": "Step of the occluding window in metres (rounded to whole pixels).",
-    "model": "Models that run beside SI-LICNet in the same harness, on the same folds.",
+    "model": "What the models learn, and the models that run beside SI-LICNet in the same "
+    "harness, on the same folds.",
+    "mapping": "Wall-to-wall maps: the study area they are meant for.",
     "model.baselines": "Any of `random_forest` (window statistics), `mobilenet_v3_small`, "
     "`resnet18`; `[]` for none.",
     "train": "Training scope and cross-validation.",
     "train.scope": "`region`: one model per region (as in the paper); `pooled`: one model "
     "for all regions.",
     "train.folds": "Number of cross-validation folds.",
-    "train.cv": "`spatial` (blocks of `block_m`; honest) or `random` (optimistic: "
-    "neighbours leak between folds; the report labels it).",
     "train.seed": "Seed of folds, initialisation and training: the same seed gives the same run.",
     "compute": "Where the work runs.",
     "compute.device": "`auto` (CUDA when available), `cpu` or `cuda`.",

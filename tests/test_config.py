@@ -69,7 +69,8 @@ def test_defaults_for_everything_but_samples_imagery_label():
     assert config.explain.baseline == 0.0
     assert config.explain.hotspot_share == 0.05
     assert config.model.baselines == ["random_forest"]
-    assert (config.train.scope, config.train.cv, config.train.folds) == ("region", "spatial", 5)
+    assert (config.train.scope, config.train.cv, config.train.folds) == ("region", "knndm", 5)
+    assert config.model.target == "value"
     assert config.train.block_m is None
     assert config.compute.device == "auto"
     for key in ("samples", "imagery", "label"):

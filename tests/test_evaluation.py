@@ -17,7 +17,9 @@ from soilsource.evaluation import (
     bootstrap_auc,
     cross_validate,
     cross_validate_by_region,
+    brier_score,
     make_folds,
+    paired_auc_difference,
     random_folds,
     roc_auc,
     spatial_folds,
@@ -294,3 +296,23 @@ def test_a_fold_whose_training_part_has_one_class_predicts_its_share():
     r = cross_validate(Recorder, x, y, xy, folds=2, block_m=500.0, final=False)
     assert np.array_equal(r.proba, 1.0 - y)  # trained on the other block's class only
     assert r.overall.auc is not None and r.overall.auc == 0.0
+
+
+def test_paired_auc_difference_is_the_difference_with_a_paired_interval():
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 60)
+    good = y + rng.normal(0, 0.6, 120)
+    noisy = good + rng.normal(0, 0.3, 120)  # the same model, a little worse
+    diff, lo, hi = paired_auc_difference(y, good, noisy, n_boot=500, seed=1)
+    assert diff == pytest.approx(roc_auc_score(y, good) - roc_auc_score(y, noisy))
+    assert lo <= diff <= hi
+    # pairing: the interval of the difference is narrower than either AUC's own interval
+    single = np.percentile(bootstrap_auc(y, good, n_boot=500, seed=1), [2.5, 97.5])
+    assert hi - lo < single[1] - single[0]
+    assert paired_auc_difference(y, good, np.full(120, np.nan)) is None
+    assert paired_auc_difference(np.zeros(5), np.ones(5), np.ones(5)) is None
+
+
+def test_brier_score_ignores_missing_predictions():
+    assert brier_score(np.array([0, 1, 1]), np.array([0.0, 1.0, np.nan])) == 0.0
+    assert brier_score(np.array([1]), np.array([np.nan])) is None

@@ -61,6 +61,7 @@ def smooth_image(channels: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
         (4, 32, 70, 71, 512, {}),  # one tile
         (3, 16, 30, 33, 5, {}),  # a shallow model (one block)
         (2, 22, 40, 41, 9, {"antialias": False, "batchnorm": False}),  # plain 2 x 2 stem
+        (3, 24, 44, 40, 11, {"members": 3}),  # an ensemble of three in one module
     ],
 )
 def test_dense_map_equals_patch_by_patch(channels, patch_px, h, w, tile_px, kwargs):
@@ -140,3 +141,16 @@ def test_bad_inputs_are_refused(image, kwargs, error, match):
 def test_only_silicnet_maps_densely():
     with pytest.raises(TypeError, match="SILICNet"):
         probability_map(nn.Conv2d(2, 1, 3), np.zeros((2, 30, 30), np.float32))
+
+
+def test_raw_map_is_the_model_output_and_its_sigmoid_the_probability():
+    model = varied_model(2, 16, seed=3, members=2)
+    image = smooth_image(2, 30, 28)
+    raw = probability_map(model, image, raw=True)
+    prob = probability_map(model, image)
+    ok = np.isfinite(raw)
+    assert np.nanmax(np.abs(1 / (1 + np.exp(-raw[ok])) - prob[ok])) < 1e-5
+    i, j = 15, 14
+    patch = image[:, i - 8 : i + 8, j - 8 : j + 8][None]
+    with torch.no_grad():
+        assert raw[i, j] == pytest.approx(model(patch).item(), abs=1e-4)

@@ -11,6 +11,7 @@ from torch import nn
 from soilsource.explain import occlusion_sensitivity
 from soilsource.explain.occlusion import window_starts
 from soilsource.models import SILICNet
+from soilsource.models.silicnet import random_silicnet
 
 TOL = 1e-5
 
@@ -106,6 +107,15 @@ def test_incremental_equals_captum_for_other_stems(antialias, batchnorm):
         model.head[0].weight.mul_(10.0)
         model.head[-1].weight.mul_(30.0)
         model.head[-1].bias.sub_(model(x).mean())
+    expected = captum(model, x, 7, 3)
+    assert expected.abs().max() > 1e-3
+    assert (occlusion_sensitivity(model, x, 7, 3) - expected).abs().max() < TOL
+
+
+def test_incremental_equals_captum_for_an_ensemble_in_one_module():
+    """members > 1: grouped pointwise convolutions and a block-diagonal head stay exact."""
+    x = torch.randn(2, 3, 26, 26)
+    model = random_silicnet(3, 26, seed=6, centre_on=x, members=3)
     expected = captum(model, x, 7, 3)
     assert expected.abs().max() > 1e-3
     assert (occlusion_sensitivity(model, x, 7, 3) - expected).abs().max() < TOL

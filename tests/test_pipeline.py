@@ -69,8 +69,17 @@ def test_run_writes_every_output(city_run):
             lo, hi = entry["auc_ci95"]
             assert lo <= entry["auc"] <= hi
         assert "random_forest" in entry["baselines"]
+        # the second round's contract: the fold design, paired differences, skill, Brier
+        assert entry["cv"]["design"] == "knndm" and entry["cv"]["method"] in ("knndm", "random")
+        assert set(entry["cv"]["prediction_to_sample_m"]) == {"q5", "q25", "q50", "q75", "q95"}
+        if entry["auc"] is not None:
+            diff, lo, hi = entry["auc_diff"]["random_forest"]
+            assert lo <= diff <= hi
+            assert entry["skill"] == (entry["auc_ci95"][0] > 0.5)
+        assert 0.0 <= entry["brier"] <= 1.0
+        assert -1.0 <= entry["spearman_value"] <= 1.0
         assert (out / "figures" / f"roc_{name}.png").stat().st_size > 1000
-        for kind in ("sensitivity", "probability"):
+        for kind in ("sensitivity", "probability", "concentration"):
             with rasterio.open(out / kind / f"{name}.tif") as src:
                 assert src.dtypes[0] == "float32"
                 assert src.crs.to_epsg() == 32649
@@ -89,6 +98,11 @@ def test_predictions_are_out_of_fold_and_match_metrics(city_run):
     ]  # fmt: skip
     assert table["prob"].between(0, 1).all()
     assert set(table["fold"]) <= {0, 1, 2}
+    assert {"pred_value", "limit", "prob_random_forest", "pred_value_random_forest"} <= set(
+        table.columns
+    )
+    assert (table["pred_value"] > 0).all() and (table["limit"] > 0).all()
+    assert table["label"].equals((table["value"] > table["limit"]).astype(int))
     metrics = json.loads((result.out / "metrics.json").read_text())
     for name, group in table.groupby("region"):
         assert len(group) == metrics["regions"][name]["n"]
@@ -127,15 +141,25 @@ def test_saved_model_reproduces_the_probability_map(city_run, small_city):
     offset = np.asarray(raster.offsets, np.float32)[:, None, None]
     with rasterio.open(raster.path) as src:  # physical units, as the patches are
         image = (src.read().astype(np.float32) * scale + offset - mean) / std
-    dense = probability_map(model, image)
+    dense = probability_map(model, image, raw=True)
     i, j = 64, 70  # a pixel whose patch lies inside the image
     x, y = raster.transform @ (j + 0.5, i + 0.5)
     patch = extract_patches(raster, np.array([[x, y]]), size)
-    prob = torch.sigmoid(model(torch.from_numpy((patch.data - mean) / std))).item()
-    assert dense[i, j] == pytest.approx(prob, abs=1e-4)
+    z = model(torch.from_numpy((patch.data - mean) / std)).item()
+    assert dense[i, j] == pytest.approx(z, abs=1e-4)
+    # the default target is the concentration: the link saved with the model makes the maps
+    link = saved.link
+    assert link is not None
     with rasterio.open(result.out / "probability" / f"{region}.tif") as src:
-        written = src.read(1)
+        written, tags = src.read(1), src.tags()
+    limits = [float(v) for v in tags["LIMITS_MG_KG"].split(",")]
+    weights = [float(v) for v in tags["LIMIT_WEIGHTS"].split(",")]
+    prob = sum(
+        w * link.exceedance(np.array([z]), lim)[0] for lim, w in zip(limits, weights, strict=True)
+    )
     assert written[i, j] == pytest.approx(prob, abs=1e-4)
+    with rasterio.open(result.out / "concentration" / f"{region}.tif") as src:
+        assert src.read(1)[i, j] == pytest.approx(link.median(np.array([z]))[0], rel=1e-4)
 
 
 @pytest.mark.slow

@@ -224,3 +224,33 @@ def test_learns_how_far_from_the_sample_a_source_lies():
     model.eval()
     accuracy = ((model(x) > 0).long() == y).float().mean().item()
     assert accuracy >= 0.95
+
+
+def test_members_are_independent_networks_whose_mean_is_the_output():
+    torch.manual_seed(0)
+    model = SILICNet(3, patch_px=24, members=3, width=8, hidden=4).eval()
+    x = torch.randn(5, 3, 24, 24)
+    with torch.no_grad():
+        members = model.member_outputs(x)
+        assert members.shape == (5, 3)
+        assert torch.allclose(members.mean(1), model(x), atol=1e-6)
+    # member 0's output depends on member 0's parameters only: its gradient is zero
+    # for every parameter entry that belongs to another member
+    model.train()
+    model.member_outputs(x)[:, 0].sum().backward()
+    head = model.head[0].parametrizations.weight.original.grad
+    assert head[4:].abs().sum() == 0 and head[:4, 8 * model.n_rings :].abs().sum() == 0
+    pointwise = model.blocks[0][1].weight.grad  # grouped: (24, 8, 1, 1)
+    assert pointwise[8:].abs().sum() == 0 and pointwise[:8].abs().sum() > 0
+    assert model.head[3].weight.grad[0, 4:].abs().sum() == 0
+
+
+def test_members_round_trip_through_config_and_state_dict():
+    torch.manual_seed(1)
+    model = SILICNet(2, patch_px=16, members=2).eval()
+    again = SILICNet(**model.config)
+    again.load_state_dict(model.state_dict())
+    x = torch.randn(2, 2, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(again.eval()(x), model(x))
+    assert not any("mask" in key for key in model.state_dict())  # derived, not stored

@@ -222,9 +222,29 @@ Baseline = Literal["random_forest", "mobilenet_v3_small", "resnet18"]
 
 
 class ModelConfig(_Section):
-    """Which models run beside SI-LICNet in the same harness."""
+    """What the models learn, and which run beside SI-LICNet in the same harness."""
 
     baselines: list[Baseline] = Field(default_factory=lambda: ["random_forest"])
+    target: Literal["value", "label"] = Field(
+        default="value",
+        description=(
+            "value: learn the log concentration with a spread and apply the rule after "
+            "(the probability of exceeding each sample's own limit); label: learn the 0/1 "
+            "label of the rule directly."
+        ),
+    )
+
+
+class MappingConfig(_Section):
+    """Wall-to-wall maps: the area they are meant for."""
+
+    area: Path | None = Field(
+        default=None,
+        description=(
+            "Raster whose valid pixels are the study area (e.g. the surveyed floodplain): the "
+            "prediction area that kNNDM cross-validation matches; null = the imagery."
+        ),
+    )
 
 
 class TrainConfig(_Section):
@@ -232,7 +252,14 @@ class TrainConfig(_Section):
 
     scope: Literal["region", "pooled"] = "region"
     folds: int = Field(default=5, ge=2)
-    cv: Literal["spatial", "random"] = "spatial"
+    cv: Literal["knndm", "spatial", "buffered", "random"] = Field(
+        default="knndm",
+        description=(
+            "Fold design: knndm (folds matched to the distances from the mapped area to the "
+            "samples, Linnenbrink et al. 2024), spatial blocks, buffered blocks (no test "
+            "patch overlaps a training patch) or random (optimistic)."
+        ),
+    )
     seed: int = 0
     block_m: PositiveFloat | None = Field(
         default=None,
@@ -292,6 +319,7 @@ class Config(_Section):
     explain: ExplainConfig = Field(default_factory=ExplainConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    mapping: MappingConfig = Field(default_factory=MappingConfig)
     compute: ComputeConfig = Field(default_factory=ComputeConfig)
 
     _source: Path | None = PrivateAttr(default=None)
@@ -386,6 +414,8 @@ def config_from_dict(
     config.imagery.path = (
         [_resolve(base, p) for p in paths] if isinstance(paths, list) else _resolve(base, paths)
     )
+    if config.mapping.area is not None:
+        config.mapping.area = _resolve(base, config.mapping.area)
     if config.landuse is not None:
         config.landuse.path = _resolve(base, config.landuse.path)
         if config.landuse.classes is not None:

@@ -144,6 +144,7 @@ def _region(
         if not keep.all():
             dropped.append(_dropped(part.iloc[np.flatnonzero(~keep)], "nodata"))
         part = part.iloc[np.flatnonzero(keep)]
+        extra = {c: part[c].to_numpy() for c in ("ph", "paddy") if c in part.columns}
         tables.append(
             pd.DataFrame(
                 {
@@ -155,6 +156,7 @@ def _region(
                     "limit": part["limit"].to_numpy(dtype=float),
                     "label": part["label"].to_numpy(dtype=np.int64),
                     "raster": k,
+                    **extra,
                 }
             )
         )

@@ -28,7 +28,6 @@ more and the interval spans most of [0, 1], so the number is null with a reason.
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -37,11 +36,12 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from torch import nn
 
 from soilsource.errors import InputError
+from soilsource.folds import KNNDM, FoldDesign, RandomKFold, SpatialBlocks, block_ids
 from soilsource.progress import track, warn
+from soilsource.target import Target
 from soilsource.training import (
     PatchEstimator,
     TorchPatchClassifier,
@@ -57,9 +57,12 @@ __all__ = [
     "FoldCheckpoint",
     "block_ids",
     "bootstrap_auc",
+    "brier_score",
     "cross_validate",
     "cross_validate_by_region",
+    "fold_design",
     "make_folds",
+    "paired_auc_difference",
     "random_folds",
     "roc_auc",
     "spatial_folds",
@@ -166,38 +169,54 @@ def roc_auc(
     return AUCResult(n=n, n_pos=n_pos, auc=auc, ci95=(float(lo), float(hi)))
 
 
+def paired_auc_difference(
+    labels: np.ndarray,
+    proba_a: np.ndarray,
+    proba_b: np.ndarray,
+    *,
+    n_boot: int = N_BOOTSTRAP,
+    seed: int = 0,
+) -> tuple[float, float, float] | None:
+    """AUC of ``proba_a`` minus AUC of ``proba_b`` on the same samples, paired bootstrap 95 %.
+
+    Both models are scored on the same resamples (the same stratified multinomial
+    weights, :func:`bootstrap_auc` with one seed), so the interval is that of the
+    difference, much narrower than the two intervals side by side when the models err
+    on the same samples. None when either AUC is not defined.
+
+    >>> y = np.array([0, 0, 0, 1, 1, 1] * 5); good = y + 0.1 * np.arange(30) % 1
+    >>> diff, lo, hi = paired_auc_difference(y, good, np.zeros(30), n_boot=200)
+    >>> diff, lo > 0
+    (0.5, True)
+    """
+    labels = np.asarray(labels).astype(int)
+    a, b = np.asarray(proba_a, np.float64), np.asarray(proba_b, np.float64)
+    if _one_class(labels) or not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return None
+    diff = float(roc_auc_score(labels, a) - roc_auc_score(labels, b))
+    boot = bootstrap_auc(labels, a, n_boot=n_boot, seed=seed) - bootstrap_auc(
+        labels, b, n_boot=n_boot, seed=seed
+    )
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return diff, float(lo), float(hi)
+
+
+def brier_score(labels: np.ndarray, proba: np.ndarray) -> float | None:
+    """Mean squared difference of probability and 0/1 outcome (None without predictions).
+
+    >>> brier_score(np.array([0, 1]), np.array([0.2, 0.6]))
+    0.1
+    """
+    labels, proba = np.asarray(labels, np.float64), np.asarray(proba, np.float64)
+    ok = np.isfinite(proba)
+    return round(float(np.mean((proba[ok] - labels[ok]) ** 2)), 6) if ok.any() else None
+
+
 # --- folds ------------------------------------------------------------------------------------
 
 
-def block_ids(xy: np.ndarray, block_m: float, regions: np.ndarray | None = None) -> np.ndarray:
-    """Integer id of the ``block_m`` square (anchored at the CRS origin) holding each sample.
-
-    Samples of different regions never share a block, even with equal coordinates.
-
-    >>> block_ids(np.array([[10., 10.], [90., 20.], [110., 10.]]), 100.0).tolist()
-    [0, 0, 1]
-    """
-    xy = np.asarray(xy, dtype=np.float64)
-    if xy.ndim != 2 or xy.shape[1] != 2:
-        raise ValueError(f"xy must be (N, 2), got {xy.shape}")
-    if not block_m > 0:
-        raise ValueError(f"block_m must be positive, got {block_m}")
-    if not np.isfinite(xy).all():
-        raise ValueError("xy has missing or infinite coordinates")
-    cells = np.floor(xy / block_m).astype(np.int64)
-    keys = [cells[:, 0], cells[:, 1]]
-    if regions is not None:
-        keys.insert(0, np.unique(np.asarray(regions), return_inverse=True)[1])
-    _, ids = np.unique(np.stack(keys, axis=1), axis=0, return_inverse=True)
-    return ids.reshape(-1)
-
-
-def _strata(labels: np.ndarray, regions: np.ndarray | None) -> np.ndarray:
-    """Stratification classes: label, or (region, label) when pooling regions."""
-    labels = np.asarray(labels).astype(int)
-    if regions is None:
-        return labels
-    return np.unique(np.asarray(regions), return_inverse=True)[1].reshape(-1) * 2 + labels
+CV_DESIGNS = ("knndm", "spatial", "buffered", "random")
+"""The fold designs of ``train.cv`` (:mod:`soilsource.folds`)."""
 
 
 def spatial_folds(
@@ -209,31 +228,14 @@ def spatial_folds(
     seed: int = 0,
     regions: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Fold id (0..k-1) per sample; whole blocks per fold, balanced in samples and positives.
-
-    With fewer blocks than ``folds`` the number of folds drops to the number of blocks
-    (with a warning); a single block is an :class:`InputError`.
+    """Fold id (0..k-1) per sample of :class:`~soilsource.folds.SpatialBlocks`.
 
     >>> rng = np.random.default_rng(0)
     >>> xy = rng.uniform(0, 1000, size=(200, 2)); y = (xy[:, 0] > 600).astype(int)
-    >>> f = spatial_folds(y, xy, block_m=200.0, folds=5, seed=0)
-    >>> sorted(set(f.tolist()))
+    >>> sorted(set(spatial_folds(y, xy, block_m=200.0, folds=5, seed=0).tolist()))
     [0, 1, 2, 3, 4]
     """
-    groups = block_ids(xy, block_m, regions)
-    n_blocks = int(groups.max()) + 1 if len(groups) else 0
-    if n_blocks < 2:
-        raise InputError(
-            "train",
-            "block_m",
-            f"all {len(groups)} samples fall in one {block_m:g} m block; "
-            "use smaller blocks or cv: random",
-        )
-    if n_blocks < folds:
-        warn(f"only {n_blocks} spatial blocks of {block_m:g} m: using {n_blocks} folds")
-        folds = n_blocks
-    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    return _fold_ids(splitter, labels, regions, groups)
+    return SpatialBlocks(folds, seed, block_m=block_m).fold_ids(xy, labels, regions)
 
 
 def random_folds(
@@ -243,54 +245,68 @@ def random_folds(
     seed: int = 0,
     regions: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Stratified random fold ids: optimistic for spatial data (neighbours leak).
+    """Fold id per sample of :class:`~soilsource.folds.RandomKFold` (optimistic in space).
 
     >>> random_folds(np.array([0, 1] * 5), folds=5, seed=0).tolist().count(0)
     2
     """
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    return _fold_ids(splitter, labels, regions, None)
+    return RandomKFold(folds, seed).fold_ids(None, labels, regions)
 
 
-def _fold_ids(
-    splitter: StratifiedGroupKFold | StratifiedKFold,
-    labels: np.ndarray,
-    regions: np.ndarray | None,
-    groups: np.ndarray | None,
-) -> np.ndarray:
-    strata = _strata(labels, regions)
-    fold = np.full(len(strata), -1, dtype=np.int64)
-    with warnings.catch_warnings():
-        # a stratum (a region's positives) smaller than k is spread as far as it goes
-        warnings.simplefilter("ignore", UserWarning)
-        for k, (_, test) in enumerate(splitter.split(strata, strata, groups)):
-            fold[test] = k
-    return fold
+def fold_design(
+    cv: str,
+    *,
+    folds: int = 5,
+    seed: int = 0,
+    block_m: float | None = None,
+    buffer_m: float = 0.0,
+    prediction_xy: np.ndarray | None = None,
+) -> FoldDesign:
+    """The fold design object of ``train.cv`` (``knndm``, ``spatial``, ``buffered``, ``random``).
+
+    ``buffered`` is spatial blocks with ``buffer_m`` (the caller passes the patch side).
+    """
+    if folds < 2:
+        raise InputError("train", "folds", f"must be at least 2, got {folds}")
+    if cv == "random":
+        return RandomKFold(folds, seed)
+    if cv == "knndm":
+        if prediction_xy is None:
+            raise ValueError("kNNDM cross-validation needs prediction_xy")
+        return KNNDM(folds, seed, prediction_xy=prediction_xy)
+    if cv in ("spatial", "buffered"):
+        if block_m is None:
+            raise ValueError("spatial cross-validation needs xy and block_m")
+        return SpatialBlocks(folds, seed, block_m=block_m, buffer_m=buffer_m)
+    raise InputError("train", "cv", f"must be one of {', '.join(CV_DESIGNS)}, got {cv!r}")
 
 
 def make_folds(
     labels: np.ndarray,
     xy: np.ndarray | None = None,
     *,
-    cv: Literal["spatial", "random"] = "spatial",
+    cv: Literal["knndm", "spatial", "buffered", "random"] = "spatial",
     folds: int = 5,
     block_m: float | None = None,
     seed: int = 0,
     regions: np.ndarray | None = None,
+    prediction_xy: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Fold ids for ``cv="spatial"`` (needs ``xy`` and ``block_m``) or ``cv="random"``."""
-    labels = np.asarray(labels)
-    if folds < 2:
-        raise InputError("train", "folds", f"must be at least 2, got {folds}")
-    if len(labels) < folds:
-        raise InputError("train", "folds", f"{folds} folds but only {len(labels)} samples")
-    if cv == "random":
-        return random_folds(labels, folds=folds, seed=seed, regions=regions)
-    if cv != "spatial":
-        raise InputError("train", "cv", f"must be spatial or random, got {cv!r}")
-    if xy is None or block_m is None:
+    """Fold ids of the design ``cv`` (see :func:`fold_design`)."""
+    design = fold_design(cv, folds=folds, seed=seed, block_m=block_m, prediction_xy=prediction_xy)
+    return _fold_ids(design, np.asarray(labels), xy, regions)
+
+
+def _fold_ids(
+    design: FoldDesign, labels: np.ndarray, xy: np.ndarray | None, regions: np.ndarray | None
+) -> np.ndarray:
+    if len(labels) < design.n_splits:
+        raise InputError(
+            "train", "folds", f"{design.n_splits} folds but only {len(labels)} samples"
+        )
+    if not isinstance(design, RandomKFold) and xy is None:
         raise ValueError("spatial cross-validation needs xy and block_m")
-    return spatial_folds(labels, xy, block_m=block_m, folds=folds, seed=seed, regions=regions)
+    return design.fold_ids(xy, labels, regions)
 
 
 def _near(
@@ -333,6 +349,10 @@ class CVResult:
     optimistic: bool
     overlap_share: float | None = None
     fold_info: list[dict[str, Any]] = field(default_factory=list)
+    design: dict[str, Any] = field(default_factory=dict)
+    target: str = "label"
+    pred_value: np.ndarray | None = None
+    """Out-of-fold predicted median concentration (mg/kg) for ``target="value"``."""
 
     def metrics(self) -> dict[str, Any]:
         """Per-region AUC entries and the overall entry, as in ``metrics.json``."""
@@ -346,6 +366,7 @@ class CVResult:
                 "block_m": self.block_m,
                 "buffer_m": self.buffer_m,
                 "overlap_share": self.overlap_share,
+                "design": self.design,
             },
         }
 
@@ -376,11 +397,12 @@ def _estimator(
     settings: TrainSettings | None,
     device: str | torch.device,
     num_threads: int | None,
+    target: Target = "label",
 ) -> PatchEstimator:
     model = factory()
     if isinstance(model, nn.Module):
         return TorchPatchClassifier(
-            model, settings=settings, device=device, num_threads=num_threads
+            model, settings=settings, device=device, num_threads=num_threads, target=target
         )
     if not (hasattr(model, "fit") and hasattr(model, "predict_proba")):
         raise TypeError(f"factory returned {type(model).__name__}: not a module or estimator")
@@ -408,10 +430,14 @@ def cross_validate(
     regions: Sequence[str] | np.ndarray | None = None,
     *,
     folds: int = 5,
-    cv: Literal["spatial", "random"] = "spatial",
+    cv: Literal["knndm", "spatial", "buffered", "random"] = "spatial",
     block_m: float | None = None,
     buffer_m: float = 0.0,
     patch_m: float | None = None,
+    prediction_xy: np.ndarray | None = None,
+    target: Target = "label",
+    values: np.ndarray | None = None,
+    limits: np.ndarray | None = None,
     seed: int = 0,
     device: str | torch.device = "auto",
     settings: TrainSettings | None = None,
@@ -443,10 +469,21 @@ def cross_validate(
     regions:
         Region name per sample; None = one region, reported as ``"all"``.
     folds, cv, block_m:
-        Number of folds, ``"spatial"`` (blocks of ``block_m`` metres) or ``"random"``.
+        Number of folds and the design (:func:`fold_design`): ``"knndm"`` (needs
+        ``prediction_xy``), ``"spatial"`` (blocks of ``block_m`` metres), ``"buffered"``
+        (blocks and a buffer of ``buffer_m``, default ``patch_m``) or ``"random"``.
     buffer_m:
         Drop from each fold's training set the samples closer than this to a test
         sample of the same region (Chebyshev distance); 0 = none.
+    prediction_xy:
+        Points of the prediction area (kNNDM matches its test-to-training distances to
+        theirs).
+    target, values, limits:
+        ``"label"``: models learn the 0/1 labels. ``"value"``: models learn the
+        concentrations ``values`` (mg/kg; :mod:`soilsource.target`), and the out-of-fold
+        probability is that of exceeding each sample's own ``limits``; the predicted
+        median goes to :attr:`CVResult.pred_value`. Folds, stratification and AUC use
+        ``labels`` either way.
     patch_m:
         Patch side in metres; when given, :attr:`CVResult.overlap_share` is computed.
     seed:
@@ -482,23 +519,35 @@ def cross_validate(
         final=None,
         cv=cv,
         folds=folds,
-        block_m=block_m if cv == "spatial" else None,
+        block_m=block_m if cv in ("spatial", "buffered") else None,
         buffer_m=float(buffer_m),
         seed=seed,
         optimistic=cv == "random",
+        target=target,
     )
+    regression = target == "value"
+    if regression:
+        if values is None or limits is None:
+            raise ValueError("target='value' needs values and limits")
+        values, limits = np.asarray(values, dtype=np.float64), np.asarray(limits, np.float64)
+        result.pred_value = np.full(n, np.nan)
+    y = values if regression else labels
     if _one_class(labels):
         warn(f"{description}: one class only ({int(labels.sum())} positive of {n}); not trained")
         return _score(result, labels, region_arr, n_boot)
 
     strata_regions = None if regions is None else region_arr
-    result.fold = make_folds(
-        labels, coords, cv=cv, folds=folds, block_m=block_m, seed=seed, regions=strata_regions
+    if cv == "buffered" and buffer_m <= 0:
+        buffer_m = result.buffer_m = float(patch_m or 0.0)
+    design = fold_design(
+        cv, folds=folds, seed=seed, block_m=block_m, buffer_m=buffer_m, prediction_xy=prediction_xy
     )
+    result.fold = _fold_ids(design, labels, coords, strata_regions)
+    result.design = design.describe()
     result.folds = int(result.fold.max()) + 1
-    groups = block_ids(coords, block_m, region_arr) if cv == "spatial" else None
+    groups = block_ids(coords, block_m, region_arr) if block_m is not None else None
     overlapping = np.zeros(n, dtype=bool)
-    options = {"settings": settings, "device": device, "num_threads": num_threads}
+    options = {"settings": settings, "device": device, "num_threads": num_threads, "target": target}
 
     steps = [*range(result.folds), *([result.folds] if final else [])]
     for k in track(steps, description):
@@ -507,7 +556,7 @@ def cross_validate(
             result.final = checkpoint.load_final() if checkpoint else None
             if result.final is None:
                 seed_k = derive_seed(seed, k)
-                result.final = _fit_one(factory, patches, labels, groups, seed_k, options)
+                result.final = _fit_one(factory, patches, y, groups, seed_k, options)
                 if checkpoint:
                     checkpoint.save_final(result.final)
             result.fold_info.append({"fold": "final", "n_train": n, "seconds": _since(start)})
@@ -524,27 +573,37 @@ def cross_validate(
         done = checkpoint.load_fold(k, test) if checkpoint else None
         if done is not None:
             result.proba[test] = done[0]
-            result.fold_info.append({**done[1], "from_checkpoint": True})
+            info = dict(done[1])
+            if regression:
+                result.pred_value[test] = np.asarray(info.pop("pred_value"), dtype=np.float64)
+            result.fold_info.append({**info, "from_checkpoint": True})
             continue
-        if _one_class(labels[train]):
+        if not regression and _one_class(labels[train]):
             warn(f"{description}: fold {k} has one class in training; predicting its share")
             result.proba[test] = labels[train].mean() if len(train) else np.nan
         else:
             model = _fit_one(
                 factory,
                 patches[train],
-                labels[train],
+                y[train],
                 None if groups is None else groups[train],
                 derive_seed(seed, k),
                 options,
             )
-            result.proba[test] = model.predict_proba(patches[test])
+            if regression:
+                result.proba[test] = model.predict_proba(patches[test], limits[test])
+                result.pred_value[test] = model.predict_value(patches[test])
+            else:
+                result.proba[test] = model.predict_proba(patches[test])
             fit_result = getattr(model, "fit_result_", None)
             if fit_result is not None:
                 info.update(best_epoch=fit_result.best_epoch, epochs=fit_result.epochs_run)
         result.fold_info.append({**info, "seconds": _since(start)})
         if checkpoint:
-            checkpoint.save_fold(k, test, result.proba[test], result.fold_info[-1])
+            saved = dict(result.fold_info[-1])
+            if regression:
+                saved["pred_value"] = result.pred_value[test].tolist()
+            checkpoint.save_fold(k, test, result.proba[test], saved)
 
     if patch_m is not None and coords is not None:
         result.overlap_share = float(overlapping.mean())

@@ -28,6 +28,7 @@ Conventions
 from __future__ import annotations
 
 import os
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,8 +44,10 @@ from soilsource.inputs import RasterInfo
 from soilsource.models.silicnet import STEM_STRIDE, SILICNet
 from soilsource.patches import BandStats, read_windows
 from soilsource.progress import track
+from soilsource.target import LogNormalLink
 
 __all__ = [
+    "MapRule",
     "patch_halo",
     "probability_map",
     "probability_map_tile",
@@ -76,7 +79,11 @@ def _check(model: SILICNet, channels: int, patch_px: int | None) -> int:
 
 
 def probability_map_tile(
-    model: SILICNet, window: np.ndarray | Tensor, patch_px: int | None = None
+    model: SILICNet,
+    window: np.ndarray | Tensor,
+    patch_px: int | None = None,
+    *,
+    raw: bool = False,
 ) -> np.ndarray:
     """Probabilities of every patch lying wholly inside an input window.
 
@@ -89,6 +96,9 @@ def probability_map_tile(
         (:func:`patch_halo`) on each side.
     patch_px:
         Optional check that the model was built for this patch size.
+    raw:
+        Return the model's raw output (a logit, or for a model of the concentration its
+        standardised log value) instead of ``sigmoid`` of it.
 
     Returns
     -------
@@ -116,13 +126,13 @@ def probability_map_tile(
         model.eval()
         try:
             with torch.inference_mode():
-                out = _dense_probabilities(model, x)
+                out = _dense_outputs(model, x, squash=not raw)
         finally:
             model.train(was_training)
     return out.cpu().numpy()
 
 
-def _dense_probabilities(model: SILICNet, x: Tensor) -> Tensor:
+def _dense_outputs(model: SILICNet, x: Tensor, squash: bool = True) -> Tensor:
     """The body of :func:`probability_map_tile` for a window of at least one patch."""
     size = model.patch_px
     h, w = x.shape[-2:]
@@ -144,7 +154,8 @@ def _dense_probabilities(model: SILICNet, x: Tensor) -> Tensor:
             for stage in stages:
                 act = stage(act)
             logits = _sliding_logits(model, act[0], ny, nx)
-            out[py::STEM_STRIDE, px::STEM_STRIDE] = torch.sigmoid(logits).view(ny, nx)
+            values = torch.sigmoid(logits) if squash else logits
+            out[py::STEM_STRIDE, px::STEM_STRIDE] = values.view(ny, nx)
     nodata = _box_any(~finite, size)
     return out.masked_fill_(nodata, float("nan"))
 
@@ -207,6 +218,7 @@ def probability_map(
     *,
     tile_px: int = 512,
     progress: bool = False,
+    raw: bool = False,
 ) -> np.ndarray:
     """Probability of contamination of the patch centred at each pixel of an image.
 
@@ -223,6 +235,8 @@ def probability_map(
         ``(tile_px + patch_px) ** 2``.
     progress:
         Show a progress bar on stderr.
+    raw:
+        The model's raw output instead of its sigmoid (see :func:`probability_map_tile`).
 
     Returns
     -------
@@ -253,8 +267,36 @@ def probability_map(
         window = image[:, r0 - before : r1 + after, c0 - before : c1 + after]
         if isinstance(window, np.ndarray):
             window = np.ascontiguousarray(window)
-        out[r0:r1, c0:c1] = probability_map_tile(model, window)
+        out[r0:r1, c0:c1] = probability_map_tile(model, window, raw=raw)
     return out
+
+
+@dataclass(frozen=True)
+class MapRule:
+    """How a model of the concentration turns into the maps' probability and median.
+
+    ``limits`` (mg/kg) with ``weights`` summing to 1: the probability of a pixel is
+    ``sum_i w_i P(value > limit_i)``. A fixed threshold is one limit; under a pH-dependent
+    rule without a pH raster, the limits at the region's sample-median pH for paddy and
+    other land, weighted by the region's paddy share (``note`` says so, and goes into
+    the rasters' metadata).
+    """
+
+    link: LogNormalLink
+    limits: tuple[float, ...]
+    weights: tuple[float, ...]
+    note: str = ""
+
+    def probability(self, z: np.ndarray) -> np.ndarray:
+        out = np.zeros(z.shape, dtype=np.float64)
+        for limit, weight in zip(self.limits, self.weights, strict=True):
+            out += weight * self.link.exceedance(z, limit)
+        return out
+
+    def tags(self) -> dict[str, str]:
+        limits = ", ".join(repr(float(v)) for v in self.limits)
+        weights = ", ".join(repr(float(w)) for w in self.weights)
+        return {"LIMITS_MG_KG": limits, "LIMIT_WEIGHTS": weights, "LIMIT_NOTE": self.note}
 
 
 def write_probability_map(
@@ -268,6 +310,8 @@ def write_probability_map(
     threads: int = 1,
     progress: bool = True,
     session: Session | None = None,
+    rule: MapRule | None = None,
+    concentration_path: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Write the wall-to-wall probability map of one raster as a tiled float32 GeoTIFF.
 
@@ -295,6 +339,10 @@ def write_probability_map(
         GDAL reading threads per task.
     session:
         Where the tiles are computed; None opens a local session for this call.
+    rule, concentration_path:
+        For a model of the concentration: how its output becomes the probability
+        (:class:`MapRule`), and where the predicted median concentration (mg/kg) goes,
+        written in the same pass. None for a classifier (probability = sigmoid).
     """
     if tile_px < 1:
         raise ValueError(f"tile_px must be >= 1, got {tile_px}")
@@ -317,18 +365,26 @@ def write_probability_map(
     tiles = [
         (r, c) for r in range(0, raster.height, tile_px) for c in range(0, raster.width, tile_px)
     ]
-    job = _MapJob(model_state(model), stats, raster, tile_px, max_nodata_share, threads)
+    job = _MapJob(model_state(model), stats, raster, tile_px, max_nodata_share, threads, rule)
     path = Path(path)
-    with (
-        session_or_local(session) as runner,
-        atomic_path(path) as tmp,
-        rasterio.open(tmp, "w", **profile) as dst,
-    ):
-        dst.set_band_description(1, "probability of exceeding the rule")
+    outputs = [(path, "probability of exceeding the rule")]
+    if rule is not None and concentration_path is not None:
+        outputs.append((Path(concentration_path), "predicted median concentration, mg/kg"))
+    with ExitStack() as stack:
+        runner = stack.enter_context(session_or_local(session))
+        files = []
+        for target, description in outputs:
+            tmp = stack.enter_context(atomic_path(target))
+            dst = stack.enter_context(rasterio.open(tmp, "w", **profile))
+            dst.set_band_description(1, description)
+            if rule is not None:
+                dst.update_tags(**rule.tags())
+            files.append(dst)
         results = runner.map(probability_tile_task, tiles, shared=job)
         steps = track(results, f"probability map {path.stem}", total=len(tiles))
-        for (r0, c0), prob in zip(tiles, steps if progress else results, strict=True):
-            dst.write(prob, 1, window=Window(c0, r0, prob.shape[1], prob.shape[0]))
+        for (r0, c0), layers in zip(tiles, steps if progress else results, strict=True):
+            for dst, layer in zip(files, layers, strict=False):
+                dst.write(layer, 1, window=Window(c0, r0, layer.shape[1], layer.shape[0]))
     return path
 
 
@@ -342,13 +398,15 @@ class _MapJob:
     tile_px: int
     max_nodata_share: float
     threads: int
+    rule: MapRule | None = None
 
 
 def probability_tile_task(job: _MapJob, tile: tuple[int, int]) -> np.ndarray:
     """One tile of :func:`write_probability_map`, read and computed where the task runs.
 
-    ``tile`` is the output tile's upper-left pixel; the result is float32, clipped to the
-    raster, NaN where too much of the patch has no data.
+    ``tile`` is the output tile's upper-left pixel; the result is ``(1, h, w)`` float32
+    probabilities (``(2, h, w)`` with the median concentration for a model of the
+    concentration), clipped to the raster, NaN where too much of the patch has no data.
     """
     r0, c0 = tile
     raster, size = job.raster, job.model.init_kwargs["patch_px"]
@@ -362,10 +420,15 @@ def probability_tile_task(job: _MapJob, tile: tuple[int, int]) -> np.ndarray:
         threads=job.threads,
     )
     model = job.model.build()
-    prob = probability_map_tile(model, job.stats.transform(window)[0])[:h, :w]
+    out = probability_map_tile(model, job.stats.transform(window)[0], raw=job.rule is not None)
+    out = out[:h, :w].astype(np.float64)
+    if job.rule is None:
+        layers = out[None]
+    else:
+        layers = np.stack([job.rule.probability(out), job.rule.link.median(out)])
     share = _box_mean(window.valid[0].astype(np.float64), size)[:h, :w]
-    prob[share < 1.0 - job.max_nodata_share] = np.nan
-    return prob.astype(np.float32, copy=False)
+    layers[:, share < 1.0 - job.max_nodata_share] = np.nan
+    return layers.astype(np.float32, copy=False)
 
 
 def _box_mean(values: np.ndarray, size: int) -> np.ndarray:

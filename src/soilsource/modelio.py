@@ -51,6 +51,7 @@ from soilsource.models.baselines import (
     mobilenet_v3_small,
     resnet18,
 )
+from soilsource.target import LogNormalLink
 from soilsource.training import TorchPatchClassifier
 
 __all__ = ["ARCHITECTURES", "FORMAT", "SavedModel", "load_model", "read_header", "save_model"]
@@ -82,6 +83,8 @@ class SavedModel:
     architecture: str
     init_kwargs: dict[str, Any]
     metadata: dict[str, Any]
+    link: LogNormalLink | None = None
+    """How the output becomes a concentration and a probability (models of the value)."""
 
 
 def save_model(
@@ -108,6 +111,7 @@ def save_model(
         normalisation statistics, ``patch_px``, ``patch_m``, the label rule.
     """
     path = Path(path)
+    link = getattr(model, "link_", None)
     if isinstance(model, TorchPatchClassifier):
         model = model.module
     header: dict[str, Any] = {
@@ -116,6 +120,8 @@ def save_model(
         "soilsource": __version__,
         "metadata": dict(metadata or {}),
     }
+    if link is not None:  # a model of the concentration: how its output becomes mg/kg
+        header["link"] = link.to_dict()
     if isinstance(model, WindowStatsForest):
         ensemble = model.to_ensemble()
         header.update(
@@ -183,9 +189,9 @@ def load_model(path: str | os.PathLike[str]) -> SavedModel:
         if not (isinstance(scales, list) and scales and all(isinstance(s, int) for s in scales)):
             raise InputError(path, "header", "init_kwargs.scales must be a list of integers")
         model: nn.Module | WindowStatsForest = WindowStatsForest.from_ensemble(
-            payload, tuple(scales)
+            payload, tuple(scales), _link(path, header)
         )
-        return SavedModel(model, FOREST, kwargs, meta)
+        return SavedModel(model, FOREST, kwargs, meta, _link(path, header))
     if arch not in ARCHITECTURES:
         known = ", ".join(ARCHITECTURES)
         raise InputError(path, "architecture", f"unknown {arch!r} (known: {known})")
@@ -196,7 +202,18 @@ def load_model(path: str | os.PathLike[str]) -> SavedModel:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(path, "state_dict", f"weights do not fit {arch}: {first}") from None
     module.eval()
-    return SavedModel(module, arch, kwargs, meta)
+    return SavedModel(module, arch, kwargs, meta, _link(path, header))
+
+
+def _link(path: Path, header: dict[str, Any]) -> LogNormalLink | None:
+    """The saved link of a model of the concentration (None for a classifier)."""
+    data = header.get("link")
+    if data is None:
+        return None
+    try:
+        return LogNormalLink.from_dict(data)
+    except (TypeError, KeyError, ValueError):
+        raise InputError(path, "header", "link must hold numbers mean, scale and sigma") from None
 
 
 _NOT_A_MODEL = (

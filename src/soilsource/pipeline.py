@@ -24,28 +24,38 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from scipy.stats import spearmanr
 
 from soilsource.atomic import write_text_atomic
 from soilsource.compute import Session, check_scheduler, compute_session
 from soilsource.config import Config, load_config
 from soilsource.dataset import Dataset, RegionSamples, load_dataset
-from soilsource.evaluation import CVResult, cross_validate
+from soilsource.errors import InputError
+from soilsource.evaluation import (
+    N_BOOTSTRAP,
+    CVResult,
+    brier_score,
+    cross_validate,
+    paired_auc_difference,
+)
 from soilsource.explain import sensitivity
 from soilsource.explain.mosaic import write_sensitivity
 from soilsource.figures import roc_figure
 from soilsource.hotspots import raster_hotspot_threshold, region_hotspots, write_hotspots
 from soilsource.inputs import open_landuse
-from soilsource.mapping import write_probability_map
+from soilsource.inputs.imagery import describe_raster, prediction_points, reproject_points
+from soilsource.labels import gb15618_screening_value
+from soilsource.mapping import MapRule, write_probability_map
 from soilsource.modelio import save_model
 from soilsource.models import SILICNet
-from soilsource.models.baselines import make_baseline
+from soilsource.models.baselines import make_baseline, random_forest
 from soilsource.patches import Patches
 from soilsource.progress import warn
 from soilsource.report import write_report
 from soilsource.resume import Checkpoints
 from soilsource.rundir import mark, prepare, safe_stem
 from soilsource.rundir import resume as resume_run
-from soilsource.training import Standardized, TorchPatchClassifier, TrainSettings
+from soilsource.training import Standardized, TorchPatchClassifier, TrainSettings, derive_seed
 from soilsource.zones import region_landuse_statistics, write_geodetector, write_landuse_sensitivity
 
 MODEL = "silicnet"
@@ -166,18 +176,21 @@ def model_factory(
 
     Torch models are wrapped in :class:`~soilsource.training.Standardized`, so each
     fold's band statistics come from its training samples only; the random forest
-    reads physical values (NaN where there is no data) and needs no scaling.
+    reads physical values (NaN where there is no data) and needs no scaling. Every
+    model learns ``model.target`` (the concentration, or the label).
     """
     channels, size = len(dataset.band_names), dataset.patch_px
-    device = config.compute.device
+    device, target = config.compute.device, config.model.target
 
     def torch_model(build: Callable[[], torch.nn.Module]) -> Callable[[], Standardized]:
-        return lambda: Standardized(TorchPatchClassifier(build(), settings=settings, device=device))
+        return lambda: Standardized(
+            TorchPatchClassifier(build(), settings=settings, device=device, target=target)
+        )
 
     if name == MODEL:
         return torch_model(lambda: SILICNet(channels, patch_px=size))
     if name == "random_forest":
-        return lambda: make_baseline(name, channels, size)
+        return lambda: random_forest(channels, size, target=target)
     return torch_model(lambda: make_baseline(name, channels, size))
 
 
@@ -187,20 +200,26 @@ def evaluate(
     *,
     settings: TrainSettings | None = None,
     checkpoints: Checkpoints | None = None,
+    models: list[str] | None = None,
+    final: bool = True,
+    n_boot: int = N_BOOTSTRAP,
+    device: str | None = None,
 ) -> dict[str, dict[str, CVResult]]:
     """Cross-validate SI-LICNet and every configured baseline on the same folds.
 
     Returns ``{model: {scope_key: CVResult}}`` where the scope key is the region name
     (scope ``region``) or ``"pooled"``. The folds depend only on the samples, labels
     and seed, so every model sees the same folds. Finished folds are kept in, and
-    taken from, ``checkpoints``.
+    taken from, ``checkpoints``. ``models`` (default SI-LICNet and the configured
+    baselines), ``final`` (train the final models) and ``n_boot`` (bootstrap resamples
+    of the AUC interval) let benchmarks run the same evaluation for less.
     """
-    models = [MODEL, *config.model.baselines]
+    models = models or [MODEL, *config.model.baselines]
     results: dict[str, dict[str, CVResult]] = {}
     for name in models:
         factory = model_factory(name, dataset, config, settings)
         results[name] = {}
-        for key, patches, table in _scopes(dataset, config):
+        for key, patches, table, area in _scopes(dataset, config):
             results[name][key] = cross_validate(
                 factory,
                 physical(patches),
@@ -212,9 +231,15 @@ def evaluate(
                 block_m=block_m(config, table),
                 buffer_m=config.train.buffer_m,
                 patch_m=config.patch.size_m,
+                prediction_xy=area,
+                target=config.model.target,
+                values=table["value"].to_numpy(),
+                limits=table["limit"].to_numpy(),
                 seed=config.train.seed,
-                device=config.compute.device,
+                device=device or config.compute.device,
                 settings=settings,
+                final=final,
+                n_boot=n_boot,
                 description=f"{key}: {name}",
                 checkpoint=checkpoints.folds(name, key) if checkpoints else None,
             )
@@ -222,12 +247,38 @@ def evaluate(
 
 
 def _scopes(dataset: Dataset, config: Config):
+    """(scope key, patches, table, prediction points) of each scope of training."""
+    knndm = config.train.cv == "knndm"
+    areas = {r.name: prediction_area(r, config.mapping.area) if knndm else None for r in dataset}
     if config.train.scope == "pooled":
         patches, table = dataset.concat()
-        yield "pooled", patches, table
+        area = None if None in areas.values() else np.concatenate(list(areas.values()))
+        yield "pooled", patches, table, area
         return
     for region in dataset:
-        yield region.name, region.patches, region.table
+        yield region.name, region.patches, region.table, areas[region.name]
+
+
+def prediction_area(region: RegionSamples, area: Path | None = None, n: int = 1000) -> np.ndarray:
+    """About ``n`` points where the region's map is meant (for kNNDM), in its rasters' CRS.
+
+    The valid pixels of ``mapping.area`` (the study area) that fall on the region's
+    imagery, or the imagery's valid pixels when there is no such raster.
+    """
+    if area is None:
+        per_raster = max(1, n // len(region.rasters))
+        return np.concatenate([prediction_points(r, per_raster) for r in region.rasters])
+    study = describe_raster(area, "mapping.area")
+    points = prediction_points(study, n * 4)
+    parts = []
+    for raster in region.rasters:
+        x, y = reproject_points(points[:, 0], points[:, 1], study.crs, raster.crs)
+        inside = raster.contains(x, y)
+        parts.append(np.column_stack([x[inside], y[inside]]))
+    found = np.concatenate(parts)
+    if len(found) == 0:
+        raise InputError(area, "", f"no valid pixel of mapping.area on region '{region.name}'")
+    return found
 
 
 def physical(patches: Patches) -> np.ndarray:
@@ -262,6 +313,23 @@ def oof(
         start += len(other)
     sel = slice(start, start + len(region))
     return result.proba[sel], result.fold[sel]
+
+
+def oof_values(
+    cv: dict[str, CVResult], region: RegionSamples, dataset: Dataset
+) -> np.ndarray | None:
+    """Out-of-fold predicted median concentrations of ``region`` (None for label models)."""
+    result = region_result(cv, region.name)
+    if result.pred_value is None:
+        return None
+    if region.name in cv:
+        return result.pred_value
+    start = 0
+    for other in dataset:
+        if other.name == region.name:
+            break
+        start += len(other)
+    return result.pred_value[start : start + len(region)]
 
 
 # --- explanation and maps ----------------------------------------------------------------------
@@ -376,22 +444,50 @@ def probability_maps(
     *,
     session: Session | None = None,
 ) -> None:
-    """``probability/REGION.tif``: the final SI-LICNet's probability map of each region."""
+    """``probability/REGION.tif`` (and ``concentration/REGION.tif`` for a model of the
+    concentration): the final SI-LICNet's maps of each region."""
     for region in dataset:
         model = final_model(cv, region.name)
         if model is None:
             continue
+        link = getattr(model.inner, "link_", None)
+        rule = None if link is None else map_rule(region, link, config)
         for k, raster in enumerate(region.rasters):
-            if (folder / f"{output_name(region, k)}.tif").is_file():
+            name = f"{output_name(region, k)}.tif"
+            if (folder / name).is_file():
                 continue  # finished before a resumed run's kill
             write_probability_map(
-                folder / f"{output_name(region, k)}.tif",
+                folder / name,
                 model.inner.module,
                 model.stats_,
                 raster,
                 max_nodata_share=config.patch.max_nodata_share,
                 session=session,
+                rule=rule,
+                concentration_path=folder.parent / "concentration" / name,
             )
+
+
+def map_rule(region: RegionSamples, link: Any, config: Config) -> MapRule:
+    """The limits a region's maps are computed against (see :class:`~soilsource.mapping.MapRule`).
+
+    One limit when every sample of the region has the same (a threshold, a background, a
+    quantile). Under a pH-dependent rule, the limits at the region's sample-median pH for
+    paddy and for other land, weighted by the region's paddy share.
+    """
+    table = region.table
+    limits = table["limit"].to_numpy(dtype=float)
+    if config.label.rule != "gb15618" or np.unique(limits).size == 1:
+        level = float(np.median(limits))
+        return MapRule(link, (level,), (1.0,), f"limit {level:g} mg/kg")
+    ph = float(np.median(table["ph"].to_numpy(dtype=float)))
+    share = float(table["paddy"].mean()) if "paddy" in table.columns else 0.0
+    paddy, other = gb15618_screening_value(config.metal, np.array([ph, ph]), np.array([1, 0]))
+    note = (
+        f"GB 15618-2018 at the region's sample-median pH {ph:.2f}: {paddy:g} mg/kg on paddy "
+        f"(share {share:.2f} of the samples), {other:g} mg/kg elsewhere"
+    )
+    return MapRule(link, (float(paddy), float(other)), (share, 1.0 - share), note)
 
 
 # --- outputs ------------------------------------------------------------------------------
@@ -400,15 +496,39 @@ def probability_maps(
 def build_metrics(
     dataset: Dataset, config: Config, cv: dict[str, dict[str, CVResult]]
 ) -> dict[str, Any]:
-    """``metrics.json``: per region n, positives, AUC with 95 % interval, baselines."""
+    """``metrics.json``: per region n, positives, AUC with 95 % interval, baselines.
+
+    Per region also: the fold design and its distances (``cv``), SI-LICNet minus each
+    baseline on the same folds with a paired-bootstrap interval (``auc_diff``), whether
+    the AUC interval lies above 0.5 (``skill``), the Brier score, and for a model of the
+    concentration the Spearman correlation of the predicted and measured values.
+    """
     regions: dict[str, Any] = {}
     for region in dataset:
-        main = region_result(cv[MODEL], region.name).regions[region.name].to_dict()
+        result = region_result(cv[MODEL], region.name)
+        main = result.regions[region.name].to_dict()
         main["n_dropped"] = len(region.dropped)
         main["baselines"] = {
             name: _auc_entry(region_result(cv[name], region.name).regions[region.name].to_dict())
             for name in config.model.baselines
         }
+        proba, _ = oof(cv[MODEL], region, dataset)
+        labels = region.labels
+        main["cv"] = result.design
+        main["auc_diff"] = {}
+        for name in config.model.baselines:
+            diff = paired_auc_difference(
+                labels, proba, oof(cv[name], region, dataset)[0], seed=derive_seed(result.seed, 9)
+            )
+            main["auc_diff"][name] = None if diff is None else [round(v, 4) for v in diff]
+        ci = main.get("auc_ci95")
+        main["skill"] = bool(ci and ci[0] > 0.5)
+        main["brier"] = brier_score(labels, proba)
+        predicted = oof_values(cv[MODEL], region, dataset)
+        if predicted is not None:
+            ok = np.isfinite(predicted)
+            rho = spearmanr(predicted[ok], region.table["value"].to_numpy()[ok]).statistic
+            main["spearman_value"] = None if not np.isfinite(rho) else round(float(rho), 4)
         regions[region.name] = main
     overall = {}
     for key, result in cv[MODEL].items():
@@ -416,6 +536,7 @@ def build_metrics(
     return {
         "metal": config.metal,
         "rule": dataset.rule,
+        "target": config.model.target,
         "scope": config.train.scope,
         "cv": config.train.cv,
         "optimistic": config.train.cv == "random",
@@ -434,20 +555,35 @@ def _auc_entry(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_predictions(path: Path, dataset: Dataset, cv: dict[str, dict[str, CVResult]]) -> None:
-    """``predictions.csv``: out-of-fold probability and fold of every sample.
+    """``predictions.csv``: out-of-fold probability, predicted value and fold of every sample.
 
-    SPEC columns first (``prob`` is SI-LICNet's), then ``prob_<baseline>`` columns.
+    SPEC columns first (``prob`` and ``pred_value`` are SI-LICNet's; ``pred_value`` is the
+    predicted median concentration, mg/kg, empty for label models; ``limit`` the sample's
+    rule value, mg/kg), then ``prob_<baseline>`` and ``pred_value_<baseline>``.
+    Coordinates keep full precision (UTM northings need ten digits and more).
     """
     frames = []
     for region in dataset:
         frame = region.table[["sample_id", "region", "x", "y", "value", "label"]].copy()
         frame["prob"], frame["fold"] = oof(cv[MODEL], region, dataset)
+        frame["pred_value"] = _values(oof_values(cv[MODEL], region, dataset), len(region))
+        frame["limit"] = region.table["limit"].to_numpy()
         for name in cv:
             if name != MODEL:
                 frame[f"prob_{name}"] = oof(cv[name], region, dataset)[0]
+                frame[f"pred_value_{name}"] = _values(
+                    oof_values(cv[name], region, dataset), len(region)
+                )
         frames.append(frame)
     table = pd.concat(frames, ignore_index=True)
-    write_text_atomic(path, table.to_csv(index=False, float_format="%.6g"))
+    for column in table.columns:
+        if column.startswith(("prob", "pred_value")):
+            table[column] = table[column].map(lambda v: float(f"{v:.6g}"))
+    write_text_atomic(path, table.to_csv(index=False))
+
+
+def _values(values: np.ndarray | None, n: int) -> np.ndarray:
+    return np.full(n, np.nan) if values is None else values
 
 
 def write_roc_figures(folder: Path, dataset: Dataset, cv: dict[str, dict[str, CVResult]]) -> None:

@@ -174,9 +174,14 @@ class FoldStore:
                 saved = load_model(path)
                 if isinstance(saved.model, WindowStatsForest):
                     return saved.model
-                model = Standardized(
-                    TorchPatchClassifier(saved.model, settings=self.settings, device=self.device)
+                inner = TorchPatchClassifier(
+                    saved.model,
+                    settings=self.settings,
+                    device=self.device,
+                    target="label" if saved.link is None else "value",
                 )
+                inner.link_ = saved.link
+                model = Standardized(inner)
                 model.stats_ = BandStats.from_dict(saved.metadata["band_stats"])
                 return model
         return None

@@ -50,6 +50,7 @@ from torch import nn
 from soilsource.errors import InputError
 from soilsource.patches import BandStats, Patches
 from soilsource.progress import track, warn
+from soilsource.target import LogNormalLink, Target
 
 __all__ = [
     "EpochLog",
@@ -119,6 +120,19 @@ class TrainSettings:
     augment: bool = True
     predict_batch_size: int = 64
     schedule: Literal["constant", "cosine"] = "cosine"
+    min_steps: int = 0
+
+    def epochs_for(self, n_train: int) -> int:
+        """Epochs for ``n_train`` samples: ``max_epochs``, or more so that training takes
+        at least ``min_steps`` optimiser steps (small regions get enough updates).
+
+        >>> TrainSettings(max_epochs=20, min_steps=300).epochs_for(124)  # 4 batches an epoch
+        75
+        >>> TrainSettings(max_epochs=20, min_steps=300).epochs_for(5000)
+        20
+        """
+        per_epoch = max(1, math.ceil(n_train / self.batch_size))
+        return max(self.max_epochs, math.ceil(self.min_steps / per_epoch))
 
     def __post_init__(self) -> None:
         no_patience = self.patience is not None and self.patience < 1
@@ -156,6 +170,7 @@ class FitResult:
     val_split: Literal["spatial", "random", "none"]
     seconds: float
     stopped_early: bool = field(default=False)
+    sigma_z: float | None = None
 
 
 # --- small pieces -------------------------------------------------------------------------
@@ -279,7 +294,9 @@ def _both_classes(labels: np.ndarray) -> bool:
     return bool(labels.size) and labels.min() != labels.max()
 
 
-def _check_arrays(patches: np.ndarray | torch.Tensor, labels: np.ndarray | None = None) -> None:
+def _check_arrays(
+    patches: np.ndarray | torch.Tensor, labels: np.ndarray | None = None, target: Target = "label"
+) -> None:
     if patches.ndim != 4:
         raise ValueError(f"patches must be (N, C, H, W), got shape {tuple(patches.shape)}")
     if patches.shape[-1] != patches.shape[-2]:
@@ -287,8 +304,10 @@ def _check_arrays(patches: np.ndarray | torch.Tensor, labels: np.ndarray | None 
     if labels is not None:
         if labels.shape != (patches.shape[0],):
             raise ValueError(f"labels must be ({patches.shape[0]},), got {labels.shape}")
-        if not np.isin(labels, (0, 1)).all():
+        if target == "label" and not np.isin(labels, (0, 1)).all():
             raise ValueError("labels must be 0 or 1")
+        if target == "value" and not np.isfinite(labels).all():
+            raise ValueError("standardised log values must be finite")
 
 
 def _as_tensor(patches: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -350,8 +369,9 @@ def fit(
     settings: TrainSettings | None = None,
     num_threads: int | None = None,
     progress: bool = False,
+    target: Target = "label",
 ) -> FitResult:
-    """Train ``model`` (one logit per patch) in place and return it with its history.
+    """Train ``model`` (one output per patch) in place and return it with its history.
 
     Parameters
     ----------
@@ -372,6 +392,16 @@ def fit(
         CPU threads for torch; default all cores this process may use.
     progress:
         Show a progress bar over epochs.
+    target:
+        ``"label"``: ``labels`` are 0/1 and the output is a logit (class-weighted binary
+        cross-entropy). ``"value"``: ``labels`` are standardised log concentrations ``z``
+        (:meth:`~soilsource.target.LogNormalLink.encode`) and the output is the predicted
+        ``z``; the loss is the Gaussian negative log-likelihood with one learned spread
+        ``sigma_z`` (returned in :attr:`FitResult.sigma_z`). The spread is one number per
+        model, not per patch: the model's output stays one number per patch, which keeps
+        occlusion and dense maps exact (a per-patch spread would need a second head that
+        maps and occlusion carry along; with a few hundred samples it is poorly
+        determined anyway).
 
     Examples
     --------
@@ -389,8 +419,9 @@ def fit(
     """
     settings = settings or TrainSettings()
     labels = np.asarray(labels)
-    _check_arrays(patches, labels)
-    if not _both_classes(labels):
+    _check_arrays(patches, labels, target)
+    regression = target == "value"
+    if not regression and not _both_classes(labels):
         raise ValueError("training needs both classes in labels")
     if not torch.isfinite(_as_tensor(patches)).all():
         raise ValueError("patches contain NaN or infinity: standardise them first (Standardized)")
@@ -398,8 +429,10 @@ def fit(
     start = time.perf_counter()
 
     if settings.patience is not None:
+        # a regression's split is stratified by halves of the target
+        strata = (labels > np.median(labels)).astype(int) if regression else labels
         train_idx, val_idx, val_split = inner_split(
-            labels, groups, val_fraction=settings.val_fraction, seed=derive_seed(seed, 0)
+            strata, groups, val_fraction=settings.val_fraction, seed=derive_seed(seed, 0)
         )
     else:  # every sample trains, for exactly max_epochs
         train_idx, val_idx, val_split = np.arange(len(labels)), np.arange(0), "none"
@@ -408,7 +441,7 @@ def fit(
             f"too few samples of a class for early stopping; training {settings.max_epochs} epochs"
         )
     y_train = labels[train_idx]
-    pos_weight = float((y_train == 0).sum() / max((y_train == 1).sum(), 1))
+    pos_weight = 1.0 if regression else float((y_train == 0).sum() / max((y_train == 1).sum(), 1))
 
     x_all = _as_tensor(patches)
     y_all = torch.as_tensor(labels, dtype=torch.float32)
@@ -418,21 +451,32 @@ def fit(
         torch.manual_seed(derive_seed(seed, 1))  # dropout and any other global randomness
         generator = torch.Generator().manual_seed(derive_seed(seed, 2))
         model.to(device)
-        optimiser = torch.optim.AdamW(
-            model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay
-        )
-        loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, device=device))
+        # log of the spread sigma_z (regression only), learned with the model, not decayed
+        log_sigma = torch.zeros((), device=device, requires_grad=True)
+        groups_ = [{"params": list(model.parameters())}]
+        if regression:
+            groups_.append({"params": [log_sigma], "weight_decay": 0.0})
+        optimiser = torch.optim.AdamW(groups_, lr=settings.lr, weight_decay=settings.weight_decay)
+        if regression:
+
+            def loss_fn(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+                return (0.5 * ((y - out) / log_sigma.exp()) ** 2 + log_sigma).mean()
+
+        else:
+            loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, device=device))
+        n_epochs = settings.epochs_for(len(train_idx))
         scheduler = (
-            torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=settings.max_epochs)
+            torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=n_epochs)
             if settings.schedule == "cosine"
             else None
         )
         train_t = torch.as_tensor(train_idx)
+        members = int(getattr(model, "members", 1))
 
         history: list[EpochLog] = []
         best_key: tuple[float, float] = (-math.inf, -math.inf)
         best_state, best_epoch, since_best = None, 0, 0
-        epochs = range(1, settings.max_epochs + 1)
+        epochs = range(1, n_epochs + 1)
         for epoch in track(epochs, "training epochs") if progress else epochs:
             model.train()
             total, seen = 0.0, 0
@@ -442,7 +486,11 @@ def fit(
                 if settings.augment:
                     xb = augment(xb, generator)
                 yb = y_all[batch].to(device)
-                loss = loss_fn(model(xb).reshape(-1), yb)
+                if members > 1:  # every member scored on its own: an ensemble, not one net
+                    out = model.member_outputs(xb)
+                    loss = loss_fn(out, yb[:, None].expand_as(out))
+                else:
+                    loss = loss_fn(model(xb).reshape(-1), yb)
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()
@@ -451,7 +499,9 @@ def fit(
             if scheduler is not None:
                 scheduler.step()
 
-            log = _validate(model, x_val, y_val, loss_fn, device, settings, epoch, total / seen)
+            log = _validate(
+                model, x_val, y_val, loss_fn, device, settings, epoch, total / seen, regression
+            )
             history.append(log)
             key = _score_key(log, settings.monitor)
             if val_split == "none" or key > best_key:
@@ -476,7 +526,8 @@ def fit(
         val_index=val_idx,
         val_split=val_split,
         seconds=time.perf_counter() - start,
-        stopped_early=len(history) < settings.max_epochs,
+        stopped_early=len(history) < n_epochs,
+        sigma_z=float(log_sigma.detach().exp()) if regression else None,
     )
 
 
@@ -489,13 +540,15 @@ def _validate(
     settings: TrainSettings,
     epoch: int,
     train_loss: float,
+    regression: bool = False,
 ) -> EpochLog:
     if len(y_val) == 0:
         return EpochLog(epoch, train_loss, None, None)
     logits = _logits(model, x_val, device, settings.predict_batch_size)
     with torch.no_grad():
         val_loss = float(loss_fn(logits.to(device), torch.as_tensor(y_val, device=device).float()))
-    val_auc = float(roc_auc_score(y_val, logits.numpy())) if _both_classes(y_val) else None
+    has_auc = not regression and _both_classes(y_val)
+    val_auc = float(roc_auc_score(y_val, logits.numpy())) if has_auc else None
     return EpochLog(epoch, train_loss, val_loss, val_auc)
 
 
@@ -537,9 +590,14 @@ class TorchPatchClassifier:
     Parameters
     ----------
     module:
-        An untrained module (B, C, H, W) -> (B,) logits; trained in place by :meth:`fit`.
+        An untrained module (B, C, H, W) -> (B,) outputs; trained in place by :meth:`fit`.
     settings, device, num_threads, progress:
         Passed to :func:`fit`.
+    target:
+        ``"label"``: :meth:`fit` takes 0/1 labels, the output is a logit. ``"value"``:
+        :meth:`fit` takes concentrations (mg/kg); the module learns their standardised
+        log and a spread (:class:`~soilsource.target.LogNormalLink`, kept in ``link_``),
+        and :meth:`predict_proba` needs each sample's limit.
     """
 
     def __init__(
@@ -550,13 +608,16 @@ class TorchPatchClassifier:
         device: str | torch.device = "auto",
         num_threads: int | None = None,
         progress: bool = False,
+        target: Target = "label",
     ) -> None:
         self.module = module
         self.settings = settings or TrainSettings()
         self.device = device
         self.num_threads = num_threads
         self.progress = progress
+        self.target = target
         self.fit_result_: FitResult | None = None
+        self.link_: LogNormalLink | None = None
 
     def fit(
         self,
@@ -566,25 +627,59 @@ class TorchPatchClassifier:
         groups: np.ndarray | None = None,
         seed: int = 0,
     ) -> Self:
-        """Train the module; the result (history, best epoch) is in ``fit_result_``."""
+        """Train the module on labels (or concentrations, for ``target="value"``)."""
+        y = np.asarray(labels)
+        if self.target == "value":
+            link = LogNormalLink.fit(y)
+            y = link.encode(y)
         self.fit_result_ = fit(
             self.module,
             patches,
-            labels,
+            y,
             groups=groups,
             seed=seed,
             device=self.device,
             settings=self.settings,
             num_threads=self.num_threads,
             progress=self.progress,
+            target=self.target,
         )
+        if self.target == "value":
+            self.link_ = link.with_sigma_z(self.fit_result_.sigma_z or 1.0)
         return self
 
-    def predict_proba(self, patches: np.ndarray) -> np.ndarray:
-        """Probability of the positive class, (N,)."""
-        return predict_proba(
-            self.module, patches, self.device, batch_size=self.settings.predict_batch_size
-        )
+    def decision_function(self, patches: np.ndarray) -> np.ndarray:
+        """The module's raw output per patch (a logit, or a standardised log value), (N,)."""
+        _check_arrays(patches)
+        device = resolve_device(self.device)
+        self.module.to(device)
+        out = _logits(self.module, _as_tensor(patches), device, self.settings.predict_batch_size)
+        return out.double().numpy()
+
+    def predict_proba(self, patches: np.ndarray, limit: np.ndarray | None = None) -> np.ndarray:
+        """Probability of the positive class (of exceeding ``limit``, mg/kg, per patch)."""
+        if self.target == "label":
+            return predict_proba(
+                self.module, patches, self.device, batch_size=self.settings.predict_batch_size
+            )
+        return self._link().exceedance(self.decision_function(patches), _limit(limit))
+
+    def predict_value(self, patches: np.ndarray) -> np.ndarray | None:
+        """Predicted median concentration (mg/kg) per patch; None for ``target="label"``."""
+        if self.target == "label":
+            return None
+        return self._link().median(self.decision_function(patches))
+
+    def _link(self) -> LogNormalLink:
+        if self.link_ is None:
+            raise RuntimeError("TorchPatchClassifier is not fitted")
+        return self.link_
+
+
+def _limit(limit: np.ndarray | float | None) -> np.ndarray | float:
+    if limit is None:
+        raise ValueError("a model of the concentration needs each sample's limit")
+    return limit
 
 
 class Standardized:
@@ -630,9 +725,16 @@ class Standardized:
             raise RuntimeError("Standardized is not fitted")
         return self.stats_.transform(_as_patches(patches))
 
-    def predict_proba(self, patches: np.ndarray) -> np.ndarray:
+    def predict_proba(self, patches: np.ndarray, limit: np.ndarray | None = None) -> np.ndarray:
         """Probability of the positive class of the inner estimator, (N,)."""
-        return self.inner.predict_proba(self.transform(patches))
+        if limit is None:
+            return self.inner.predict_proba(self.transform(patches))
+        return self.inner.predict_proba(self.transform(patches), limit)
+
+    def predict_value(self, patches: np.ndarray) -> np.ndarray | None:
+        """Predicted median concentration of the inner estimator, or None."""
+        predict = getattr(self.inner, "predict_value", None)
+        return None if predict is None else predict(self.transform(patches))
 
 
 def _as_patches(data: np.ndarray) -> Patches:

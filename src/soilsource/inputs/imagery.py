@@ -157,6 +157,25 @@ def describe_raster(path: str | PathLike[str], key: str = "imagery.path") -> Ras
         )
 
 
+def prediction_points(raster: RasterInfo, n: int = 1000) -> np.ndarray:
+    """About ``n`` regularly spaced points (x, y in the raster's CRS) on its valid pixels.
+
+    The prediction area of kNNDM cross-validation (:class:`soilsource.folds.KNNDM`): the
+    places the probability map covers. The raster's validity mask is read once at a
+    reduced resolution (a grid of about ``4 n`` cells, GDAL's nearest-neighbour
+    overview), and the centres of valid cells are thinned regularly to about ``n``.
+    """
+    side = max(1.0, math.sqrt(raster.width * raster.height / (4 * n)))
+    rows, cols = max(1, round(raster.height / side)), max(1, round(raster.width / side))
+    with open_raster(raster.path) as src:
+        valid = src.dataset_mask(out_shape=(rows, cols)) > 0
+    r, c = np.nonzero(valid)
+    step = max(1, len(r) // n)
+    r, c = r[::step] + 0.5, c[::step] + 0.5
+    x, y = raster.transform * (c * raster.width / cols, r * raster.height / rows)
+    return np.column_stack([x, y]).astype(np.float64)
+
+
 def region_path(template: str | PathLike[str], region: str) -> Path:
     """The file of ``region`` under a ``{region}`` template (no check that it exists).
 

@@ -24,10 +24,11 @@ from typing import Self
 
 import numpy as np
 import torch
-from sklearn.ensemble import RandomForestClassifier
+from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 from torch import nn
 from torchvision import models as tvm
 
+from soilsource.target import LogNormalLink, Target, log_values
 from soilsource.training import available_cpus
 
 __all__ = [
@@ -162,9 +163,9 @@ class TreeEnsemble:
     )
 
     @classmethod
-    def from_forest(cls, forest: RandomForestClassifier) -> TreeEnsemble:
-        """Copy the node arrays of a fitted binary forest."""
-        if list(forest.classes_) != [0, 1]:
+    def from_forest(cls, forest: RandomForestClassifier | RandomForestRegressor) -> TreeEnsemble:
+        """Copy the node arrays of a fitted binary forest (or a one-output regressor)."""
+        if hasattr(forest, "classes_") and list(forest.classes_) != [0, 1]:
             raise ValueError(f"expected classes [0, 1], got {list(forest.classes_)}")
         trees = [est.tree_ for est in forest.estimators_]
         counts = [t.node_count for t in trees]
@@ -211,8 +212,8 @@ class TreeEnsemble:
             kind = "iu" if name in int_arrays or name == "missing_go_to_left" else "f"
             if a.dtype.kind not in kind:
                 raise ValueError(f"{name}: unexpected dtype {a.dtype}")
-        if self.value.ndim != 2 or self.value.shape != (n, 2):
-            raise ValueError(f"value must be ({n}, 2), got {self.value.shape}")
+        if self.value.ndim != 2 or self.value.shape not in ((n, 2), (n, 1)):
+            raise ValueError(f"value must be ({n}, 2) or ({n}, 1), got {self.value.shape}")
         for name in ("children_right", "feature", "threshold", "missing_go_to_left"):
             if getattr(self, name).shape != (n,):
                 raise ValueError(f"{name} must have {n} entries")
@@ -238,7 +239,8 @@ class TreeEnsemble:
             raise ValueError("feature indices out of range")
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
-        """Class probabilities (N, 2), bit for bit those of the source forest.
+        """Class probabilities (N, 2) (or regression means (N, 1)), bit for bit those of the
+        source forest.
 
         Same arithmetic as scikit-learn: features as float32, compared with float64
         thresholds; NaN follows ``missing_go_to_left``; leaf fractions summed over trees
@@ -248,7 +250,7 @@ class TreeEnsemble:
         if x.ndim != 2 or x.shape[1] != self.n_features:
             raise ValueError(f"features must be (N, {self.n_features}), got {x.shape}")
         rows = np.arange(x.shape[0])
-        total = np.zeros((x.shape[0], 2), dtype=np.float64)
+        total = np.zeros((x.shape[0], self.value.shape[1]), dtype=np.float64)
         for t in range(self.n_trees):
             base = self.offsets[t]
             node = np.zeros(x.shape[0], dtype=np.int64)
@@ -282,6 +284,12 @@ class WindowStatsForest:
     n_jobs:
         Threads for fitting; default all available cores. Prediction uses one thread
         so that probabilities are summed in a fixed order (bit-identical runs).
+    target:
+        ``"label"``: a classifier of 0/1 labels. ``"value"``: a
+        :class:`~sklearn.ensemble.RandomForestRegressor` of the log concentration
+        (``fit`` takes mg/kg); the spread of the lognormal predictive distribution is
+        the standard deviation of the out-of-bag residuals (honest: each residual comes
+        from trees that did not see the sample), and ``predict_proba`` needs the limits.
 
     Examples
     --------
@@ -301,7 +309,10 @@ class WindowStatsForest:
         min_samples_leaf: int = 2,
         max_features: str | float = "sqrt",
         n_jobs: int | None = None,
+        target: Target = "label",
     ) -> None:
+        self.target = target
+        self.link_: LogNormalLink | None = None
         self.scales = scales
         self.n_estimators = n_estimators
         self.min_samples_leaf = min_samples_leaf
@@ -318,10 +329,25 @@ class WindowStatsForest:
         groups: np.ndarray | None = None,
         seed: int = 0,
     ) -> Self:
-        """Fit on (N, C, H, H) patches and 0/1 labels; ``groups`` is not used."""
+        """Fit on (N, C, H, H) patches and 0/1 labels (or mg/kg); ``groups`` is not used."""
         del groups  # the forest has no inner validation split
         self.scales_ = tuple(self.scales or window_scales(patches.shape[-1]))
         features = window_statistics(patches, self.scales_)
+        if self.target == "value":
+            logs = log_values(labels)
+            regressor = RandomForestRegressor(
+                n_estimators=self.n_estimators,
+                min_samples_leaf=self.min_samples_leaf,
+                max_features=self.max_features,
+                oob_score=True,
+                random_state=seed,
+                n_jobs=self.n_jobs or available_cpus(),
+            ).fit(features, logs)
+            residual = logs - regressor.oob_prediction_
+            spread = float(np.sqrt(np.nanmean(residual**2))) or 1.0
+            self.link_ = LogNormalLink(0.0, 1.0, spread)
+            self.forest_ = regressor.set_params(n_jobs=None)
+            return self
         forest = RandomForestClassifier(
             n_estimators=self.n_estimators,
             min_samples_leaf=self.min_samples_leaf,
@@ -334,11 +360,32 @@ class WindowStatsForest:
         self.forest_ = forest.set_params(n_jobs=None)
         return self
 
-    def predict_proba(self, patches: np.ndarray) -> np.ndarray:
-        """Probability of the positive class, float64 (N,)."""
+    def predict_proba(self, patches: np.ndarray, limit: np.ndarray | None = None) -> np.ndarray:
+        """Probability of the positive class (of exceeding ``limit``), float64 (N,)."""
+        if self.target == "value":
+            if limit is None:
+                raise ValueError("a model of the concentration needs each sample's limit")
+            return self._link().exceedance(self._log_value(patches), limit)
         if self.forest_ is None or self.scales_ is None:
             raise RuntimeError("WindowStatsForest is not fitted")
         return self.forest_.predict_proba(window_statistics(patches, self.scales_))[:, 1]
+
+    def predict_value(self, patches: np.ndarray) -> np.ndarray | None:
+        """Predicted median concentration (mg/kg); None for ``target="label"``."""
+        return np.exp(self._log_value(patches)) if self.target == "value" else None
+
+    def _log_value(self, patches: np.ndarray) -> np.ndarray:
+        if self.forest_ is None or self.scales_ is None:
+            raise RuntimeError("WindowStatsForest is not fitted")
+        features = window_statistics(patches, self.scales_)
+        if isinstance(self.forest_, TreeEnsemble):
+            return self.forest_.predict_proba(features)[:, 0]
+        return self.forest_.predict(features)
+
+    def _link(self) -> LogNormalLink:
+        if self.link_ is None:
+            raise RuntimeError("WindowStatsForest is not fitted")
+        return self.link_
 
     def to_ensemble(self) -> TreeEnsemble:
         """The fitted forest as plain arrays (what :mod:`soilsource.modelio` saves)."""
@@ -349,11 +396,14 @@ class WindowStatsForest:
         return TreeEnsemble.from_forest(self.forest_)
 
     @classmethod
-    def from_ensemble(cls, ensemble: TreeEnsemble, scales: tuple[int, ...]) -> WindowStatsForest:
-        """A predict-only model from saved arrays."""
-        model = cls(tuple(scales))
+    def from_ensemble(
+        cls, ensemble: TreeEnsemble, scales: tuple[int, ...], link: LogNormalLink | None = None
+    ) -> WindowStatsForest:
+        """A predict-only model from saved arrays (and its link, for a regressor)."""
+        model = cls(tuple(scales), target="label" if link is None else "value")
         model.scales_ = tuple(scales)
         model.forest_ = ensemble
+        model.link_ = link
         return model
 
 
@@ -420,10 +470,10 @@ def mobilenet_v3_small(in_channels: int, patch_px: int | None = None) -> Torchvi
     return TorchvisionLogit(net, "mobilenet_v3_small", {"in_channels": in_channels})
 
 
-def random_forest(in_channels: int, patch_px: int) -> WindowStatsForest:
+def random_forest(in_channels: int, patch_px: int, target: Target = "label") -> WindowStatsForest:
     """The window-statistics random forest for ``patch_px`` patches (bands: any number)."""
     del in_channels
-    return WindowStatsForest(window_scales(patch_px))
+    return WindowStatsForest(window_scales(patch_px), target=target)
 
 
 BASELINES: dict[str, Callable[[int, int], nn.Module | WindowStatsForest]] = {

@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 __all__ = [
@@ -165,6 +166,19 @@ def _fused(conv: nn.Conv2d, norm: nn.Module) -> nn.Conv2d:
     return fuse_conv_bn_eval(conv, norm) if isinstance(norm, nn.BatchNorm2d) else conv
 
 
+class _BlockMask(nn.Module):
+    """Parametrisation keeping a weight block-diagonal (one block per ensemble member)."""
+
+    mask: Tensor
+
+    def __init__(self, mask: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mask", mask, persistent=False)
+
+    def forward(self, weight: Tensor) -> Tensor:
+        return weight * self.mask
+
+
 class BlurStem(nn.Module):
     """A learned 2 x 2 convolution with stride 2 after a fixed 3 x 3 binomial blur.
 
@@ -247,6 +261,16 @@ class SILICNet(nn.Module):
         BatchNorm after the stem and each block (the default). Without it the convolutions
         get biases and a training step is 1.3 to 2 times as fast on a CPU (fewer memory
         passes), at the price of BatchNorm's steadier optimisation.
+    members:
+        Independent networks inside one module (an ensemble): each member has its own
+        ``width`` trunk channels (the pointwise convolutions are grouped by member) and
+        its own ``hidden`` head units (the head's first layer is block-diagonal), and the
+        output is the mean of the members' outputs (:meth:`member_outputs`). Training
+        scores each member on its own (:func:`soilsource.training.fit`), so the members
+        stay as diverse as separately trained networks, while the module stays one
+        SI-LICNet: one linear pooling, so dense maps and incremental occlusion stay exact.
+        With a few hundred samples an ensemble is the cheapest large gain we measured
+        (``docs/method.md``).
 
     Notes
     -----
@@ -277,10 +301,11 @@ class SILICNet(nn.Module):
         dropout: float = 0.2,
         antialias: bool = True,
         batchnorm: bool = True,
+        members: int = 1,
     ) -> None:
         super().__init__()
-        if in_channels < 1 or width < 1 or hidden < 1:
-            raise ValueError("in_channels, width and hidden must be >= 1")
+        if in_channels < 1 or width < 1 or hidden < 1 or members < 1:
+            raise ValueError("in_channels, width, hidden and members must be >= 1")
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd and >= 1, got {kernel_size}")
         stem_kernel = BlurStem.kernel_size if antialias else STEM_STRIDE
@@ -297,21 +322,24 @@ class SILICNet(nn.Module):
             )
         self.in_channels, self.patch_px = in_channels, patch_px
         self.width, self.kernel_size, self.n_blocks = width, kernel_size, n_blocks
-        self.hidden, self.dropout = hidden, dropout
+        self.hidden, self.dropout, self.members = hidden, dropout, members
         self.antialias, self.batchnorm, self.stem_kernel = antialias, batchnorm, stem_kernel
         self.grid_px = cells - n_blocks * grow
+        channels = width * members
         self.stem = nn.Sequential(
-            BlurStem(in_channels, width, bias=not batchnorm)
+            BlurStem(in_channels, channels, bias=not batchnorm)
             if antialias
-            else nn.Conv2d(in_channels, width, STEM_STRIDE, stride=STEM_STRIDE, bias=not batchnorm),
-            nn.BatchNorm2d(width) if batchnorm else nn.Identity(),
+            else nn.Conv2d(
+                in_channels, channels, STEM_STRIDE, stride=STEM_STRIDE, bias=not batchnorm
+            ),
+            nn.BatchNorm2d(channels) if batchnorm else nn.Identity(),
             nn.ReLU(inplace=True),
         )
         self.blocks = nn.ModuleList(
             nn.Sequential(
-                nn.Conv2d(width, width, kernel_size, groups=width, bias=False),
-                nn.Conv2d(width, width, 1, bias=not batchnorm),
-                nn.BatchNorm2d(width) if batchnorm else nn.Identity(),
+                nn.Conv2d(channels, channels, kernel_size, groups=channels, bias=False),
+                nn.Conv2d(channels, channels, 1, groups=members, bias=not batchnorm),
+                nn.BatchNorm2d(channels) if batchnorm else nn.Identity(),
                 nn.ReLU(inplace=True),
             )
             for _ in range(n_blocks)
@@ -319,11 +347,19 @@ class SILICNet(nn.Module):
         self.pool = RingPooling(self.grid_px, n_rings)
         self.n_rings = self.pool.n_rings
         self.head = nn.Sequential(
-            nn.Linear(width * self.n_rings, hidden),
+            nn.Linear(channels * self.n_rings, hidden * members),
             nn.ReLU(inplace=True),
             nn.Dropout(dropout),
-            nn.Linear(hidden, 1),
+            nn.Linear(hidden * members, 1),
         )
+        if members > 1:  # each member's head units see only its own pooled channels
+            rows = torch.arange(hidden * members) // hidden
+            cols = torch.arange(channels * self.n_rings) // (width * self.n_rings)
+            mask = (rows[:, None] == cols[None, :]).float()
+            with torch.no_grad():  # initialised as `members` separate networks would be
+                self.head[0].weight.mul_(mask * math.sqrt(members))
+                self.head[3].weight.div_(math.sqrt(members))
+            parametrize.register_parametrization(self.head[0], "weight", _BlockMask(mask))
         self.to(memory_format=torch.channels_last)
 
     @property
@@ -340,6 +376,7 @@ class SILICNet(nn.Module):
             "dropout": self.dropout,
             "antialias": self.antialias,
             "batchnorm": self.batchnorm,
+            "members": self.members,
         }
 
     @property
@@ -409,8 +446,27 @@ class SILICNet(nn.Module):
         return self.head(pooled).squeeze(-1)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Logit of contamination for each patch of ``(N, C, patch_px, patch_px)``: ``(N,)``."""
+        """One output per patch of ``(N, C, patch_px, patch_px)``: ``(N,)``.
+
+        What the output means is the training target's: trained on labels
+        (``model.target: label``) it is the logit of contamination; trained on
+        concentrations (``value``, the default) it is the standardised log concentration
+        ``z``, which :class:`soilsource.target.LogNormalLink` turns into the median
+        (mg/kg) and the probability of exceeding a limit. With ``members > 1`` it is the
+        mean of the members' outputs.
+        """
         return self.classify(self.pooled(x))
+
+    def member_outputs(self, x: Tensor) -> Tensor:
+        """Each member's output ``(N, members)``; their mean is :meth:`forward`.
+
+        The last linear layer sums every member's hidden units; member ``m``'s output is
+        its own share of that sum, times ``members``, plus the bias.
+        """
+        hidden = self.head[:3](self.pooled(x))  # (N, hidden * members)
+        last = self.head[3]
+        per = hidden.view(len(hidden), self.members, -1) * last.weight.view(self.members, -1)
+        return per.sum(-1) * self.members + last.bias
 
 
 def random_silicnet(
@@ -441,7 +497,13 @@ def random_silicnet(
             bn.running_mean.uniform_(-0.5, 0.5)
             bn.running_var.uniform_(0.5, 2.0)
         if spread:
-            model.head[0].weight.mul_(10.0)
+            first = model.head[0]
+            weight = (
+                first.parametrizations.weight.original  # members > 1: the masked weight's source
+                if parametrize.is_parametrized(first)
+                else first.weight
+            )
+            weight.mul_(10.0)
             model.head[-1].weight.mul_(100.0)
         model.eval()
         if centre_on is not None:
