@@ -1,185 +1,179 @@
-"""Accuracy of SI-LICNet against the random forest and the oracle (issue 4, item 6).
+"""Accuracy of SI-LICNet against the baselines, the levers of issue 12, and the ceilings.
 
-Two tables, each over several seeds (mean and spread = sample standard deviation):
+Per case and region, over several seeds, under each fold design (``knndm``, the
+default and deployment-matched estimate; ``buffered``, the "far from any sample"
+estimate in which no test patch overlaps a training patch):
 
-- Synthetic city: per region, the out-of-fold ROC AUC of SI-LICNet and each baseline
-  under spatial block CV, beside the oracle AUC (the true Cd without lab noise ranking
-  the same samples, from the city's ``truth/summary.json``). Each seed is a new city and
-  a new training seed, at the ``soilsource demo`` profile by default (``--full``: the
-  full-size city of ``soilsource synth`` with its config.yaml, about half an hour a seed).
-- Meuse (``examples/meuse``, four Landsat bands only): labels Cd > 2.0 and Cd > 0.8
-  mg/kg, spatial blocks of 400 m and 800 m, the seed changes folds and training.
+- out-of-fold ROC AUC of each SI-LICNet variant (``--variants``: the old default, the new
+  default and the ablations between them; :data:`VARIANTS`) and each baseline (the random
+  forest and, with ``--baselines``, MobileNetV3-small), all on the same folds;
+- SI-LICNet (new default) minus the random forest: the paired-bootstrap difference of
+  :func:`soilsource.evaluation.paired_auc_difference`, pooled over seeds as the mean
+  difference and the mean of the interval ends (``diff [lo, hi]``), and how many seeds'
+  intervals lie above 0;
+- Spearman's rho of the out-of-fold predicted median (``pred_value``) with the measured
+  value, for the models of the concentration;
+- the ceilings of the synthetic city (``truth/summary.json``): ``visible_oracle_auc``
+  (what the imagery can show: every industrial parcel at its expected emission) and
+  ``oracle_auc`` (the true contribution, out of any model's reach);
+- cross-validation seconds per region and model (training every fold).
 
-Cross-validation is that of ``soilsource run`` (:func:`soilsource.pipeline.evaluate`'s
-models, folds and standardisation) without the final model. ``--settings JSON`` overrides
-training settings (e.g. ``'{"lr": 3e-3}'``) to screen a change on the same folds.
+Cases: ``synthetic`` (the demo profile's city: ``soilsource demo`` regions of
+``cli.DEMO_CITY_PX`` px, ``cli.DEMO_PATCH_M`` m patches, ``cli.DEMO_FOLDS`` folds; each seed
+a new city and a new training seed) and ``meuse`` (``examples/meuse/config.yaml`` as
+shipped: Cd > 2 mg/kg, 960 m patches, 5 folds; the seed changes folds and training).
+The cross-validation is :func:`soilsource.pipeline.evaluate`, the code behind
+``soilsource run``, without the final models.
 
-Usage: ``python benchmarks/bench_accuracy.py [--seeds N] [--full] [--only synthetic|meuse]
-[--baselines random_forest,mobilenet_v3_small,resnet18] [--regions a,b] [--settings JSON]``
+Usage: ``python benchmarks/bench_accuracy.py [--seeds N] [--only synthetic|meuse]
+[--designs knndm,buffered] [--variants a,b] [--baselines random_forest,mobilenet_v3_small]
+[--regions a,b]``
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
 import time
 from collections import defaultdict
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+import numpy as np
+from scipy.stats import spearmanr
 
 # soilsource before torch: it sets OMP_WAIT_POLICY, which torch reads when it loads
 from soilsource import cli
 from soilsource.config import Config, load_config
-from soilsource.dataset import load_dataset
-from soilsource.evaluation import cross_validate
-from soilsource.pipeline import MODEL, block_m, model_factory, physical, train_settings
+from soilsource.dataset import Dataset, load_dataset
+from soilsource.evaluation import paired_auc_difference
+from soilsource.pipeline import MODEL, evaluate, train_settings
 from soilsource.synth import write_city
 from soilsource.training import TrainSettings
 
 MEUSE = Path(__file__).resolve().parent.parent / "examples" / "meuse" / "config.yaml"
-MEUSE_THRESHOLDS = (2.0, 0.8)
-MEUSE_BLOCKS_M = (400.0, 800.0)
-N_BOOT = 10  # the tables report AUC only; the interval is not used
+N_BOOT = 1000
+FOREST = "random_forest"
 
 
-def region_aucs(
+@dataclass(frozen=True)
+class Variant:
+    """One SI-LICNet configuration: what it learns, its members, its training length."""
+
+    label: str
+    target: str
+    members: int | None  # None: the configuration's default
+    min_steps: int | None  # None: the training default
+
+
+VARIANTS = {
+    "old": Variant("old default (label, 1 net, 20 epochs)", "label", 1, 0),
+    "value": Variant("value target", "value", 1, 0),
+    "value_steps": Variant("value, >= min_steps", "value", 1, None),
+    "label_steps_members": Variant("label, >= min_steps, members", "label", None, None),
+    "new": Variant("new default (value, >= min_steps, members)", "value", None, None),
+}
+"""SI-LICNet variants by name; ``new`` is what ``soilsource run`` does by default."""
+
+
+def run_case(
     config: Config,
-    models: list[str],
-    settings: TrainSettings,
-    *,
-    regions: list[str] | None = None,
-    block: float | None = None,
-) -> dict[str, dict[str, float | None]]:
-    """``{region: {model: out-of-fold AUC}}`` of one configuration, as ``soilsource run``."""
-    dataset = load_dataset(config)
-    out: dict[str, dict[str, float | None]] = defaultdict(dict)
-    for name in models:
-        factory = model_factory(name, dataset, config, settings)
+    dataset: Dataset,
+    variants: list[str],
+    baselines: list[str],
+    design: str,
+    seed: int,
+) -> dict[str, dict[str, dict]]:
+    """``{region: {model: {auc, proba, pred, seconds}}}`` of one case, design and seed."""
+    config = config.model_copy(deep=True)
+    config.train.cv, config.train.seed = design, seed
+    base = train_settings(config)
+    out: dict[str, dict[str, dict]] = defaultdict(dict)
+    runs = [(f"silicnet:{v}", VARIANTS[v]) for v in variants] + [(b, None) for b in baselines]
+    for name, variant in runs:
+        local = config.model_copy(deep=True)
+        settings = base
+        if variant is not None:
+            local.model.target = variant.target
+            if variant.members is not None:
+                local.model.members = variant.members
+            if variant.min_steps is not None:
+                settings = replace(base, min_steps=variant.min_steps)
+        start = time.perf_counter()
+        model = MODEL if variant is not None else name
+        result = evaluate(
+            dataset, local, settings=settings, models=[model], final=False, n_boot=10, device="cpu"
+        )[model]
+        seconds = time.perf_counter() - start
         for region in dataset:
-            if regions and region.name not in regions:
-                continue
-            table = region.table
-            result = cross_validate(
-                factory,
-                physical(region.patches),
-                table["label"].to_numpy(),
-                table[["x", "y"]].to_numpy(),
-                table["region"].to_numpy(),
-                folds=config.train.folds,
-                cv=config.train.cv,
-                block_m=block if block is not None else block_m(config, table),
-                patch_m=config.patch.size_m,
-                seed=config.train.seed,
-                device="cpu",
-                settings=settings,
-                final=False,
-                n_boot=N_BOOT,
-                description=f"{region.name}: {name}",
-            )
-            out[region.name][name] = result.regions[region.name].auc
+            cv = result[region.name]
+            out[region.name][name] = {
+                "auc": cv.regions[region.name].auc,
+                "proba": cv.proba,
+                "pred": cv.pred_value,
+                "seconds": seconds / len(dataset.regions),
+                "method": cv.design.get("method", cv.design.get("design")),
+            }
     return dict(out)
 
 
-def synthetic(args: argparse.Namespace, models: list[str], work: Path) -> list[str]:
-    """The synthetic-city table (markdown lines)."""
-    aucs: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    seconds = []
+def _subset(dataset: Dataset, regions: list[str] | None) -> Dataset:
+    keep = [r for r in dataset.regions if not regions or r.name in regions]
+    return Dataset(keep, dataset.rule, dataset.band_names, dataset.patch_px)
+
+
+def collect(args: argparse.Namespace, work: Path) -> dict:
+    """Every case's results: ``{(case, design, region): {model: [per seed]}}``."""
+    rows: dict = defaultdict(lambda: defaultdict(list))
+    ceilings: dict = defaultdict(lambda: defaultdict(list))
     for seed in range(args.seeds):
-        city = work / f"city_{seed}"
-        summary = write_city(city, seed=seed, size_px=None if args.full else cli.DEMO_CITY_PX)
-        config = load_config(city / "config.yaml")
-        config.train.seed = seed
-        if not args.full:
+        cases = []
+        if args.only in (None, "synthetic"):
+            city = work / f"city_{seed}"
+            summary = write_city(city, seed=seed, size_px=cli.DEMO_CITY_PX)
+            config = load_config(city / "config.yaml")
             config.patch.size_m, config.train.folds = cli.DEMO_PATCH_M, cli.DEMO_FOLDS
-            config.train.max_epochs = cli.DEMO_EPOCHS
-        settings = _settings(config, args.settings)
-        start = time.perf_counter()
-        result = region_aucs(config, models, settings, regions=args.regions)
-        seconds.append(time.perf_counter() - start)
-        for region, by_model in result.items():
-            for name, auc in by_model.items():
-                if auc is not None:
-                    aucs[region][name].append(auc)
-            aucs[region]["oracle"].append(summary["regions"][region]["oracle_auc"])
-    profile = (
-        "full-size city (soilsource synth), its config.yaml"
-        if args.full
-        else f"demo profile: {cli.DEMO_CITY_PX} px regions, {cli.DEMO_PATCH_M:g} m patches, "
-        f"{cli.DEMO_FOLDS} spatial folds, {cli.DEMO_EPOCHS} epochs"
-    )
-    lines = [
-        f"### Synthetic city: out-of-fold AUC per region, {args.seeds} seeds (city and "
-        f"training), mean ± sd",
-        "",
-        f"{profile}; settings {_describe(settings)}; CV time per seed "
-        f"{statistics.mean(seconds):.0f} s.",
-        "",
-        *_table(["region"], aucs, [*models, "oracle"]),
-    ]
-    return lines
+            for region, info in summary["regions"].items():
+                for key in ("visible_oracle_auc", "oracle_auc"):
+                    if info.get(key) is not None:
+                        ceilings[region][key].append(info[key])
+            cases.append(("synthetic", config))
+        if args.only in (None, "meuse"):
+            cases.append(("meuse", load_config(MEUSE)))
+        for case, config in cases:
+            dataset = _subset(load_dataset(config), args.regions)
+            for design in args.designs:
+                found = run_case(config, dataset, args.variants, args.baselines, design, seed)
+                for region in dataset:
+                    labels, values = region.labels, region.table["value"].to_numpy()
+                    key = (case, design, region.name)
+                    for name, r in found[region.name].items():
+                        rows[key][name].append(r["auc"])
+                        rows[key][f"{name}:seconds"].append(r["seconds"])
+                        rows[key]["method"].append(r["method"])
+                        if r["pred"] is not None:
+                            rho = spearmanr(r["pred"], values).statistic
+                            rows[key][f"{name}:rho"].append(float(rho))
+                    new = found[region.name].get("silicnet:new")
+                    forest = found[region.name].get(FOREST)
+                    if new is not None and forest is not None:
+                        diff = paired_auc_difference(
+                            labels, new["proba"], forest["proba"], n_boot=N_BOOT, seed=seed
+                        )
+                        if diff is not None:
+                            rows[key]["diff"].append(diff)
+    return {"rows": rows, "ceilings": ceilings}
 
 
-def meuse(args: argparse.Namespace, models: list[str]) -> list[str]:
-    """The Meuse table (markdown lines)."""
-    aucs: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for threshold in MEUSE_THRESHOLDS:
-        for block in MEUSE_BLOCKS_M:
-            for seed in range(args.seeds):
-                config = load_config(MEUSE)
-                config.label.threshold, config.train.seed = threshold, seed
-                settings = _settings(config, args.settings)
-                result = region_aucs(config, models, settings, block=block)
-                key = f"Cd > {threshold:g}, blocks {block:g} m"
-                for name, auc in result["all"].items():
-                    if auc is not None:
-                        aucs[key][name].append(auc)
-    return [
-        f"### Meuse (Landsat red, nir, swir1, swir2; 960 m patches; 5 spatial folds): "
-        f"out-of-fold AUC, {args.seeds} seeds, mean ± sd",
-        "",
-        f"settings {_describe(settings)}.",
-        "",
-        *_table(["label, CV blocks"], aucs, models),
-    ]
+def _mean(values: list) -> float | None:
+    values = [v for v in values if v is not None and np.isfinite(v)]
+    return statistics.mean(values) if values else None
 
 
-def _settings(config: Config, overrides: dict) -> TrainSettings:
-    base = train_settings(config)
-    return TrainSettings(**{**base.__dict__, **overrides})
-
-
-def _describe(settings: TrainSettings) -> str:
-    default = TrainSettings()
-    changed = {k: v for k, v in settings.__dict__.items() if getattr(default, k) != v}
-    return json.dumps(changed) if changed else "training defaults"
-
-
-def _table(
-    first: list[str], aucs: dict[str, dict[str, list[float]]], columns: list[str]
-) -> list[str]:
-    names = [MODEL if c == MODEL else c for c in columns]
-    lines = [
-        "| " + " | ".join([*first, *names, "SI-LICNet - best baseline"]) + " |",
-        "|" + "---|" * (len(first) + len(names) + 1),
-    ]
-    baselines = [c for c in columns if c not in (MODEL, "oracle")]
-    wins = 0
-    for key in sorted(aucs):
-        cells = [_cell(aucs[key].get(c, [])) for c in columns]
-        delta = ""
-        if baselines and aucs[key].get(MODEL):
-            ours = statistics.mean(aucs[key][MODEL])
-            best = max(statistics.mean(aucs[key][b]) for b in baselines if aucs[key].get(b))
-            delta = f"{ours - best:+.3f}"
-            wins += ours > best
-        lines.append("| " + " | ".join([key, *cells, delta]) + " |")
-    lines += ["", f"SI-LICNet ahead of the best baseline in {wins} of {len(aucs)} rows.", ""]
-    return lines
-
-
-def _cell(values: list[float]) -> str:
+def _cell(values: list) -> str:
+    values = [v for v in values if v is not None and np.isfinite(v)]
     if not values:
         return "n/a"
     if len(values) == 1:
@@ -187,24 +181,99 @@ def _cell(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
+def tables(args: argparse.Namespace, found: dict) -> list[str]:
+    rows, ceilings = found["rows"], found["ceilings"]
+    models = [f"silicnet:{v}" for v in args.variants] + args.baselines
+    heads = [VARIANTS[v].label for v in args.variants] + args.baselines
+    lines = [
+        f"Seeds: {args.seeds}; designs: {', '.join(args.designs)}. SI-LICNet variants: "
+        + "; ".join(f"`{v}` = {VARIANTS[v].label}" for v in args.variants)
+        + f". Training defaults: {TrainSettings()}; members default "
+        f"{Config.model_fields['model'].default_factory().members}.",
+        "",
+    ]
+    for design in args.designs:
+        keys = sorted(k for k in rows if k[1] == design)
+        lines += [
+            f"### {design} CV: out-of-fold AUC, mean ± sd over seeds",
+            "",
+            "| case | region | "
+            + " | ".join(heads)
+            + " | new - forest, paired 95 % (seeds above 0) | visible oracle | oracle |",
+            "|---|---|" + "---|" * (len(heads) + 3),
+        ]
+        ahead, gaps = 0, []
+        for key in keys:
+            case, _, region = key
+            r = rows[key]
+            cells = [_cell(r.get(m, [])) for m in models]
+            diffs = r.get("diff", [])
+            if diffs:
+                d, lo, hi = (statistics.mean(x[i] for x in diffs) for i in range(3))
+                above = sum(x[1] > 0 for x in diffs)
+                diff_cell = f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}] ({above}/{len(diffs)})"
+                ahead += d > 0
+            else:
+                diff_cell = "n/a"
+            vis = ceilings.get(region, {}).get("visible_oracle_auc", []) if case != "meuse" else []
+            ora = ceilings.get(region, {}).get("oracle_auc", []) if case != "meuse" else []
+            new = _mean(r.get("silicnet:new", []))
+            if vis and new is not None:
+                gaps.append(statistics.mean(vis) - new)
+            lines.append(
+                f"| {case} | {region} | " + " | ".join(cells) + f" | {diff_cell} | "
+                f"{_cell(vis)} | {_cell(ora)} |"
+            )
+        lines += [
+            "",
+            f"New default ahead of the forest (mean paired difference > 0) in {ahead} of "
+            f"{len(keys)} rows."
+            + (
+                f" Synthetic city: visible oracle minus new default, mean over regions "
+                f"{statistics.mean(gaps):+.3f}."
+                if gaps
+                else ""
+            ),
+            "",
+            "Spearman's rho of the out-of-fold predicted median with the measured value, and "
+            "cross-validation seconds per region (all folds; 2 cores):",
+            "",
+            "| case | region | "
+            + " | ".join(f"{h} rho" for h in heads)
+            + " | "
+            + " | ".join(f"{h} s" for h in heads)
+            + " |",
+            "|---|---|" + "---|" * (2 * len(heads)),
+        ]
+        for key in keys:
+            r = rows[key]
+            rho = [_cell(r.get(f"{m}:rho", [])) for m in models]
+            sec = [f"{_mean(r.get(f'{m}:seconds', [])) or 0:.0f}" for m in models]
+            lines.append(f"| {key[0]} | {key[2]} | " + " | ".join(rho + sec) + " |")
+        methods = sorted({m for k in keys for m in rows[k].get("method", []) if m})
+        lines += ["", f"Fold designs chosen: {', '.join(methods)}.", ""]
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--full", action="store_true", help="full-size city (slow)")
     parser.add_argument("--only", choices=("synthetic", "meuse"), default=None)
-    parser.add_argument("--baselines", default="random_forest", help="comma-separated")
+    parser.add_argument("--designs", default="knndm,buffered", help="comma-separated")
+    parser.add_argument("--variants", default="old,value,value_steps,new", help="comma-separated")
+    parser.add_argument("--baselines", default=FOREST, help="comma-separated")
     parser.add_argument("--regions", default="", help="synthetic regions (default all)")
-    parser.add_argument("--settings", default="{}", help="TrainSettings overrides as JSON")
     args = parser.parse_args(argv)
-    args.settings = json.loads(args.settings)
+    args.designs = [d for d in args.designs.split(",") if d]
+    args.variants = [v for v in args.variants.split(",") if v]
+    args.baselines = [b for b in args.baselines.split(",") if b]
     args.regions = [r for r in args.regions.split(",") if r] or None
-    models = [MODEL, *[b for b in args.baselines.split(",") if b]]
+    unknown = [v for v in args.variants if v not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_accuracy_") as work:
-        if args.only in (None, "synthetic"):
-            print("\n".join(synthetic(args, models, Path(work))))
-        if args.only in (None, "meuse"):
-            print("\n".join(meuse(args, models)))
+        print("\n".join(tables(args, collect(args, Path(work)))))
     print(f"Total {time.perf_counter() - start:.0f} s.")
     return 0
 

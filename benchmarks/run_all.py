@@ -102,15 +102,21 @@ def machine() -> str:
     return "; ".join(parts)
 
 
-def run_one(script: Path) -> tuple[str, int]:
-    """Run one benchmark (output streamed to the console); its section and exit code."""
-    command = f"python benchmarks/{script.name}"
+def run_one(script: Path, extra: list[str] | None = None, tag: str = "") -> tuple[str, int]:
+    """Run one benchmark (output streamed to the console); its section and exit code.
+
+    ``extra`` are arguments for the script; ``tag`` names a section of its own
+    (``bench_x.tag``), so runs of one script with different arguments keep their tables.
+    """
+    extra = list(extra or [])
+    command = " ".join([f"python benchmarks/{script.name}", *extra])
+    name = f"{script.stem}.{tag}" if tag else script.stem
     before = machine()
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     start = time.perf_counter()
     # Unbuffered, so that its tables appear on the console as they are printed.
     proc = subprocess.Popen(
-        [sys.executable, str(script)],
+        [sys.executable, str(script), *extra],
         stdout=subprocess.PIPE,
         text=True,
         cwd=HERE.parent,
@@ -127,14 +133,14 @@ def run_one(script: Path) -> tuple[str, int]:
     status = "ok" if rc == 0 else f"**FAILED (exit {rc})**"
     body = "".join(lines).strip()
     return (
-        f"<!-- bench:{script.stem} start -->\n"
-        f"## {script.stem}\n\n"
+        f"<!-- bench:{name} start -->\n"
+        f"## {name}\n\n"
         f"- command: `{command}`\n"
         f"- run: {started}, {seconds:.0f} s, {status}\n"
         f"- machine at start: {before}\n"
         f"- load average (1 min) at the end: {load}\n\n"
         f"{body}\n\n"
-        f"<!-- bench:{script.stem} end -->\n"
+        f"<!-- bench:{name} end -->\n"
     ), rc
 
 
@@ -151,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
     parser.add_argument("--out", type=Path, default=PAGE, help="page to update")
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    parser.add_argument("--args", default="", help="arguments for the (one) benchmark named")
+    parser.add_argument("--tag", default="", help="section suffix for a run with --args")
     args = parser.parse_args(argv)
     available = scripts()
     if args.list:
@@ -161,18 +169,23 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"run_all: {exc}", file=sys.stderr)
         return 2
+    extra = args.args.split()
+    if extra and len(chosen) != 1:
+        print("run_all: --args needs exactly one benchmark named", file=sys.stderr)
+        return 2
     failed = []
     for script in chosen:
         print(f"\n## {script.stem}  (python benchmarks/{script.name})\n", flush=True)
-        section, rc = run_one(script)
+        section, rc = run_one(script, extra, args.tag)
+        name = f"{script.stem}.{args.tag}" if args.tag else script.stem
         if rc != 0:
             failed.append(script.stem)
         # Written after each benchmark, so a long run interrupted later keeps what is done.
         page = args.out.read_text(encoding="utf-8") if args.out.is_file() else ""
-        text = merge(page, {script.stem: section}, [s.stem for s in available])
+        text = merge(page, {name: section}, [s.stem for s in available])
         args.out.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(args.out, text)
-        print(f"\n[{script.stem}: section written to {args.out}]", flush=True)
+        print(f"\n[{name}: section written to {args.out}]", flush=True)
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
         return 1

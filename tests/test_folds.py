@@ -139,3 +139,24 @@ def test_spatial_blocks_describe_their_distances():
     info = design.describe()
     assert info["design"] == "spatial" and info["folds"] == len(set(fold.tolist()))
     assert info["test_to_train_m"]["q50"] > 0
+
+
+def test_a_buffer_that_leaves_too_few_training_samples_predicts_nothing_for_that_fold():
+    rng = np.random.default_rng(5)
+    xy = rng.uniform(0, 3000, size=(60, 2))
+    y = (xy[:, 0] > 1500).astype(int)
+    patches = rng.normal(size=(60, 1, 4, 4)).astype(np.float32)
+
+    class Mean:
+        def fit(self, patches, labels, *, groups=None, seed=0):
+            assert len(labels) >= 10  # never trained on a handful
+            return self
+
+        def predict_proba(self, patches):
+            return patches.mean(axis=(1, 2, 3))
+
+    result = cross_validate(
+        Mean, patches, y, xy, cv="buffered", block_m=1000.0, patch_m=2500.0, n_boot=10
+    )
+    assert np.isnan(result.proba).any()
+    assert result.overall.auc is None and "no out-of-fold prediction" in result.overall.reason

@@ -89,7 +89,7 @@ def test_pipeline_writes_a_complete_report(run_dir):
     assert html.count("<caption>") >= landuse["region"].nunique()
     assert "Geographical detector q" in html
     assert "train:" in html and "torch" in html and "rasterio" in html
-    assert "spatial cross-validation" in html and "Optimistic" not in html
+    assert "kNNDM cross-validation" in html and "Optimistic" not in html
 
 
 @pytest.mark.slow

@@ -48,7 +48,7 @@ def config(small_city, tmp_path_factory) -> Path:
     raw["samples"]["path"] = str(tmp / "samples.csv")
     raw["patch"]["size_m"] = 320.0
     raw["explain"].update(window_m=80.0, stride_m=40.0)
-    raw["train"].update(folds=3, max_epochs=2, patience=1)
+    raw["train"].update(folds=3, max_epochs=2, patience=1, min_steps=0)
     raw["compute"]["device"] = "cpu"
     path = tmp / "config.yaml"
     path.write_text(yaml.safe_dump(raw))

@@ -33,7 +33,7 @@ def project(tmp_path: Path) -> Path:
     shutil.copytree(BASE, root)
     raw = yaml.safe_load((root / "config.yaml").read_text())
     raw["model"] = {"baselines": []}
-    raw["train"].update(max_epochs=1, patience=1)
+    raw["train"].update(max_epochs=1, patience=1, min_steps=0)
     raw["compute"] = {"device": "cpu"}
     (root / "config.yaml").write_text(yaml.safe_dump(raw))
     return root / "config.yaml"

@@ -133,7 +133,7 @@ def test_region_names_cannot_make_a_run_write_outside_its_directory(tmp_path):
     table.to_csv(project / "samples.csv", index=False)
     raw = yaml.safe_load((project / "config.yaml").read_text())
     raw["model"] = {"baselines": []}
-    raw["train"].update(max_epochs=1, patience=1)
+    raw["train"].update(max_epochs=1, patience=1, min_steps=0)
     (project / "config.yaml").write_text(yaml.safe_dump(raw))
     before = set(tmp_path.rglob("*"))
 

@@ -309,7 +309,7 @@ def test_config_is_ready_for_soilsource_run(small_city):
     assert (config.samples.ph, config.samples.paddy) == ("ph", "is_paddy")
     assert config.imagery.is_template and config.landuse.is_template
     assert config.patch.size_m == 1280 and config.explain.window_m == 160
-    assert config.train.scope == "region" and config.train.cv == "spatial"
+    assert config.train.scope == "region" and config.train.cv == "knndm"
     assert (small_city / "config.yaml").read_text().startswith("#")
 
 

@@ -225,6 +225,16 @@ class ModelConfig(_Section):
     """What the models learn, and which run beside SI-LICNet in the same harness."""
 
     baselines: list[Baseline] = Field(default_factory=lambda: ["random_forest"])
+    members: int = Field(
+        default=3,
+        ge=1,
+        le=16,
+        description=(
+            "Independent networks inside SI-LICNet whose outputs are averaged (an ensemble "
+            "in one module; dense maps and occlusion stay exact); training costs about "
+            "members times one network."
+        ),
+    )
     target: Literal["value", "label"] = Field(
         default="value",
         description=(
@@ -280,6 +290,15 @@ class TrainConfig(_Section):
     )
     patience: int | None = Field(
         default=None, ge=1, description="Early-stopping patience in epochs; null = default."
+    )
+    min_steps: int = Field(
+        default=300,
+        ge=0,
+        description=(
+            "Least optimiser steps per torch model: a small region trains more epochs than "
+            "max_epochs until it reaches this many (about 75 epochs at 124 samples); 0 = "
+            "exactly max_epochs."
+        ),
     )
 
     def default_block_m(self, patch_size_m: float, extent_m: float) -> float:

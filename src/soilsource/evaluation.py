@@ -70,6 +70,8 @@ __all__ = [
 
 MIN_POSITIVES = 5
 MIN_NEGATIVES = 5
+MIN_TRAIN = 10
+"""Fewest training samples a fold trains on; a buffer that leaves fewer predicts nothing."""
 N_BOOTSTRAP = 2000
 ALL = "all"
 """Region name used when no regions are given."""
@@ -578,7 +580,12 @@ def cross_validate(
                 result.pred_value[test] = np.asarray(info.pop("pred_value"), dtype=np.float64)
             result.fold_info.append({**info, "from_checkpoint": True})
             continue
-        if not regression and _one_class(labels[train]):
+        if len(train) < MIN_TRAIN:
+            warn(
+                f"{description}: fold {k} keeps {len(train)} training samples (buffer "
+                f"{buffer_m:g} m); its {len(test)} test samples get no prediction"
+            )
+        elif not regression and _one_class(labels[train]):
             warn(f"{description}: fold {k} has one class in training; predicting its share")
             result.proba[test] = labels[train].mean() if len(train) else np.nan
         else:

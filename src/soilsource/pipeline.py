@@ -165,8 +165,9 @@ def train_settings(config: Config, settings: TrainSettings | None = None) -> Tra
     """``settings`` if given, else the defaults with the configuration's ``train`` overrides."""
     if settings is not None:
         return settings
-    keys = ("max_epochs", "patience")
-    return TrainSettings(**{k: getattr(config.train, k) for k in keys if getattr(config.train, k)})
+    keys = ("max_epochs", "patience", "min_steps")
+    given = {k: getattr(config.train, k) for k in keys if getattr(config.train, k) is not None}
+    return TrainSettings(**given)
 
 
 def model_factory(
@@ -188,7 +189,8 @@ def model_factory(
         )
 
     if name == MODEL:
-        return torch_model(lambda: SILICNet(channels, patch_px=size))
+        members = config.model.members
+        return torch_model(lambda: SILICNet(channels, patch_px=size, members=members))
     if name == "random_forest":
         return lambda: random_forest(channels, size, target=target)
     return torch_model(lambda: make_baseline(name, channels, size))

@@ -290,9 +290,31 @@ def _region_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
                 "auc": _auc_text(entry),
                 "reason": entry.get("auc_null_reason"),
                 "baselines": {b: _auc_text(e) for b, e in entry.get("baselines", {}).items()},
+                "diffs": {b: _diff_text(d) for b, d in entry.get("auc_diff", {}).items()},
+                "skill": {True: "yes", False: "no"}.get(entry.get("skill"), ""),
+                "design": _design_text(entry.get("cv") or {}),
             }
         )
     return rows
+
+
+def _diff_text(diff: list[float] | None) -> str:
+    """``+0.031 [-0.012, +0.074]``: SI-LICNet minus a baseline, paired 95 % interval."""
+    if not diff:
+        return "n/a"
+    d, lo, hi = diff
+    return f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
+
+def _design_text(cv: dict[str, Any]) -> str:
+    """The fold design of a region and the median test-to-training distance."""
+    if not cv:
+        return ""
+    name = cv.get("design", "")
+    if name == "knndm":
+        name = f"kNNDM ({cv.get('method')} folds)"
+    median = (cv.get("test_to_train_m") or {}).get("q50")
+    return name + (f", test {median:g} m from training (median)" if median is not None else "")
 
 
 def _auc_text(entry: dict[str, Any]) -> str:

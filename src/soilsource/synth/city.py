@@ -83,8 +83,8 @@ landuse: {path: "landuse/{region}.tif", classes: landuse/classes.csv}
 label: {rule: gb15618}
 patch: {size_m: 1280}
 explain: {window_m: 160, stride_m: 40}
-model: {baselines: [random_forest]}
-train: {scope: region, folds: 5, cv: spatial, seed: 0}
+model: {baselines: [random_forest], target: value}
+train: {scope: region, folds: 5, cv: knndm, seed: 0}
 compute: {device: auto, scheduler: null}
 """
 
