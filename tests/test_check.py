@@ -65,11 +65,11 @@ def test_meuse_example_counts(capsys):
     assert code == 0, err
     assert "155 samples, 78 positive" in out
     assert out.count("EPSG:28992") == 3  # samples, imagery, land use
-    assert "24 x 24" in out
+    assert "40 x 40" in out
     summary = check(MEUSE)
     assert (summary.n, summary.n_pos) == (155, 78)
     assert summary.regions[0].n_outside == 0
-    assert summary.regions[0].patch_px == [24]
+    assert summary.regions[0].patch_px == [40]
 
 
 def test_tiny_project_summary(tmp_path, capsys):
