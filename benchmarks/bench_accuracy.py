@@ -27,7 +27,8 @@ The cross-validation is :func:`soilsource.pipeline.evaluate`, the code behind
 
 Usage: ``python benchmarks/bench_accuracy.py [--seeds N] [--only synthetic|meuse]
 [--designs knndm,buffered] [--variants a,b] [--baselines random_forest,mobilenet_v3_small]
-[--regions a,b]``
+[--regions a,b] [--patch-m M]`` (``--patch-m``: Meuse with another patch side than the
+example's, e.g. 960 m, its side before issue 12)
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from scipy.stats import spearmanr
 
 # soilsource before torch: it sets OMP_WAIT_POLICY, which torch reads when it loads
 from soilsource import cli
-from soilsource.config import Config, load_config
+from soilsource.config import Config, ModelConfig, TrainConfig, load_config
 from soilsource.dataset import Dataset, load_dataset
 from soilsource.evaluation import paired_auc_difference
 from soilsource.pipeline import MODEL, evaluate, train_settings
@@ -141,7 +142,10 @@ def collect(args: argparse.Namespace, work: Path) -> dict:
                         ceilings[region][key].append(info[key])
             cases.append(("synthetic", config))
         if args.only in (None, "meuse"):
-            cases.append(("meuse", load_config(MEUSE)))
+            meuse = load_config(MEUSE)
+            if args.patch_m:
+                meuse.patch.size_m = args.patch_m
+            cases.append(("meuse", meuse))
         for case, config in cases:
             dataset = _subset(load_dataset(config), args.regions)
             for design in args.designs:
@@ -188,8 +192,12 @@ def tables(args: argparse.Namespace, found: dict) -> list[str]:
     lines = [
         f"Seeds: {args.seeds}; designs: {', '.join(args.designs)}. SI-LICNet variants: "
         + "; ".join(f"`{v}` = {VARIANTS[v].label}" for v in args.variants)
-        + f". Training defaults: {TrainSettings()}; members default "
-        f"{Config.model_fields['model'].default_factory().members}.",
+        + f". Defaults: {TrainSettings().max_epochs} epochs or at least "
+        f"{TrainConfig().min_steps} steps (train.min_steps), model.members "
+        f"{ModelConfig().members}. Meuse patch: "
+        + (f"{args.patch_m:g} m (--patch-m)" if args.patch_m else "the example's")
+        + f"; synthetic city: demo profile ({cli.DEMO_CITY_PX} px regions, "
+        f"{cli.DEMO_PATCH_M:g} m patches, {cli.DEMO_FOLDS} folds).",
         "",
     ]
     for design in args.designs:
@@ -263,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", default="old,value,value_steps,new", help="comma-separated")
     parser.add_argument("--baselines", default=FOREST, help="comma-separated")
     parser.add_argument("--regions", default="", help="synthetic regions (default all)")
+    parser.add_argument("--patch-m", type=float, default=None, help="Meuse patch side (m)")
     args = parser.parse_args(argv)
     args.designs = [d for d in args.designs.split(",") if d]
     args.variants = [v for v in args.variants.split(",") if v]

@@ -23,6 +23,7 @@ from soilsource.inputs import (
     RasterInfo,
     assign_rasters,
     describe_crs,
+    describe_raster,
     open_landuse,
     read_samples,
     reproject_points,
@@ -154,6 +155,10 @@ def check(config: Config | str | PathLike[str], *, threads: int = 2) -> CheckSum
                 inputs.append(_describe_imagery(raster))
     if config.landuse is not None:
         inputs.extend(_check_landuse(config, regions))
+    if config.mapping.area is not None:  # the study area kNNDM matches (and run reads)
+        area = describe_raster(config.mapping.area, "mapping.area")
+        size = f"{area.width} x {area.height} px (mapping.area)"
+        inputs.append(InputCheck("study area", str(area.path), area.describe_crs(), size))
     return CheckSummary(
         config=str(config.source) if config.source else "",
         metal=config.metal,

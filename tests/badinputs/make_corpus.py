@@ -118,6 +118,9 @@ def main() -> None:
         "config_list_with_template", changed(imagery__path=["imagery.tif", "imagery/{region}.tif"])
     )
     write_case("config_zero_epochs", changed(train__max_epochs=0))
+    write_case("config_unknown_cv", changed(train__cv="leave-one-out"))
+    write_case("config_zero_members", changed(model__members=0))
+    write_case("mapping_area_missing", changed(mapping__area="nowhere.tif"))
     write_case("config_unknown_baseline", changed(model={"baselines": ["xgboost"]}))
 
     # --- samples
