@@ -11,6 +11,17 @@ from soilsource.evaluation import cross_validate, fold_design
 from soilsource.folds import KNNDM, RandomKFold, SpatialBlocks, nearest_other_fold
 
 
+class Mean:
+    """A model that needs no training: the patch mean is its score."""
+
+    def fit(self, patches, labels, *, groups=None, seed=0):
+        assert len(labels) >= 10  # never trained on a handful of samples
+        return self
+
+    def predict_proba(self, patches):
+        return patches.mean(axis=(1, 2, 3))
+
+
 def _grid(n: int, extent: float) -> np.ndarray:
     axis = np.linspace(0, extent, n)
     return np.stack(np.meshgrid(axis, axis), -1).reshape(-1, 2)
@@ -113,13 +124,6 @@ def test_buffered_cv_leaves_no_test_patch_overlapping_a_training_patch():
     y = (xy[:, 0] > 2500).astype(int)
     patches = rng.normal(size=(120, 1, 4, 4)).astype(np.float32)
 
-    class Mean:
-        def fit(self, patches, labels, *, groups=None, seed=0):
-            return self
-
-        def predict_proba(self, patches):
-            return patches.mean(axis=(1, 2, 3))
-
     spatial = cross_validate(
         Mean, patches, y, xy, cv="spatial", block_m=1000.0, patch_m=400.0, n_boot=10
     )
@@ -146,14 +150,6 @@ def test_a_buffer_that_leaves_too_few_training_samples_predicts_nothing_for_that
     xy = rng.uniform(0, 3000, size=(60, 2))
     y = (xy[:, 0] > 1500).astype(int)
     patches = rng.normal(size=(60, 1, 4, 4)).astype(np.float32)
-
-    class Mean:
-        def fit(self, patches, labels, *, groups=None, seed=0):
-            assert len(labels) >= 10  # never trained on a handful
-            return self
-
-        def predict_proba(self, patches):
-            return patches.mean(axis=(1, 2, 3))
 
     result = cross_validate(
         Mean, patches, y, xy, cv="buffered", block_m=1000.0, patch_m=2500.0, n_boot=10
