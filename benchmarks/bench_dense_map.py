@@ -41,9 +41,9 @@ BANDS, PATCH_PX, BATCH = 6, 128, 64
 MEUSE = Path(__file__).resolve().parents[1] / "examples" / "meuse"
 
 
-def varied_model() -> SILICNet:
+def varied_model(members: int = 1) -> SILICNet:
     """A random SI-LICNet with probabilities spread over (0, 1), so differences show."""
-    return random_silicnet(BANDS, PATCH_PX, centre_on=8)
+    return random_silicnet(BANDS, PATCH_PX, centre_on=8, members=members)
 
 
 def meuse_patches(size: int) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
@@ -125,12 +125,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seeds", type=int, default=3, help="Meuse models per stem (0: skip)")
     parser.add_argument("--epochs", type=int, default=150)
+    parser.add_argument(
+        "--members", type=int, default=1, help="SI-LICNet members (the run default is 3)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
     ramp = np.linspace(-2, 2, args.size, dtype=np.float32)
     image = rng.standard_normal((BANDS, args.size, args.size), dtype=np.float32) + ramp
-    model = varied_model()
+    model = varied_model(args.members)
+    print(f"SI-LICNet with {args.members} member(s).")
     before, after = patch_halo(PATCH_PX)
     side = args.size - PATCH_PX + 1
 

@@ -31,8 +31,8 @@ from soilsource.models.silicnet import random_silicnet
 BANDS, PATCH_PX, WINDOW_PX, STRIDE_PX = 6, 128, 16, 4
 
 
-def sensitive_model(x: torch.Tensor) -> SILICNet:
-    return random_silicnet(BANDS, PATCH_PX, centre_on=x)
+def sensitive_model(x: torch.Tensor, members: int = 1) -> SILICNet:
+    return random_silicnet(BANDS, PATCH_PX, centre_on=x, members=members)
 
 
 def timed(run, repeats: int) -> tuple[float, torch.Tensor]:
@@ -60,12 +60,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--patches", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--members", type=int, default=1, help="SI-LICNet members (the run default is 3)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     x = torch.randn(
         args.patches, BANDS, PATCH_PX, PATCH_PX, generator=torch.Generator().manual_seed(1)
     )
-    model = sensitive_model(x)
+    model = sensitive_model(x, args.members)
+    print(f"SI-LICNet with {args.members} member(s).")
     one = x[:1]
 
     tuning = {}
