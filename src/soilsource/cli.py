@@ -231,13 +231,16 @@ def _print_metrics(metrics: dict, truth: dict | None = None) -> None:
     table = Table(title=f"ROC AUC per region ({metrics['cv']} CV, out-of-fold)")
     for col in ("region", "n", "positive", "SI-LICNet [95% CI]", *baselines):
         table.add_column(col)
+    ceilings = ("visible_oracle_auc", "oracle_auc")  # what the imagery can show; the truth
     if truth:
+        table.add_column("visible oracle")
         table.add_column("oracle")
     for name, r in metrics["regions"].items():
         row = [name, str(r["n"]), str(r["n_pos"]), auc(r)]
         row += [auc(r["baselines"].get(b, {})) for b in baselines]
         if truth:
-            row.append(f"{truth['regions'][name]['oracle_auc']:.3f}")
+            found = truth["regions"][name]
+            row += [f"{found[k]:.3f}" if found.get(k) is not None else "n/a" for k in ceilings]
         table.add_row(*row)
     stdout.print(table)
 
