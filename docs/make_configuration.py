@@ -21,6 +21,8 @@ from pydantic_core import PydanticUndefined
 from soilsource.config import Config
 
 PAGE = Path(__file__).resolve().parent / "configuration.md"
+PACKAGED = Path(__file__).resolve().parents[1] / "src" / "soilsource" / "configuration.md"
+"""The same page inside the package, so an installed wheel carries the reference."""
 
 MEANINGS = {
     "metal": "The metal measured in `samples.value`; picks the GB 15618 screening values.",
@@ -181,5 +183,6 @@ def markdown() -> str:
 
 
 if __name__ == "__main__":
-    PAGE.write_text(markdown(), encoding="utf-8")
-    print(f"wrote {PAGE}", file=sys.stderr)
+    for page in (PAGE, PACKAGED):
+        page.write_text(markdown(), encoding="utf-8")
+        print(f"wrote {page}", file=sys.stderr)

@@ -28,6 +28,9 @@ def test_package_data_is_installed():
     """Every report asset, byte for byte, and the ``py.typed`` marker come with the package."""
     package = resources.files("soilsource")
     assert package.joinpath("py.typed").is_file()
+    # the configuration reference (every key, generated like docs/configuration.md)
+    reference = package.joinpath("configuration.md")
+    assert reference.is_file() and "`train.cv`" in reference.read_text(encoding="utf-8")
     assets = sorted(p for p in (SOURCE / "report_assets").iterdir() if p.is_file())
     assert assets, "no report assets in src/"
     for asset in assets:
