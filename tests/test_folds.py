@@ -27,6 +27,14 @@ def _grid(n: int, extent: float) -> np.ndarray:
     return np.stack(np.meshgrid(axis, axis), -1).reshape(-1, 2)
 
 
+def _scattered(seed: int, n: int, extent: float):
+    """Uniform samples, labels by the west-east half, and random one-band patches."""
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(0, extent, size=(n, 2))
+    y = (xy[:, 0] > extent / 2).astype(int)
+    return xy, y, rng.normal(size=(n, 1, 4, 4)).astype(np.float32)
+
+
 def _clustered(seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     centres = rng.uniform(0, 10_000, size=(12, 2))
@@ -119,10 +127,7 @@ def test_fold_design_names_and_bad_settings():
 
 
 def test_buffered_cv_leaves_no_test_patch_overlapping_a_training_patch():
-    rng = np.random.default_rng(3)
-    xy = rng.uniform(0, 5000, size=(120, 2))
-    y = (xy[:, 0] > 2500).astype(int)
-    patches = rng.normal(size=(120, 1, 4, 4)).astype(np.float32)
+    xy, y, patches = _scattered(3, 120, 5000.0)
 
     spatial = cross_validate(
         Mean, patches, y, xy, cv="spatial", block_m=1000.0, patch_m=400.0, n_boot=10
@@ -146,10 +151,7 @@ def test_spatial_blocks_describe_their_distances():
 
 
 def test_a_buffer_that_leaves_too_few_training_samples_predicts_nothing_for_that_fold():
-    rng = np.random.default_rng(5)
-    xy = rng.uniform(0, 3000, size=(60, 2))
-    y = (xy[:, 0] > 1500).astype(int)
-    patches = rng.normal(size=(60, 1, 4, 4)).astype(np.float32)
+    xy, y, patches = _scattered(5, 60, 3000.0)
 
     result = cross_validate(
         Mean, patches, y, xy, cv="buffered", block_m=1000.0, patch_m=2500.0, n_boot=10
