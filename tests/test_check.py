@@ -336,3 +336,26 @@ def test_list_of_rasters_each_sample_reads_the_one_covering_it(tmp_path, capsys)
     summary = check(config)
     assert all(r.n_outside == 0 for r in summary.regions)
     assert "west.tif, east.tif (2 files)" in out
+
+
+@pytest.mark.parametrize(
+    ("mapping", "message"),
+    [
+        ({"ph": "imagery.tif"}, "key 'mapping.ph': a pH raster is used by rule gb15618 only"),
+        ({"area": "nowhere.tif"}, "nowhere.tif: file not found (key 'mapping.area')"),
+    ],
+)
+def test_run_refuses_bad_mapping_rasters_before_training(tmp_path, capsys, mapping, message):
+    """check and run share the validation of mapping.*: run stops before any model."""
+    config = write_project(tmp_path)
+    raw = yaml.safe_load(config.read_text())
+    raw["mapping"] = mapping
+    config.write_text(yaml.safe_dump(raw))
+    assert main(["check", str(config)]) == 2
+    assert message in capsys.readouterr().err
+    out = tmp_path / "run"
+    assert main(["run", str(config), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (out / "metrics.json").exists() and not (out / ".checkpoints" / "final.pt").exists()
+    assert "cross-validation" not in err and "silicnet" not in err  # no training started

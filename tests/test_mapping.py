@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import rasterio
 import torch
 from torch import nn
 
@@ -154,3 +155,44 @@ def test_raw_map_is_the_model_output_and_its_sigmoid_the_probability():
     patch = image[:, i - 8 : i + 8, j - 8 : j + 8][None]
     with torch.no_grad():
         assert raw[i, j] == pytest.approx(model(patch).item(), abs=1e-4)
+
+
+def test_a_ph_raster_gives_each_pixel_its_own_gb15618_limits(tmp_path):
+    """mapping.ph: limits from each pixel's pH (paddy and other land by the paddy share)."""
+    from soilsource.inputs import describe_raster
+    from soilsource.labels import gb15618_screening_value
+    from soilsource.mapping import MapRule, write_probability_map
+    from soilsource.patches import BandStats, Patches
+    from soilsource.target import LogNormalLink
+    from tinyinputs import write_raster
+
+    rng = np.random.default_rng(0)
+    image = write_raster(tmp_path / "image.tif", rng.normal(100, 10, (2, 48, 48)).astype("float32"))
+    ph = np.full((48, 48), 5.0, np.float32)
+    ph[:, 24:] = 8.0  # the east half is alkaline: higher Cd limits
+    ph[20:24, 40:44] = -1.0  # nodata: no probability there
+    ph_path = write_raster(tmp_path / "ph.tif", ph, nodata=-1.0)
+    raster = describe_raster(image)
+    model = varied_model(2, 16, seed=1)
+    stats = BandStats.fit(
+        Patches(rng.normal(100, 10, (4, 2, 16, 16)).astype("float32"), np.ones((4, 16, 16), bool),
+                np.zeros(4, int), np.zeros(4, int), np.arange(4), ("a", "b"))
+    )  # fmt: skip
+    link = LogNormalLink(np.log(0.3), 1.0, 0.8)
+    by_pixel = MapRule(link, (), (0.25, 0.75), ph_path=ph_path, metal="Cd")
+    write_probability_map(tmp_path / "p.tif", model, stats, raster, rule=by_pixel,
+                          concentration_path=tmp_path / "c.tif", progress=False)  # fmt: skip
+    for where, value in ((np.s_[20:28, 8:16], 5.0), (np.s_[20:28, 32:40], 8.0)):
+        paddy, other = gb15618_screening_value("Cd", np.array([value, value]), np.array([1, 0]))
+        fixed = MapRule(link, (float(paddy), float(other)), (0.25, 0.75))
+        write_probability_map(tmp_path / "f.tif", model, stats, raster, rule=fixed,
+                              progress=False)  # fmt: skip
+        with rasterio.open(tmp_path / "p.tif") as a, rasterio.open(tmp_path / "f.tif") as b:
+            got, expected = a.read(1)[where], b.read(1)[where]
+            assert "PH_RASTER" in a.tags()
+        assert np.isfinite(got).all() and np.allclose(got, expected, atol=1e-6)
+        (tmp_path / "f.tif").unlink()
+    with rasterio.open(tmp_path / "p.tif") as src:
+        prob = src.read(1)
+    assert np.isnan(prob[21:23, 41:43]).all() and np.isfinite(prob[30:34, 30:34]).all()
+    assert np.nanmean(prob[:, 30:40]) < np.nanmean(prob[:, 8:18])  # higher limits, lower risk

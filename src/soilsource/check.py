@@ -155,10 +155,7 @@ def check(config: Config | str | PathLike[str], *, threads: int = 2) -> CheckSum
                 inputs.append(_describe_imagery(raster))
     if config.landuse is not None:
         inputs.extend(_check_landuse(config, regions))
-    if config.mapping.area is not None:  # the study area kNNDM matches (and run reads)
-        area = describe_raster(config.mapping.area, "mapping.area")
-        size = f"{area.width} x {area.height} px (mapping.area)"
-        inputs.append(InputCheck("study area", str(area.path), area.describe_crs(), size))
+    inputs.extend(mapping_inputs(config))
     return CheckSummary(
         config=str(config.source) if config.source else "",
         metal=config.metal,
@@ -169,6 +166,31 @@ def check(config: Config | str | PathLike[str], *, threads: int = 2) -> CheckSum
         regions=results,
         warnings=warnings,
     )
+
+
+def mapping_inputs(config: Config) -> list[InputCheck]:
+    """Validate the rasters of ``mapping`` (study area, pH); ``run`` calls this before training.
+
+    Raises
+    ------
+    InputError
+        A missing or unreadable raster, or ``mapping.ph`` under a rule that has no pH.
+    """
+    found = []
+    if config.mapping.ph is not None:  # read by the maps of a gb15618 run
+        if config.label.rule != "gb15618":
+            raise InputError(
+                config.source or "config",
+                "key 'mapping.ph'",
+                f"a pH raster is used by rule gb15618 only, not by rule {config.label.rule}",
+            )
+        ph = describe_raster(config.mapping.ph, "mapping.ph")
+        found.append(InputCheck("pH", str(ph.path), ph.describe_crs(), "(mapping.ph)"))
+    if config.mapping.area is not None:  # the study area kNNDM matches
+        area = describe_raster(config.mapping.area, "mapping.area")
+        size = f"{area.width} x {area.height} px (mapping.area)"
+        found.append(InputCheck("study area", str(area.path), area.describe_crs(), size))
+    return found
 
 
 def _check_region(

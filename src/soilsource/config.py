@@ -246,13 +246,21 @@ class ModelConfig(_Section):
 
 
 class MappingConfig(_Section):
-    """Wall-to-wall maps: the area they are meant for."""
+    """Wall-to-wall maps: the area they are meant for, and pH for pH-dependent rules."""
 
     area: Path | None = Field(
         default=None,
         description=(
             "Raster whose valid pixels are the study area (e.g. the surveyed floodplain): the "
             "prediction area that kNNDM cross-validation matches; null = the imagery."
+        ),
+    )
+    ph: Path | None = Field(
+        default=None,
+        description=(
+            "pH raster for the maps under rule gb15618: each pixel's limits from its own pH "
+            "(paddy and other land weighted by the region's paddy share); null = the region's "
+            "sample-median pH. Any CRS and grid (resampled bilinearly onto the imagery)."
         ),
     )
 
@@ -433,8 +441,9 @@ def config_from_dict(
     config.imagery.path = (
         [_resolve(base, p) for p in paths] if isinstance(paths, list) else _resolve(base, paths)
     )
-    if config.mapping.area is not None:
-        config.mapping.area = _resolve(base, config.mapping.area)
+    for key in ("area", "ph"):
+        if getattr(config.mapping, key) is not None:
+            setattr(config.mapping, key, _resolve(base, getattr(config.mapping, key)))
     if config.landuse is not None:
         config.landuse.path = _resolve(base, config.landuse.path)
         if config.landuse.classes is not None:

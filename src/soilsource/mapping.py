@@ -35,12 +35,15 @@ from pathlib import Path
 import numpy as np
 import rasterio
 import torch
+from rasterio.enums import Resampling
+from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 from torch import Tensor
 
 from soilsource.atomic import atomic_path
 from soilsource.compute import ModelState, Session, model_state, session_or_local
 from soilsource.inputs import RasterInfo
+from soilsource.labels import gb15618_screening_value
 from soilsource.models.silicnet import STEM_STRIDE, SILICNet
 from soilsource.patches import BandStats, read_windows
 from soilsource.progress import track
@@ -279,24 +282,64 @@ class MapRule:
     ``sum_i w_i P(value > limit_i)``. A fixed threshold is one limit; under a pH-dependent
     rule without a pH raster, the limits at the region's sample-median pH for paddy and
     other land, weighted by the region's paddy share (``note`` says so, and goes into
-    the rasters' metadata).
+    the rasters' metadata). With a pH raster (``ph_path``, the ``mapping.ph`` of the
+    configuration), each pixel's limits come from its own pH (GB 15618-2018 for
+    ``metal``), for paddy and other land, weighted by ``weights`` (the paddy share); the
+    raster is resampled (bilinear) onto the imagery's grid; no pH, no probability.
     """
 
     link: LogNormalLink
     limits: tuple[float, ...]
     weights: tuple[float, ...]
     note: str = ""
+    ph_path: Path | None = None
+    metal: str = "Cd"
 
-    def probability(self, z: np.ndarray) -> np.ndarray:
+    def probability(self, z: np.ndarray, ph: np.ndarray | None = None) -> np.ndarray:
+        if self.ph_path is None:
+            pairs = zip(self.limits, self.weights, strict=True)
+        else:
+            if ph is None:
+                raise ValueError("this map's limits come from a pH raster: give its pH")
+            flags = (np.ones_like(ph), np.zeros_like(ph))  # paddy, then other land
+            pairs = zip(
+                (gb15618_screening_value(self.metal, ph, f) for f in flags),
+                self.weights,
+                strict=True,
+            )
         out = np.zeros(z.shape, dtype=np.float64)
-        for limit, weight in zip(self.limits, self.weights, strict=True):
-            out += weight * self.link.exceedance(z, limit)
+        for limit, weight in pairs:
+            if weight > 0:
+                out += weight * self.link.exceedance(z, limit)
         return out
 
     def tags(self) -> dict[str, str]:
         limits = ", ".join(repr(float(v)) for v in self.limits)
         weights = ", ".join(repr(float(w)) for w in self.weights)
-        return {"LIMITS_MG_KG": limits, "LIMIT_WEIGHTS": weights, "LIMIT_NOTE": self.note}
+        tags = {"LIMITS_MG_KG": limits, "LIMIT_WEIGHTS": weights, "LIMIT_NOTE": self.note}
+        if self.ph_path is not None:
+            tags["PH_RASTER"] = str(self.ph_path)
+        return tags
+
+    def read_ph(self, raster: RasterInfo, window: Window) -> np.ndarray | None:
+        """The pH raster on ``window`` of ``raster``'s grid (NaN where it has no data)."""
+        if self.ph_path is None:
+            return None
+        with (
+            rasterio.open(self.ph_path) as src,
+            WarpedVRT(
+                src,
+                crs=raster.crs,
+                transform=raster.transform,
+                width=raster.width,
+                height=raster.height,
+                resampling=Resampling.bilinear,
+                src_nodata=src.nodata,
+                nodata=np.nan,
+                dtype="float64",
+            ) as vrt,
+        ):
+            return vrt.read(1, window=window).astype(np.float64)
 
 
 def write_probability_map(
@@ -425,7 +468,8 @@ def probability_tile_task(job: _MapJob, tile: tuple[int, int]) -> np.ndarray:
     if job.rule is None:
         layers = out[None]
     else:
-        layers = np.stack([job.rule.probability(out), job.rule.link.median(out)])
+        ph = job.rule.read_ph(raster, Window(c0, r0, w, h))
+        layers = np.stack([job.rule.probability(out, ph), job.rule.link.median(out)])
     share = _box_mean(window.valid[0].astype(np.float64), size)[:h, :w]
     layers[:, share < 1.0 - job.max_nodata_share] = np.nan
     return layers.astype(np.float32, copy=False)

@@ -27,6 +27,7 @@ import torch
 from scipy.stats import spearmanr
 
 from soilsource.atomic import write_text_atomic
+from soilsource.check import mapping_inputs
 from soilsource.compute import Session, check_scheduler, compute_session
 from soilsource.config import Config, load_config
 from soilsource.dataset import Dataset, RegionSamples, load_dataset
@@ -136,6 +137,7 @@ def execute(
     _write_config(out / "config.yaml", config)
     with _timed(seconds, "inputs"):
         dataset = load_dataset(config)
+        mapping_inputs(config)  # the maps' rasters, checked before any training
     with _timed(seconds, "training"):
         cv = evaluate(dataset, config, settings=settings, checkpoints=checkpoints)
     metrics = build_metrics(dataset, config, cv)
@@ -474,16 +476,25 @@ def map_rule(region: RegionSamples, link: Any, config: Config) -> MapRule:
     """The limits a region's maps are computed against (see :class:`~soilsource.mapping.MapRule`).
 
     One limit when every sample of the region has the same (a threshold, a background, a
-    quantile). Under a pH-dependent rule, the limits at the region's sample-median pH for
-    paddy and for other land, weighted by the region's paddy share.
+    quantile). Under a pH-dependent rule, the limits at each pixel's pH from ``mapping.ph``,
+    or without it at the region's sample-median pH, for paddy and for other land, weighted
+    by the region's paddy share.
     """
     table = region.table
     limits = table["limit"].to_numpy(dtype=float)
+    share = float(table["paddy"].mean()) if "paddy" in table.columns else 0.0
+    if config.label.rule == "gb15618" and config.mapping.ph is not None:
+        note = (
+            f"GB 15618-2018 at each pixel's pH (mapping.ph); paddy share {share:.2f} of the "
+            "samples weights the paddy and other-land limits"
+        )
+        return MapRule(
+            link, (), (share, 1.0 - share), note, ph_path=config.mapping.ph, metal=config.metal
+        )
     if config.label.rule != "gb15618" or np.unique(limits).size == 1:
         level = float(np.median(limits))
         return MapRule(link, (level,), (1.0,), f"limit {level:g} mg/kg")
     ph = float(np.median(table["ph"].to_numpy(dtype=float)))
-    share = float(table["paddy"].mean()) if "paddy" in table.columns else 0.0
     paddy, other = gb15618_screening_value(config.metal, np.array([ph, ph]), np.array([1, 0]))
     note = (
         f"GB 15618-2018 at the region's sample-median pH {ph:.2f}: {paddy:g} mg/kg on paddy "

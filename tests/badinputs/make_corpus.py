@@ -121,6 +121,7 @@ def main() -> None:
     write_case("config_unknown_cv", changed(train__cv="leave-one-out"))
     write_case("config_zero_members", changed(model__members=0))
     write_case("mapping_area_missing", changed(mapping__area="nowhere.tif"))
+    write_case("mapping_ph_without_ph_rule", changed(mapping__ph="imagery.tif"))
     write_case("config_unknown_baseline", changed(model={"baselines": ["xgboost"]}))
 
     # --- samples
