@@ -219,11 +219,12 @@ def evaluate(
     of the AUC interval) let benchmarks run the same evaluation for less.
     """
     models = models or [MODEL, *config.model.baselines]
+    scopes = list(_scopes(dataset, config))  # prediction areas read once for every model
     results: dict[str, dict[str, CVResult]] = {}
     for name in models:
         factory = model_factory(name, dataset, config, settings)
         results[name] = {}
-        for key, patches, table, area in _scopes(dataset, config):
+        for key, patches, table, area in scopes:
             results[name][key] = cross_validate(
                 factory,
                 physical(patches),
