@@ -145,7 +145,9 @@ def region_maps(cv, dataset, config) -> list[RegionMaps]:
             continue
         raster = region.rasters[0]
         maps = sensitivity_maps(model, region.patches, config, raster.pixel_size_m)
-        prob = np.asarray(model.predict_proba(physical(region.patches)), dtype=np.float64)
+        # a model of the concentration scores each sample against its own limit
+        limits = region.table["limit"].to_numpy() if model.inner.link_ is not None else None
+        prob = np.asarray(model.predict_proba(physical(region.patches), limits), np.float64)
         patches = region.patches
         out.append(
             RegionMaps(
@@ -197,6 +199,7 @@ def one_seed(seed: int, quick: bool, size_px: int | None, workdir: Path) -> Seed
     config = load_config(city / "config.yaml")
     config.train.seed = seed
     config.patch.size_m, config.train.folds = patch_m, folds
+    config.model.members = getattr(cli, "DEMO_MEMBERS", 1)  # what the demo trains
     config.model.baselines = []  # the explanation is SI-LICNet's; baselines only cost time
     seconds = {}
     start = time.perf_counter()
