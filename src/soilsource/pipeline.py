@@ -309,14 +309,7 @@ def oof(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Out-of-fold probabilities and fold ids of ``region``'s samples, in table order."""
     result = region_result(cv, region.name)
-    if region.name in cv:
-        return result.proba, result.fold
-    start = 0
-    for other in dataset:
-        if other.name == region.name:
-            break
-        start += len(other)
-    sel = slice(start, start + len(region))
+    sel = _region_rows(cv, region, dataset)
     return result.proba[sel], result.fold[sel]
 
 
@@ -327,14 +320,23 @@ def oof_values(
     result = region_result(cv, region.name)
     if result.pred_value is None:
         return None
+    return result.pred_value[_region_rows(cv, region, dataset)]
+
+
+def _region_rows(cv: dict[str, CVResult], region: RegionSamples, dataset: Dataset) -> slice:
+    """Where ``region``'s samples sit in the arrays of the CV that covers it.
+
+    All of them for its own CV; in a pooled CV, the regions follow each other in
+    dataset order (:meth:`~soilsource.dataset.Dataset.concat`).
+    """
     if region.name in cv:
-        return result.pred_value
+        return slice(None)
     start = 0
     for other in dataset:
         if other.name == region.name:
             break
         start += len(other)
-    return result.pred_value[start : start + len(region)]
+    return slice(start, start + len(region))
 
 
 # --- explanation and maps ----------------------------------------------------------------------
