@@ -28,7 +28,7 @@ from typing import Any, Literal
 import numpy as np
 from scipy.stats import norm
 
-__all__ = ["MIN_VALUE", "TARGETS", "LogNormalLink", "Target"]
+__all__ = ["MIN_VALUE", "TARGETS", "LogNormalLink", "Target", "log_values", "required_limit"]
 
 Target = Literal["value", "label"]
 TARGETS: tuple[Target, ...] = ("value", "label")
@@ -90,6 +90,17 @@ class LogNormalLink:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LogNormalLink:
         return cls(float(data["mean"]), float(data["scale"]), float(data["sigma"]))
+
+
+def required_limit(limit: np.ndarray | float | None) -> np.ndarray | float:
+    """The limits a model of the concentration scores against; refuses None.
+
+    >>> required_limit(0.3)
+    0.3
+    """
+    if limit is None:
+        raise ValueError("a model of the concentration needs each sample's limit")
+    return limit
 
 
 def log_values(values: np.ndarray) -> np.ndarray:

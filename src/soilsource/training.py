@@ -50,7 +50,7 @@ from torch import nn
 from soilsource.errors import InputError
 from soilsource.patches import BandStats, Patches
 from soilsource.progress import track, warn
-from soilsource.target import LogNormalLink, Target
+from soilsource.target import LogNormalLink, Target, required_limit
 
 __all__ = [
     "EpochLog",
@@ -662,7 +662,7 @@ class TorchPatchClassifier:
             return predict_proba(
                 self.module, patches, self.device, batch_size=self.settings.predict_batch_size
             )
-        return self._link().exceedance(self.decision_function(patches), _limit(limit))
+        return self._link().exceedance(self.decision_function(patches), required_limit(limit))
 
     def predict_value(self, patches: np.ndarray) -> np.ndarray | None:
         """Predicted median concentration (mg/kg) per patch; None for ``target="label"``."""
@@ -674,12 +674,6 @@ class TorchPatchClassifier:
         if self.link_ is None:
             raise RuntimeError("TorchPatchClassifier is not fitted")
         return self.link_
-
-
-def _limit(limit: np.ndarray | float | None) -> np.ndarray | float:
-    if limit is None:
-        raise ValueError("a model of the concentration needs each sample's limit")
-    return limit
 
 
 class Standardized:

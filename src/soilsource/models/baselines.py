@@ -28,7 +28,7 @@ from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 from torch import nn
 from torchvision import models as tvm
 
-from soilsource.target import LogNormalLink, Target, log_values
+from soilsource.target import LogNormalLink, Target, log_values, required_limit
 from soilsource.training import available_cpus
 
 __all__ = [
@@ -363,9 +363,7 @@ class WindowStatsForest:
     def predict_proba(self, patches: np.ndarray, limit: np.ndarray | None = None) -> np.ndarray:
         """Probability of the positive class (of exceeding ``limit``), float64 (N,)."""
         if self.target == "value":
-            if limit is None:
-                raise ValueError("a model of the concentration needs each sample's limit")
-            return self._link().exceedance(self._log_value(patches), limit)
+            return self._link().exceedance(self._log_value(patches), required_limit(limit))
         if self.forest_ is None or self.scales_ is None:
             raise RuntimeError("WindowStatsForest is not fitted")
         return self.forest_.predict_proba(window_statistics(patches, self.scales_))[:, 1]
