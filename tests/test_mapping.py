@@ -63,6 +63,8 @@ def smooth_image(channels: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
         (3, 16, 30, 33, 5, {}),  # a shallow model (one block)
         (2, 22, 40, 41, 9, {"antialias": False, "batchnorm": False}),  # plain 2 x 2 stem
         (3, 24, 44, 40, 11, {"members": 3}),  # an ensemble of three in one module
+        (3, 24, 45, 40, 13, {"n_sectors": 4}),  # rings cut into quadrants (odd grid)
+        (2, 26, 40, 44, 512, {"n_sectors": 4, "members": 2}),  # quadrants, even grid, ensemble
     ],
 )
 def test_dense_map_equals_patch_by_patch(channels, patch_px, h, w, tile_px, kwargs):

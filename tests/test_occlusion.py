@@ -121,6 +121,16 @@ def test_incremental_equals_captum_for_an_ensemble_in_one_module():
     assert (occlusion_sensitivity(model, x, 7, 3) - expected).abs().max() < TOL
 
 
+@pytest.mark.parametrize("patch_px", [26, 28])  # odd and even trunk grids
+def test_incremental_equals_captum_with_quadrant_sectors(patch_px):
+    """Quadrants are one more fixed linear pooling: occlusion stays exact."""
+    x = torch.randn(2, 3, patch_px, patch_px)
+    model = random_silicnet(3, patch_px, seed=7, centre_on=x, n_sectors=4)
+    expected = captum(model, x, 7, 3)
+    assert expected.abs().max() > 1e-3
+    assert (occlusion_sensitivity(model, x, 7, 3) - expected).abs().max() < TOL
+
+
 def test_full_method_equals_captum_and_incremental():
     x = torch.randn(2, 2, 28, 28)
     model = sensitive_model(2, 28, seed=5, x=x)

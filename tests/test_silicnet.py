@@ -175,6 +175,37 @@ def test_rings_partition_the_grid_and_are_dihedral_invariant(grid):
     assert int((basis[0] > 0).sum()) == (1 if grid % 2 else 4)
 
 
+@pytest.mark.parametrize("grid", [1, 2, 7, 10, 57])
+def test_quadrants_split_each_ring_into_four_mirror_images(grid):
+    rings, quads = RingPooling(grid, 6).basis, RingPooling(grid, 6, n_sectors=4).basis
+    r = rings.shape[0]
+    assert quads.shape == (4 * r, grid, grid)
+    torch.testing.assert_close(quads.sum(dim=(1, 2)), torch.ones(4 * r))  # each a mean
+    per_ring = quads.view(r, 4, grid, grid)
+    # A ring's quadrants together are the ring (each a quarter of its mass).
+    torch.testing.assert_close(per_ring.mean(dim=1), rings)
+    nw, ne, sw, se = per_ring.unbind(1)
+    torch.testing.assert_close(ne, nw.flip(-1))  # east is west mirrored
+    torch.testing.assert_close(sw, nw.flip(-2))  # south is north mirrored
+    torch.testing.assert_close(se, nw.flip(-2, -1))
+    if grid > 2:  # the north-west quadrant lies north and west of the centre
+        rows, cols = torch.nonzero(nw[-1] > 0).T.float()
+        assert rows.mean() < (grid - 1) / 2 and cols.mean() < (grid - 1) / 2
+
+
+def test_quadrants_tell_directions_apart_where_rings_cannot():
+    f = torch.zeros(1, 1, 9, 9)
+    f[0, 0, 0, 4] = 1.0  # a feature due north of the centre
+    g = torch.rot90(f, 2, dims=(-2, -1))  # the same feature due south
+    rings, quads = RingPooling(9, 4), RingPooling(9, 4, n_sectors=4)
+    torch.testing.assert_close(rings(f), rings(g))
+    outer = quads(f)[0, 0, -4:]  # NW, NE, SW, SE of the outer ring
+    assert outer[0] == outer[1] > 0 and outer[2] == outer[3] == 0
+    assert not torch.equal(quads(f), quads(g))
+    with pytest.raises(ValueError, match="n_sectors"):
+        RingPooling(9, 4, n_sectors=2)
+
+
 def test_ring_pooling_is_invariant_to_rotations_and_flips_of_the_features():
     pool = RingPooling(9, 4)
     f = torch.randn(2, 3, 9, 9)
@@ -182,12 +213,15 @@ def test_ring_pooling_is_invariant_to_rotations_and_flips_of_the_features():
         torch.testing.assert_close(pool(image), pool(f))
 
 
-@pytest.mark.parametrize(("grid", "n_rings"), [(1, 3), (4, 2), (7, 6), (12, 5)])
-def test_sliding_ring_pooling_equals_pooling_each_window(grid, n_rings):
-    pool = RingPooling(grid, n_rings)
+@pytest.mark.parametrize(
+    ("grid", "n_rings", "n_sectors"),
+    [(1, 3, 1), (4, 2, 1), (7, 6, 1), (12, 5, 1), (1, 3, 4), (7, 6, 4), (12, 5, 4)],
+)
+def test_sliding_ring_pooling_equals_pooling_each_window(grid, n_rings, n_sectors):
+    pool = RingPooling(grid, n_rings, n_sectors)
     f = torch.randn(2, 3, grid + 6, grid + 4) * 10 + 50  # large offset: summed tables in float64
     dense = pool.sliding(f)
-    assert dense.shape == (2, 3, pool.n_rings, 7, 5)
+    assert dense.shape == (2, 3, pool.n_elements, 7, 5)
     for i in range(7):
         for j in range(5):
             torch.testing.assert_close(

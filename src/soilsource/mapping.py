@@ -167,41 +167,26 @@ def _sliding_logits(model: SILICNet, features: Tensor, ny: int, nx: int) -> Tens
     """Logits ``(ny * nx,)`` of the patches whose trunk outputs are the windows of ``features``.
 
     ``features`` is one phase's trunk output ``(D, h, w)``; window ``(i, j)`` covers cells
-    ``i .. i + grid - 1``, ``j .. j + grid - 1``. A ring's mean is the difference of the
-    sums over two centred squares, divided by its cell count, and the head's first layer
-    is linear, so the two are folded: the layer is applied to the square sums ``B_k``
-    directly, with weights ``W_{k-1} / c_{k-1} - W_k / c_k``. This needs one box sum per
-    square and channel and no ring means, which halves the time of the dense map
+    ``i .. i + grid - 1``, ``j .. j + grid - 1``. Every pooled element (a ring, or a ring's
+    quadrant) is a fixed combination of box sums ``B_j`` (a ring: the difference of two
+    centred squares over its cell count; :class:`~soilsource.models.RingPooling`), and the
+    head's first layer is linear, so the two are folded: the layer is applied to the box
+    sums directly, with weights ``sum_e W_e A_ej``. This needs one box sum per box and
+    channel and no ring means, which halves the time of the dense map
     (``benchmarks/bench_dense_map.py``). Box sums come from a float64 summed-area table,
-    so differences of large sums keep float32 accuracy; the square sums themselves are
-    moderate and go to float32 for the matrix product.
+    so differences of large sums keep float32 accuracy; the sums themselves are moderate
+    and go to float32 for the matrix product.
     """
     pool, first = model.pool, model.head[0]
-    d, h, w = features.shape
-    sat = features.new_zeros((d, h + 1, w + 1), dtype=torch.float64)
-    sat[:, 1:, 1:] = features.double().cumsum(1).cumsum(2)
-    squares = features.new_empty((d, pool.n_rings, ny * nx))
-    counts = []
-    inner = 0
-    for k, bound in enumerate(pool.bounds[1:]):
-        s, t = pool.side(bound), pool.levels - bound
-        box = (
-            sat[:, t + s : t + s + ny, t + s : t + s + nx]
-            - sat[:, t : t + ny, t + s : t + s + nx]
-            - sat[:, t + s : t + s + ny, t : t + nx]
-            + sat[:, t : t + ny, t : t + nx]
-        )
-        squares[:, k] = box.reshape(d, -1)
-        counts.append(s * s - inner)
-        inner = s * s
-    # h = sum_r W_r (B_{r+1} - B_r) / c_r  (B_0 = 0)  =  sum_k B_k (W_{k-1} / c_{k-1} - W_k / c_k)
-    per_ring = first.weight.double().view(-1, d, pool.n_rings) / torch.tensor(
-        counts, dtype=torch.float64, device=features.device
-    )
-    folded = per_ring.clone()
-    folded[:, :, :-1] -= per_ring[:, :, 1:]
+    d = features.shape[0]
+    sums = pool.box_sums(features[None])[0, :, :, :ny, :nx]  # (D, J, ny, nx), float64
+    # h = sum_e W_e (sum_j A_ej B_j)  =  sum_j B_j (sum_e W_e A_ej)
+    per_element = first.weight.double().view(-1, d, pool.n_elements)
+    folded = torch.einsum("hde,ej->hdj", per_element, pool.box_weights)
     hidden = torch.addmm(
-        first.bias[:, None], folded.to(features.dtype).flatten(1), squares.view(-1, ny * nx)
+        first.bias[:, None],
+        folded.to(features.dtype).flatten(1),
+        sums.to(features.dtype).reshape(-1, ny * nx),
     )
     return model.head[1:](hidden.T).squeeze(-1)
 

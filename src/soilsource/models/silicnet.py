@@ -24,6 +24,7 @@ The reasoning, costs and measurements are in ``docs/method.md``.
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -50,6 +51,9 @@ MIN_GRID = 5
 
 STEM_STRIDE = 2
 """The stem's stride: the trunk runs on a grid of cells 2 pixels apart."""
+
+SECTORS = (1, 4)
+"""Sectors of the pooling: 1 (whole rings) or 4 (each ring cut into quadrants)."""
 
 BLUR = (1.0, 2.0, 1.0)
 """Binomial low-pass applied (separably) before the stem's stride, against aliasing."""
@@ -78,44 +82,88 @@ def ring_bounds(levels: int, n_rings: int) -> tuple[int, ...]:
 
 
 class RingPooling(nn.Module):
-    """Means of each channel over square rings around the centre of a ``grid`` x ``grid`` map.
+    """Means of each channel over square rings (optionally cut into quadrants) around the centre.
 
-    ``forward`` pools maps of exactly ``grid`` x ``grid`` cells to ``(N, D, R)``;
-    :meth:`sliding` pools every ``grid`` x ``grid`` window of a larger map at once, from
-    summed-area tables (a ring is the difference of two centred squares), which is how a
-    dense map costs a few operations per pixel instead of ``grid ** 2``.
+    ``forward`` pools maps of exactly ``grid`` x ``grid`` cells to ``(N, D, E)``, one
+    element per ring (``n_sectors=1``) or per ring and quadrant (``n_sectors=4``, element
+    ``ring * 4 + quadrant``, quadrants north-west, north-east, south-west, south-east with
+    row 0 to the north). :meth:`sliding` pools every ``grid`` x ``grid`` window of a larger
+    map at once, from summed-area tables, which is how a dense map costs a few operations
+    per pixel instead of ``grid ** 2``.
+
+    Every element is a fixed linear combination of box sums (:attr:`boxes`,
+    :attr:`box_weights`): a ring is the difference of two centred squares; a ring's
+    quadrant the difference of the squares' quadrants. On an odd grid the central row
+    and column lie on the axes and count half to each side (the central cell a quarter
+    to each quadrant), so the quadrants stay mirror images of each other.
+
+    Why quadrants: rings keep how far from the sample a feature lies and are exactly
+    invariant to rotations and flips, which also discards *where* it lies: upwind or
+    downwind of a stack, upstream or downstream on a river. Quadrants keep the direction
+    at four times the pooled features; they pay only without rotation augmentation
+    (``train.augment: none``), which would teach the network to ignore it.
 
     >>> pool = RingPooling(4, n_rings=2)
     >>> pool.bounds, pool(torch.ones(1, 3, 4, 4)).shape
     ((0, 1, 2), torch.Size([1, 3, 2]))
+    >>> RingPooling(5, n_rings=2, n_sectors=4)(torch.ones(1, 3, 5, 5)).shape
+    torch.Size([1, 3, 8])
     """
 
     basis: Tensor
+    box_weights: Tensor
 
-    def __init__(self, grid: int, n_rings: int = 6) -> None:
+    def __init__(self, grid: int, n_rings: int = 6, n_sectors: int = 1) -> None:
         super().__init__()
         if grid < 1:
             raise ValueError(f"the pooled grid must be at least 1 x 1, got {grid}")
-        self.grid = grid
+        if n_sectors not in SECTORS:
+            raise ValueError(f"n_sectors must be one of {SECTORS}, got {n_sectors}")
+        self.grid, self.n_sectors = grid, n_sectors
         self.levels = (grid + 1) // 2
         self.bounds = ring_bounds(self.levels, n_rings)
         self.n_rings = len(self.bounds) - 1
-        # Level of a cell: Chebyshev distance from the geometric centre, in whole cells.
-        idx = torch.arange(grid)
-        dist = (2 * idx - (grid - 1)).abs()
-        level = torch.maximum(dist[:, None], dist[None, :]) // 2
-        lo = torch.tensor(self.bounds[:-1]).view(-1, 1, 1)
-        hi = torch.tensor(self.bounds[1:]).view(-1, 1, 1)
-        member = ((level >= lo) & (level < hi)).float()
-        basis = member / member.sum(dim=(1, 2), keepdim=True)
-        self.register_buffer("basis", basis, persistent=False)  # (R, grid, grid)
+        self.n_elements = self.n_rings * n_sectors
+        # Boxes (row0, row1, col0, col1 in cells of the window) and, per element, the
+        # weight of each box: element = sum_j box_weights[e, j] * (sum of box j).
+        boxes: list[tuple[int, int, int, int]] = []
+        # per square: (box index, weight of the box in each quadrant)
+        square_parts: list[list[tuple[int, list[float]]]] = []
+        for bound in self.bounds[1:]:
+            s, t = self.side(bound), self.levels - bound
+            parts = []
+            for (r0, r1, wr), (c0, c1, wc) in itertools.product(
+                _halves(t, s, n_sectors), _halves(t, s, n_sectors)
+            ):
+                if r1 > r0 and c1 > c0:
+                    boxes.append((r0, r1, c0, c1))
+                    quads = [a * b for a in wr for b in wc]  # NW, NE, SW, SE (or the whole)
+                    parts.append((len(boxes) - 1, quads))
+            square_parts.append(parts)
+        weights = torch.zeros(self.n_elements, len(boxes), dtype=torch.float64)
+        for k in range(self.n_rings):
+            for q in range(n_sectors):
+                e = k * n_sectors + q
+                for j, quads in square_parts[k]:
+                    weights[e, j] += quads[q]
+                for j, quads in square_parts[k - 1] if k else []:
+                    weights[e, j] -= quads[q]
+        areas = torch.tensor([(r1 - r0) * (c1 - c0) for r0, r1, c0, c1 in boxes]).double()
+        weights /= (weights @ areas)[:, None]  # each element a mean: its weights sum to 1
+        self.boxes = tuple(boxes)
+        cells = torch.zeros(len(boxes), grid, grid, dtype=torch.float64)
+        for j, (r0, r1, c0, c1) in enumerate(boxes):
+            cells[j, r0:r1, c0:c1] = 1.0
+        basis = torch.einsum("ej,jhw->ehw", weights, cells).float()
+        self.register_buffer("box_weights", weights, persistent=False)  # (E, J), float64
+        self.register_buffer("basis", basis, persistent=False)  # (E, grid, grid)
 
     def side(self, bound: int) -> int:
         """Side of the centred square of cells whose level is below ``bound``."""
         return max(0, self.grid - 2 * (self.levels - bound))
 
     def forward(self, features: Tensor) -> Tensor:
-        """Ring means of ``(N, D, grid, grid)`` features: ``(N, D, R)``."""
+        """Pooled means of ``(N, D, grid, grid)`` features: ``(N, D, E)``."""
         if features.shape[-2:] != (self.grid, self.grid):
             raise ValueError(
                 f"ring pooling expects {self.grid} x {self.grid} maps, "
@@ -125,13 +173,11 @@ class RingPooling(nn.Module):
         cells = features.permute(0, 2, 3, 1).reshape(n, -1, d)  # a view when channels-last
         return (self.basis.flatten(1) @ cells).transpose(1, 2)
 
-    def sliding(self, features: Tensor) -> Tensor:
-        """Ring means of every ``grid`` x ``grid`` window of ``(N, D, h, w)`` features.
+    def box_sums(self, features: Tensor) -> Tensor:
+        """Sum of every :attr:`boxes` box over every window of ``(N, D, h, w)`` features.
 
-        Returns ``(N, D, R, h - grid + 1, w - grid + 1)``: window ``(i, j)`` covers cells
-        ``i .. i + grid - 1`` and ``j .. j + grid - 1`` and equals ``forward`` on them.
-        Summed-area tables are kept in float64, so differences of large sums keep
-        float32 accuracy.
+        Returns float64 ``(N, D, J, h - grid + 1, w - grid + 1)``, from a float64
+        summed-area table, so differences of large sums keep float32 accuracy.
         """
         n, d, h, w = features.shape
         oh, ow = h - self.grid + 1, w - self.grid + 1
@@ -139,26 +185,40 @@ class RingPooling(nn.Module):
             raise ValueError(f"a {h} x {w} map holds no {self.grid} x {self.grid} window")
         sat = features.new_zeros((n, d, h + 1, w + 1), dtype=torch.float64)
         sat[:, :, 1:, 1:] = features.double().cumsum(-2).cumsum(-1)
-
-        def box(bound: int) -> Tensor:
-            s, t = self.side(bound), self.levels - bound
-            if s == 0:
-                return sat.new_zeros((n, d, oh, ow))
-            return (
-                sat[:, :, t + s : t + s + oh, t + s : t + s + ow]
-                - sat[:, :, t : t + oh, t + s : t + s + ow]
-                - sat[:, :, t + s : t + s + oh, t : t + ow]
-                + sat[:, :, t : t + oh, t : t + ow]
+        out = sat.new_empty((n, d, len(self.boxes), oh, ow))
+        for j, (r0, r1, c0, c1) in enumerate(self.boxes):
+            out[:, :, j] = (
+                sat[:, :, r1 : r1 + oh, c1 : c1 + ow]
+                - sat[:, :, r0 : r0 + oh, c1 : c1 + ow]
+                - sat[:, :, r1 : r1 + oh, c0 : c0 + ow]
+                + sat[:, :, r0 : r0 + oh, c0 : c0 + ow]
             )
-
-        out = features.new_empty((n, d, self.n_rings, oh, ow))
-        inner = box(self.bounds[0])
-        for k in range(self.n_rings):
-            outer = box(self.bounds[k + 1])
-            count = self.side(self.bounds[k + 1]) ** 2 - self.side(self.bounds[k]) ** 2
-            out[:, :, k] = ((outer - inner) / count).to(features.dtype)
-            inner = outer
         return out
+
+    def sliding(self, features: Tensor) -> Tensor:
+        """Pooled means of every ``grid`` x ``grid`` window of ``(N, D, h, w)`` features.
+
+        Returns ``(N, D, E, h - grid + 1, w - grid + 1)``: window ``(i, j)`` covers cells
+        ``i .. i + grid - 1`` and ``j .. j + grid - 1`` and equals ``forward`` on them.
+        """
+        sums = self.box_sums(features)
+        return torch.einsum("ej,ndjhw->ndehw", self.box_weights, sums).to(features.dtype)
+
+
+def _halves(t: int, s: int, n_sectors: int) -> list[tuple[int, int, list[float]]]:
+    """Segments of the rows ``t .. t + s - 1`` of a centred square with their side weights.
+
+    One segment of weight ``[1]`` without sectors; with quadrants, the first and second
+    half with weights ``[1, 0]`` and ``[0, 1]`` (north, south), and on an odd side the
+    middle row with ``[0.5, 0.5]``.
+    """
+    if n_sectors == 1:
+        return [(t, t + s, [1.0])]
+    half = s // 2
+    parts = [(t, t + half, [1.0, 0.0]), (t + s - half, t + s, [0.0, 1.0])]
+    if s % 2:
+        parts.insert(1, (t + half, t + half + 1, [0.5, 0.5]))
+    return parts
 
 
 def _fused(conv: nn.Conv2d, norm: nn.Module) -> nn.Conv2d:
@@ -252,6 +312,11 @@ class SILICNet(nn.Module):
         a side for the rings (3 at 24 px and more, 1 at 16 px).
     n_rings:
         Rings of the pooling (fewer when the trunk output is small).
+    n_sectors:
+        1: whole rings (the default; direction-free, exactly invariant to rotations and
+        flips); 4: each ring cut into quadrants, which keeps the direction of a feature
+        from the sample (upwind, upstream) for north-up imagery trained without rotation
+        augmentation (:class:`RingPooling`).
     hidden, dropout:
         Width and dropout of the MLP head.
     antialias:
@@ -302,6 +367,7 @@ class SILICNet(nn.Module):
         antialias: bool = True,
         batchnorm: bool = True,
         members: int = 1,
+        n_sectors: int = 1,
     ) -> None:
         super().__init__()
         if in_channels < 1 or width < 1 or hidden < 1 or members < 1:
@@ -344,17 +410,18 @@ class SILICNet(nn.Module):
             )
             for _ in range(n_blocks)
         )
-        self.pool = RingPooling(self.grid_px, n_rings)
-        self.n_rings = self.pool.n_rings
+        self.pool = RingPooling(self.grid_px, n_rings, n_sectors)
+        self.n_rings, self.n_sectors = self.pool.n_rings, n_sectors
+        pooled = self.pool.n_elements
         self.head = nn.Sequential(
-            nn.Linear(channels * self.n_rings, hidden * members),
+            nn.Linear(channels * pooled, hidden * members),
             nn.ReLU(inplace=True),
             nn.Dropout(dropout),
             nn.Linear(hidden * members, 1),
         )
         if members > 1:  # each member's head units see only its own pooled channels
             rows = torch.arange(hidden * members) // hidden
-            cols = torch.arange(channels * self.n_rings) // (width * self.n_rings)
+            cols = torch.arange(channels * pooled) // (width * pooled)
             mask = (rows[:, None] == cols[None, :]).float()
             with torch.no_grad():  # initialised as `members` separate networks would be
                 self.head[0].weight.mul_(mask * math.sqrt(members))
@@ -377,6 +444,7 @@ class SILICNet(nn.Module):
             "antialias": self.antialias,
             "batchnorm": self.batchnorm,
             "members": self.members,
+            "n_sectors": self.n_sectors,
         }
 
     @property
@@ -433,7 +501,8 @@ class SILICNet(nn.Module):
         return [stage.to(memory_format=torch.channels_last) for stage in (stem, *blocks)]
 
     def pooled(self, x: Tensor) -> Tensor:
-        """Ring means of the trunk output, flattened channel-major: ``(N, width * n_rings)``."""
+        """Ring (and sector) means of the trunk output, flattened channel-major:
+        ``(N, width * members * n_rings * n_sectors)``."""
         if x.shape[-2:] != (self.patch_px, self.patch_px):
             raise ValueError(
                 f"SILICNet was built for {self.patch_px} x {self.patch_px} px patches, "
@@ -442,7 +511,7 @@ class SILICNet(nn.Module):
         return self.pool(self.features(x)).flatten(1)
 
     def classify(self, pooled: Tensor) -> Tensor:
-        """Logits ``(M,)`` from pooled features ``(M, width * n_rings)``."""
+        """Outputs ``(M,)`` from pooled features (:meth:`pooled`)."""
         return self.head(pooled).squeeze(-1)
 
     def forward(self, x: Tensor) -> Tensor:
