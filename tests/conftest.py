@@ -21,3 +21,9 @@ def small_city(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("small_city") / "city"
     write_city(out, seed=0, size_px=128)
     return out
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """Pretrained trunks go to a per-session temporary cache, never the user's."""
+    monkeypatch.setenv("SOILSOURCE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))

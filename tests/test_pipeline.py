@@ -14,12 +14,14 @@ import torch
 
 from soilsource.cli import main
 from soilsource.config import load_config
+from soilsource.dataset import load_dataset
 from soilsource.inputs import describe_raster
 from soilsource.mapping import probability_map
 from soilsource.modelio import load_model
 from soilsource.models import SILICNet
 from soilsource.patches import extract_patches, patch_size_px
-from soilsource.pipeline import run
+from soilsource.pipeline import MODEL, model_factory, pretrained_trunks, run
+from soilsource.pretrain import PretrainSettings
 from soilsource.rundir import is_complete
 from soilsource.training import TrainSettings
 
@@ -201,3 +203,25 @@ def test_run_bad_config_is_one_line_and_writes_nothing(tmp_path, capsys):
     assert err.count("\n") == 1
     assert f"{config}: key 'samples.crs'" in err
     assert not out.exists()  # the configuration is checked before anything is written
+
+
+def test_a_pretrained_trunk_starts_every_network_of_its_region(small_city, tmp_path):
+    config = load_config(_small_config(small_city, tmp_path))
+    config.model.members, config.model.sectors = 2, 4
+    dataset = load_dataset(config)
+    assert pretrained_trunks(dataset, config, "cpu") == {}  # off by default
+    config.model.pretrain = True
+    tiny = PretrainSettings(steps=2, batch=4, anchors=8)
+    trunks = pretrained_trunks(dataset, config, "cpu", settings=tiny)
+    assert set(trunks) == {r.name for r in dataset}
+    first, second = (trunks[r.name] for r in list(dataset)[:2])
+    assert not torch.equal(first["stem.0.weight"], second["stem.0.weight"])  # own imagery
+    region = next(iter(dataset))
+    trunk = trunks[region.name]
+    for _ in range(2):  # every fold's network, not only the first
+        net = model_factory(MODEL, dataset, config, FAST, trunk)().inner.module
+        assert net.n_sectors == 4 and net.members == 2
+        for key, value in trunk.items():
+            assert torch.equal(net.state_dict()[key], value)
+    config.train.scope = "pooled"
+    assert set(pretrained_trunks(dataset, config, "cpu", settings=tiny)) == {"pooled"}

@@ -243,6 +243,22 @@ class ModelConfig(_Section):
             "label of the rule directly."
         ),
     )
+    sectors: Literal[1, 4] = Field(
+        default=1,
+        description=(
+            "SI-LICNet's pooling: 1 = rings around the sample (how far a feature lies); 4 = "
+            "each ring cut into quadrants (also which direction, for north-up imagery; "
+            "pair it with train.augment: none)."
+        ),
+    )
+    pretrain: bool = Field(
+        default=False,
+        description=(
+            "Pretrain SI-LICNet's trunk self-supervised on the region's own unlabelled "
+            "imagery (Tile2Vec-style neighbour triplets) before training on the samples; "
+            "cached by an imagery fingerprint (docs/method.md)."
+        ),
+    )
 
 
 class MappingConfig(_Section):
@@ -298,6 +314,14 @@ class TrainConfig(_Section):
     )
     patience: int | None = Field(
         default=None, ge=1, description="Early-stopping patience in epochs; null = default."
+    )
+    augment: Literal["dihedral", "none"] = Field(
+        default="dihedral",
+        description=(
+            "Augmentation of the torch models' training patches: dihedral = random "
+            "rotations and flips (direction-free models); none = keep the imagery's "
+            "orientation (with model.sectors: 4)."
+        ),
     )
     min_steps: int = Field(
         default=300,

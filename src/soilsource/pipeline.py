@@ -51,7 +51,8 @@ from soilsource.modelio import save_model
 from soilsource.models import SILICNet
 from soilsource.models.baselines import make_baseline, random_forest
 from soilsource.patches import Patches
-from soilsource.progress import warn
+from soilsource.pretrain import PretrainSettings, load_trunk, pretrained_trunk
+from soilsource.progress import info, warn
 from soilsource.report import write_report
 from soilsource.resume import Checkpoints
 from soilsource.rundir import mark, prepare, safe_stem
@@ -169,18 +170,23 @@ def train_settings(config: Config, settings: TrainSettings | None = None) -> Tra
         return settings
     keys = ("max_epochs", "patience", "min_steps")
     given = {k: getattr(config.train, k) for k in keys if getattr(config.train, k) is not None}
-    return TrainSettings(**given)
+    return TrainSettings(**given, augment=config.train.augment == "dihedral")
 
 
 def model_factory(
-    name: str, dataset: Dataset, config: Config, settings: TrainSettings | None
+    name: str,
+    dataset: Dataset,
+    config: Config,
+    settings: TrainSettings | None,
+    trunk: dict[str, torch.Tensor] | None = None,
 ) -> Callable[[], Any]:
     """A zero-argument factory of a fresh, untrained estimator for ``name``.
 
     Torch models are wrapped in :class:`~soilsource.training.Standardized`, so each
     fold's band statistics come from its training samples only; the random forest
     reads physical values (NaN where there is no data) and needs no scaling. Every
-    model learns ``model.target`` (the concentration, or the label).
+    model learns ``model.target`` (the concentration, or the label). ``trunk``: a
+    pretrained SI-LICNet trunk (:mod:`soilsource.pretrain`) every network starts from.
     """
     channels, size = len(dataset.band_names), dataset.patch_px
     device, target = config.compute.device, config.model.target
@@ -191,11 +197,54 @@ def model_factory(
         )
 
     if name == MODEL:
-        members = config.model.members
-        return torch_model(lambda: SILICNet(channels, patch_px=size, members=members))
+        build = silicnet_builder(dataset, config)
+        return torch_model(build if trunk is None else lambda: load_trunk(build(), trunk))
     if name == "random_forest":
         return lambda: random_forest(channels, size, target=target)
     return torch_model(lambda: make_baseline(name, channels, size))
+
+
+def silicnet_builder(dataset: Dataset, config: Config) -> Callable[[], SILICNet]:
+    """A factory of the configured, untrained SI-LICNet for ``dataset``'s patches."""
+    channels, size = len(dataset.band_names), dataset.patch_px
+    members, sectors = config.model.members, config.model.sectors
+    return lambda: SILICNet(channels, patch_px=size, members=members, n_sectors=sectors)
+
+
+def pretrained_trunks(
+    dataset: Dataset,
+    config: Config,
+    device: str | None = None,
+    settings: PretrainSettings | None = None,
+) -> dict[str, dict[str, torch.Tensor]]:
+    """Per scope key, SI-LICNet's trunk pretrained on the scope's imagery (``model.pretrain``).
+
+    Empty when pretraining is off. The trunk of a region comes from its own rasters, a
+    pooled scope's from all of them; each is cached by an imagery fingerprint.
+    ``settings``: the pretraining's (default :class:`~soilsource.pretrain.PretrainSettings`
+    with the configuration's augmentation).
+    """
+    if not config.model.pretrain:
+        return {}
+    build = silicnet_builder(dataset, config)
+    settings = settings or PretrainSettings(augment=config.train.augment == "dihedral")
+    scopes = (
+        {"pooled": [r for region in dataset for r in region.rasters]}
+        if config.train.scope == "pooled"
+        else {region.name: region.rasters for region in dataset}
+    )
+    trunks = {}
+    for key, rasters in scopes.items():
+        unique = list({str(r.path): r for r in rasters}.values())
+        trunks[key] = pretrained_trunk(
+            unique,
+            build,
+            settings,
+            seed=config.train.seed,
+            device=device or config.compute.device,
+            log=lambda text, key=key: info(f"{key}: {text}"),
+        )
+    return trunks
 
 
 def evaluate(
@@ -220,13 +269,14 @@ def evaluate(
     """
     models = models or [MODEL, *config.model.baselines]
     scopes = list(_scopes(dataset, config))  # prediction areas read once for every model
+    trunks = pretrained_trunks(dataset, config, device) if MODEL in models else {}
     results: dict[str, dict[str, CVResult]] = {}
     for name in models:
-        factory = model_factory(name, dataset, config, settings)
         results[name] = {}
         for key, patches, table, area in scopes:
+            trunk = trunks.get(key) if name == MODEL else None
             results[name][key] = cross_validate(
-                factory,
+                model_factory(name, dataset, config, settings, trunk),
                 physical(patches),
                 table["label"].to_numpy(),
                 table[["x", "y"]].to_numpy(),

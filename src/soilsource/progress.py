@@ -30,6 +30,11 @@ def warn(message: str) -> None:
     stderr.print(f"soilsource: warning: {message}", markup=False, soft_wrap=True)
 
 
+def info(message: str) -> None:
+    """Print one line of news about a long step on stderr (kept in redirected logs too)."""
+    stderr.print(f"soilsource: {message}", markup=False, soft_wrap=True)
+
+
 def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
     """Iterate over ``items`` with a progress bar on stderr.
 
