@@ -294,3 +294,17 @@ def test_standardized_scales_with_training_statistics_only():
     assert model.fit_result_ is inner.fit_result_
     with pytest.raises(RuntimeError, match="not fitted"):
         Standardized(inner).predict_proba(x_test)
+
+
+def test_test_time_augmentation_averages_the_eight_rotations_and_flips():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 1), nn.Flatten(0))  # sees orientation
+    x = np.random.default_rng(0).normal(size=(5, 1, 4, 4)).astype("float32")
+    plain = TorchPatchClassifier(net, settings=TrainSettings(), device="cpu")
+    tta = TorchPatchClassifier(net, settings=TrainSettings(tta=True), device="cpu")
+    with torch.no_grad():
+        views = [net(dihedral(torch.from_numpy(x), k)) for k in range(8)]
+    expected = torch.stack(views).mean(0).double().numpy()
+    np.testing.assert_allclose(tta.decision_function(x), expected, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(plain.decision_function(x), expected)
+    np.testing.assert_allclose(tta.predict_proba(x), 1 / (1 + np.exp(-expected)), rtol=1e-5)

@@ -121,6 +121,11 @@ class TrainSettings:
     predict_batch_size: int = 64
     schedule: Literal["constant", "cosine"] = "cosine"
     min_steps: int = 0
+    tta: bool = False
+    """Test-time augmentation: predictions averaged over the 8 rotations and flips of each
+    patch. A measurement lever (``benchmarks/bench_accuracy.py``, variant ``tta``); the
+    maps and occlusion of a run use the network as trained, so it is not a setting of
+    ``soilsource run``."""
 
     def epochs_for(self, n_train: int) -> int:
         """Epochs for ``n_train`` samples: ``max_epochs``, or more so that training takes
@@ -344,14 +349,18 @@ def _compute_context(device: torch.device, num_threads: int | None) -> Iterator[
 
 
 def _logits(
-    model: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int
+    model: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int, tta: bool = False
 ) -> torch.Tensor:
-    """Model outputs in evaluation mode, batch by batch, on the CPU."""
+    """Model outputs in evaluation mode, batch by batch, on the CPU (``tta``: the mean
+    output over the 8 rotations and flips of each patch)."""
     model.eval()
     out = []
+    views = range(DIHEDRAL_ORDER) if tta else range(1)
     with torch.inference_mode():
         for start in range(0, x.shape[0], batch_size):
-            out.append(model(x[start : start + batch_size].to(device)).float().reshape(-1).cpu())
+            xb = x[start : start + batch_size].to(device)
+            mean = sum(model(dihedral(xb, k)).float().reshape(-1) for k in views) / len(views)
+            out.append(mean.cpu())
     return torch.cat(out) if out else torch.empty(0)
 
 
@@ -567,6 +576,7 @@ def predict_proba(
     device: str | torch.device = "auto",
     *,
     batch_size: int = 64,
+    tta: bool = False,
 ) -> np.ndarray:
     """Probability of the positive class for each patch, float64 (N,), in eval mode.
 
@@ -577,7 +587,7 @@ def predict_proba(
     _check_arrays(patches)
     device = resolve_device(device)
     model.to(device)
-    logits = _logits(model, _as_tensor(patches), device, batch_size)
+    logits = _logits(model, _as_tensor(patches), device, batch_size, tta)
     return torch.sigmoid(logits).double().numpy()
 
 
@@ -653,14 +663,24 @@ class TorchPatchClassifier:
         _check_arrays(patches)
         device = resolve_device(self.device)
         self.module.to(device)
-        out = _logits(self.module, _as_tensor(patches), device, self.settings.predict_batch_size)
+        out = _logits(
+            self.module,
+            _as_tensor(patches),
+            device,
+            self.settings.predict_batch_size,
+            self.settings.tta,
+        )
         return out.double().numpy()
 
     def predict_proba(self, patches: np.ndarray, limit: np.ndarray | None = None) -> np.ndarray:
         """Probability of the positive class (of exceeding ``limit``, mg/kg, per patch)."""
         if self.target == "label":
             return predict_proba(
-                self.module, patches, self.device, batch_size=self.settings.predict_batch_size
+                self.module,
+                patches,
+                self.device,
+                batch_size=self.settings.predict_batch_size,
+                tta=self.settings.tta,
             )
         return self._link().exceedance(self.decision_function(patches), required_limit(limit))
 
