@@ -34,6 +34,7 @@ example's, e.g. 960 m, its side before issue 12)
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -67,6 +68,9 @@ class Variant:
     target: str
     members: int | None  # None: the configuration's default
     min_steps: int | None  # None: the training default
+    model: dict | None = None  # other model.* settings (sectors, pretrain)
+    augment: str | None = None  # train.augment; None: the default
+    tta: bool = False  # predictions averaged over the 8 rotations and flips
 
 
 VARIANTS = {
@@ -75,6 +79,39 @@ VARIANTS = {
     "value_steps": Variant("value, >= min_steps", "value", 1, None),
     "label_steps_members": Variant("label, >= min_steps, members", "label", None, None),
     "new": Variant("new default (value, >= min_steps, members)", "value", None, None),
+    "pretrain": Variant("new + pretrained trunk", "value", None, None, {"pretrain": True}),
+    "sectors": Variant(
+        "new + quadrant sectors, no rotation augmentation",
+        "value",
+        None,
+        None,
+        {"sectors": 4},
+        "none",
+    ),
+    "tta": Variant("new + test-time rotations and flips", "value", None, None, tta=True),
+    "sectors_tta": Variant(
+        "new + quadrant sectors + test-time rotations and flips",
+        "value",
+        None,
+        None,
+        {"sectors": 4},
+        tta=True,
+    ),
+    "noaug": Variant("new, no rotation augmentation", "value", None, None, None, "none"),
+    "sectors_aug": Variant(
+        "new + quadrant sectors (rotations kept)", "value", None, None, {"sectors": 4}
+    ),
+    "steps_pretrain": Variant(
+        "value, >= min_steps, 1 net, pretrained trunk", "value", 1, None, {"pretrain": True}
+    ),
+    "steps_sectors": Variant(
+        "value, >= min_steps, 1 net, sectors, no rotations",
+        "value",
+        1,
+        None,
+        {"sectors": 4},
+        "none",
+    ),
 }
 """SI-LICNet variants by name; ``new`` is what ``soilsource run`` does by default."""
 
@@ -102,6 +139,13 @@ def run_case(
                 local.model.members = variant.members
             if variant.min_steps is not None:
                 settings = replace(base, min_steps=variant.min_steps)
+            for key, value in (variant.model or {}).items():
+                setattr(local.model, key, value)
+            if variant.tta:
+                settings = replace(settings, tta=True)
+            if variant.augment is not None:
+                local.train.augment = variant.augment
+                settings = replace(settings, augment=variant.augment == "dihedral")
         start = time.perf_counter()
         model = MODEL if variant is not None else name
         result = evaluate(
@@ -127,6 +171,8 @@ def _subset(dataset: Dataset, regions: list[str] | None) -> Dataset:
 
 def collect(args: argparse.Namespace, work: Path) -> dict:
     """Every case's results: ``{(case, design, region): {model: [per seed]}}``."""
+    # Pretrained trunks in a fresh cache: every run pays for its pretraining, in its seconds.
+    os.environ["SOILSOURCE_CACHE"] = str(work / "pretrain-cache")
     rows: dict = defaultdict(lambda: defaultdict(list))
     ceilings: dict = defaultdict(lambda: defaultdict(list))
     for seed in range(args.seeds):
