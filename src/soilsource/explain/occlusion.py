@@ -234,7 +234,7 @@ def _incremental_drops(
     """
     n, _, h, w = x.shape
     scalar = float(base.flatten()[0]) if base.stride() == (0,) * base.ndim else None
-    stem, *blocks = model.inference_stages()
+    members = _member_stages(model)  # each member's trunk on its own: a quarter the memory
     extents = model.block_extents
     total_extent, grid = sum(extents), model.grid_px
     kernel = model.stem_kernel
@@ -266,11 +266,13 @@ def _incremental_drops(
     for i in range(n):
         pooled0 = model.pooled(x[i : i + 1])[0]
         frame = F.pad(x[i : i + 1], (pad,) * 4).contiguous(memory_format=torch.channels_last)
-        cache = [_nhwc(frame)[0]]
-        act = frame
-        for stage in (stem, *blocks):
-            act = stage(act)
-            cache.append(_nhwc(act)[0])
+        caches = []
+        for stages in members:  # every layer's activations of the unoccluded patch
+            cache, act = [_nhwc(frame)[0]], frame
+            for stage in stages:
+                act = stage(act)
+                cache.append(_nhwc(act)[0])
+            caches.append(cache)
         base_frame = None if scalar else _nhwc(F.pad(base[i : i + 1], (pad,) * 4))[0]
         for top in range(0, len(ys), per_batch):
             by = cy[top : top + per_batch]
@@ -278,21 +280,77 @@ def _incremental_drops(
             # Stem: the input pixels of the changed cells, with the window substituted.
             r, q = STEM_STRIDE * by + pad, STEM_STRIDE * cx + pad
             hidden = scalar if base_frame is None else _gather(base_frame, r, q, size)
-            crop = torch.where(inside[sl], hidden, _gather(cache[0], r, q, size))
-            changed = _nhwc(stem(_nchw(crop)))
-            done = 0  # extent so far: the changed cells start at c - done
-            for b, (block, e) in enumerate(zip(blocks, extents, strict=True)):
-                r, q = by - done - e + half_pad, cx - done - e + half_pad
-                need = _gather(cache[b + 1], r, q, s0 + done + 2 * e)
-                need[:, e : e + s0 + done, e : e + s0 + done] = changed
-                changed = _nhwc(block(_nchw(need)))
-                done += e
-            r, q = by - done + half_pad, cx - done + half_pad
-            change = changed - _gather(cache[-1], r, q, s0 + done)
-            weights = _gather(ring_frame, r, q, s0 + done)
-            delta = torch.einsum("bhwd,bhwr->bdr", change, weights).flatten(1)
+            crop = torch.where(inside[sl], hidden, _gather(caches[0][0], r, q, size))
+            deltas = []
+            for (stem, *blocks), cache in zip(members, caches, strict=True):
+                changed = _nhwc(stem(_nchw(crop)))
+                done = 0  # extent so far: the changed cells start at c - done
+                for b, (block, e) in enumerate(zip(blocks, extents, strict=True)):
+                    r, q = by - done - e + half_pad, cx - done - e + half_pad
+                    need = _gather(cache[b + 1], r, q, s0 + done + 2 * e)
+                    need[:, e : e + s0 + done, e : e + s0 + done] = changed
+                    changed = _nhwc(block(_nchw(need)))
+                    done += e
+                r, q = by - done + half_pad, cx - done + half_pad
+                change = changed - _gather(cache[-1], r, q, s0 + done)
+                weights = _gather(ring_frame, r, q, s0 + done)
+                deltas.append(torch.einsum("bhwd,bhwr->bdr", change, weights).flatten(1))
+            delta = torch.cat(deltas, dim=1)  # members' channels follow each other
             # The unoccluded patch rides in the same head call: a window that changes
             # nothing then drops by exactly 0, not by the rounding of another batch size.
             prob = torch.sigmoid(model.classify(torch.cat([pooled0[None], pooled0 + delta])))
             drops[i, sl] = prob[0] - prob[1:]
     return drops.reshape(n, len(ys), len(xs))
+
+
+def _member_stages(model: SILICNet) -> list[list[nn.Module]]:
+    """Each ensemble member's trunk as its own evaluation stages (one list for one network).
+
+    The members of an ensemble share no trunk weight (the pointwise convolutions are
+    grouped by member), so each can run alone on ``width`` channels instead of all
+    ``members * width`` together: the same arithmetic, on tensors a member's size, which
+    stay in the CPU's caches (``docs/benchmarks.md``, ``bench_occlusion.members3``).
+    """
+    stages = model.inference_stages()
+    if model.members == 1:
+        return [stages]
+    out = []
+    for m in range(model.members):
+        keep = slice(m * model.width, (m + 1) * model.width)
+        stem, *blocks = stages
+        out.append([_member_stem(stem, keep), *(_member_block(b, keep) for b in blocks)])
+    return out
+
+
+def _conv_like(conv: nn.Conv2d, weight: Tensor, bias: Tensor | None, groups: int) -> nn.Conv2d:
+    """A convolution with ``conv``'s geometry and the given weights (channels-last, eval)."""
+    out = nn.Conv2d(
+        weight.shape[1] * groups,
+        weight.shape[0],
+        conv.kernel_size,
+        stride=conv.stride,
+        groups=groups,
+        bias=bias is not None,
+    ).to(device=weight.device, dtype=weight.dtype)
+    with torch.no_grad():
+        out.weight.copy_(weight)
+        if bias is not None:
+            out.bias.copy_(bias)
+    return out.to(memory_format=torch.channels_last).eval()
+
+
+def _member_stem(stem: nn.Sequential, keep: slice) -> nn.Sequential:
+    """The stem's output channels ``keep``: its last convolution sliced (a blur stays whole)."""
+    *before, conv, relu = stem
+    bias = conv.bias[keep] if conv.bias is not None else None
+    return nn.Sequential(*before, _conv_like(conv, conv.weight[keep], bias, 1), relu)
+
+
+def _member_block(block: nn.Sequential, keep: slice) -> nn.Sequential:
+    """A block on one member's channels: the depthwise and the grouped pointwise sliced."""
+    depthwise, pointwise, relu = block
+    width = keep.stop - keep.start
+    dw = _conv_like(depthwise, depthwise.weight[keep], None, width)
+    bias = pointwise.bias[keep] if pointwise.bias is not None else None
+    pw = _conv_like(pointwise, pointwise.weight[keep], bias, 1)  # (width, width, 1, 1)
+    return nn.Sequential(dw, pw, relu)
