@@ -206,14 +206,14 @@ def collect(args: argparse.Namespace, work: Path) -> dict:
                         if r["pred"] is not None:
                             rho = spearmanr(r["pred"], values).statistic
                             rows[key][f"{name}:rho"].append(float(rho))
-                    new = found[region.name].get("silicnet:new")
                     forest = found[region.name].get(FOREST)
-                    if new is not None and forest is not None:
+                    for v in args.variants if forest is not None else []:
+                        mine = found[region.name][f"silicnet:{v}"]
                         diff = paired_auc_difference(
-                            labels, new["proba"], forest["proba"], n_boot=N_BOOT, seed=seed
+                            labels, mine["proba"], forest["proba"], n_boot=N_BOOT, seed=seed
                         )
                         if diff is not None:
-                            rows[key]["diff"].append(diff)
+                            rows[key][f"diff:{v}"].append(diff)
     return {"rows": rows, "ceilings": ceilings}
 
 
@@ -229,6 +229,15 @@ def _cell(values: list) -> str:
     if len(values) == 1:
         return f"{values[0]:.3f}"
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def _diff_cell(diffs: list) -> str:
+    """Mean paired difference and interval over seeds, and how many seeds' lower end is > 0."""
+    if not diffs:
+        return "n/a"
+    d, lo, hi = (statistics.mean(x[i] for x in diffs) for i in range(3))
+    above = sum(x[1] > 0 for x in diffs)
+    return f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}] ({above}/{len(diffs)})"
 
 
 def tables(args: argparse.Namespace, found: dict) -> list[str]:
@@ -261,14 +270,9 @@ def tables(args: argparse.Namespace, found: dict) -> list[str]:
             case, _, region = key
             r = rows[key]
             cells = [_cell(r.get(m, [])) for m in models]
-            diffs = r.get("diff", [])
-            if diffs:
-                d, lo, hi = (statistics.mean(x[i] for x in diffs) for i in range(3))
-                above = sum(x[1] > 0 for x in diffs)
-                diff_cell = f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}] ({above}/{len(diffs)})"
-                ahead += d > 0
-            else:
-                diff_cell = "n/a"
+            diffs = r.get("diff:new", [])
+            diff_cell = _diff_cell(diffs)
+            ahead += bool(diffs) and statistics.mean(x[0] for x in diffs) > 0
             vis = ceilings.get(region, {}).get("visible_oracle_auc", []) if case != "meuse" else []
             ora = ceilings.get(region, {}).get("oracle_auc", []) if case != "meuse" else []
             new = _mean(r.get("silicnet:new", []))
@@ -304,6 +308,19 @@ def tables(args: argparse.Namespace, found: dict) -> list[str]:
             rho = [_cell(r.get(f"{m}:rho", [])) for m in models]
             sec = [f"{_mean(r.get(f'{m}:seconds', [])) or 0:.0f}" for m in models]
             lines.append(f"| {key[0]} | {key[2]} | " + " | ".join(rho + sec) + " |")
+        if FOREST in args.baselines and len(args.variants) > 1:
+            lines += [
+                "",
+                "Each SI-LICNet variant minus the forest on the same folds: paired-bootstrap "
+                "difference, mean and 95 % interval over seeds (seeds whose interval lies "
+                "above 0):",
+                "",
+                "| case | region | " + " | ".join(heads[: len(args.variants)]) + " |",
+                "|---|---|" + "---|" * len(args.variants),
+            ]
+            for key in keys:
+                cells = [_diff_cell(rows[key].get(f"diff:{v}", [])) for v in args.variants]
+                lines.append(f"| {key[0]} | {key[2]} | " + " | ".join(cells) + " |")
         methods = sorted({m for k in keys for m in rows[k].get("method", []) if m})
         lines += ["", f"Fold designs chosen: {', '.join(methods)}.", ""]
     return lines
