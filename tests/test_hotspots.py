@@ -201,7 +201,7 @@ def test_geopackage_holds_all_regions_in_one_layer_with_the_crs(tmp_path):
         s[::-1], landuse, CLASSES, transform=TRANSFORM, crs=CRS, region="south", top_share=0.05
     )
     path = write_hotspots(tmp_path / "hotspots.gpkg", [north, south])
-    assert pyogrio.list_layers(path).tolist() == [["hotspots", "Polygon"]]
+    assert pyogrio.list_layers(path).tolist() == [["hotspots", "Polygon"], ["layer_styles", None]]
     back = gpd.read_file(path, layer="hotspots")
     assert back.crs.to_epsg() == 32649
     # QGIS reads the layer's CRS from the GeoPackage tables: an EPSG-registered srs.
@@ -217,6 +217,39 @@ def test_geopackage_holds_all_regions_in_one_layer_with_the_crs(tmp_path):
     assert back.region.value_counts().to_dict() == {"north": len(north), "south": len(south)}
     np.testing.assert_allclose(back.area_m2, back.area)
     assert [p.name for p in tmp_path.iterdir()] == ["hotspots.gpkg"]
+    # rank (1 = strongest) and centroid per region
+    for _, group in back.groupby("region"):
+        assert group["rank"].tolist() == list(range(1, len(group) + 1))
+    np.testing.assert_allclose(back.x, back.centroid.x)
+    np.testing.assert_allclose(back.y, back.centroid.y)
+
+
+def test_geopackage_carries_its_qgis_style_in_layer_styles(tmp_path):
+    """QGIS applies the default style of a layer from the GeoPackage's layer_styles table."""
+    import xml.etree.ElementTree as ET
+
+    s, landuse = two_blobs()
+    north = hotspot_polygons(s, landuse, CLASSES, transform=TRANSFORM, crs=CRS, region="north")
+    path = write_hotspots(tmp_path / "hotspots.gpkg", [north])
+    with closing(sqlite3.connect(path)) as db:
+        columns = [row[1] for row in db.execute("PRAGMA table_info(layer_styles)")]
+        row = db.execute(
+            "SELECT f_table_name, f_geometry_column, styleName, styleQML, useAsDefault "
+            "FROM layer_styles"
+        ).fetchall()
+    # the columns QGIS writes when it saves a style into a GeoPackage
+    assert {"f_table_catalog", "f_table_schema", "f_table_name", "f_geometry_column",
+            "styleName", "styleQML", "styleSLD", "useAsDefault", "description", "owner",
+            "ui", "update_time"} <= set(columns)  # fmt: skip
+    assert len(row) == 1
+    table, geometry, _, qml, default = row[0]
+    assert (table, geometry, default) == ("hotspots", "geom", 1)
+    root = ET.fromstring(qml.split("\n", 1)[1])
+    assert root.tag == "qgis"
+    assert root.find("renderer-v2").get("type") == "singleSymbol"
+    fill = {o.get("name"): o.get("value") for o in root.iter("Option")}
+    assert fill["style"] == "no" and fill["outline_color"].endswith(",255")
+    assert root.find("labeling/settings/text-style").get("fieldName") == "rank"
 
 
 def test_an_empty_geopackage_is_still_a_valid_layer(tmp_path):

@@ -127,7 +127,28 @@ def test_written_raster_equals_the_oracle_on_the_imagery_grid(tmp_path, tile_px)
     np.testing.assert_allclose(data, expected, rtol=1e-6, atol=1e-6, equal_nan=True)
     assert np.array_equal(mask > 0, np.isfinite(expected))
     assert np.isnan(data).any() and np.isfinite(data).any()
-    assert sorted(p.name for p in path.parent.iterdir()) == ["north.tif"]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["north.qml", "north.tif"]
+    # a Cloud-Optimised GeoTIFF, whatever tile_px the mosaic was built with
+    with rasterio.open(path) as src:
+        assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+        assert src.overviews(1) and src.profile["tiled"]
+        assert src.tags()["QUANTITY"].startswith("occlusion sensitivity")
+
+
+def test_sensitivity_style_is_a_diverging_ramp_centred_on_zero(tmp_path):
+    import xml.etree.ElementTree as ET
+
+    maps = np.concatenate([np.full((1, 8, 8), 3.0), np.full((1, 8, 8), -0.5)]).astype(np.float32)
+    path = write_sensitivity(
+        tmp_path / "s.tif", maps, np.array([0, 20]), np.array([0, 20]),
+        transform=TRANSFORM, crs=CRS, width=40, height=40, tile_px=16,
+    )  # fmt: skip
+    qml = path.with_suffix(".qml").read_text()
+    items = ET.fromstring(qml.split("\n", 1)[1]).findall(".//colorrampshader/item")
+    values = [float(i.get("value")) for i in items]
+    assert values[0] == -values[-1] == pytest.approx(-3.0)  # symmetric around 0
+    assert values[len(values) // 2] == pytest.approx(0.0)
+    assert items[len(items) // 2].get("color") in ("#f7f7f7", "#f6f7f7", "#f7f6f6")  # white
 
 
 def test_memmapped_maps_work_and_untouched_tiles_are_nodata(tmp_path):

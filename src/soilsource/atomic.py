@@ -42,6 +42,23 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             tmp.unlink()
 
 
+@contextmanager
+def scratch_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path`` that is removed when the block ends, whatever happens.
+
+    For a file that is only a step towards ``path`` (a plain GeoTIFF copied into a
+    Cloud-Optimised one, say): it never appears under ``path``'s name.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temporary_sibling(final)
+    try:
+        yield tmp
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically and return the path."""
     with atomic_path(path) as tmp:

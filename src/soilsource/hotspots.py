@@ -44,6 +44,7 @@ from scipy.sparse.csgraph import connected_components
 
 from soilsource.atomic import atomic_path
 from soilsource.errors import InputError
+from soilsource.gisout import layer_style_qml, write_layer_style
 from soilsource.inputs.imagery import describe_raster, open_raster
 from soilsource.inputs.landuse import Landuse
 from soilsource.progress import track
@@ -52,6 +53,8 @@ DEFAULT_TOP_SHARE = 0.05
 DEFAULT_MIN_PIXELS = 4
 TILE_PX = 1024
 LAYER = "hotspots"
+HOTSPOT_OUTLINE = "#ffe14d"
+"""Outline colour of hotspots, in the report and in the layer's QGIS style."""
 UNKNOWN_CLASS = np.iinfo(np.int64).min
 """Land-use code given to pixels that are nodata in the land-use raster."""
 
@@ -64,6 +67,9 @@ COLUMNS = [
     "max_sensitivity",
     "landuse",
     "landuse_share",
+    "rank",
+    "x",
+    "y",
 ]
 
 Reader = Callable[[Window], tuple[np.ndarray, np.ndarray | None]]
@@ -318,6 +324,9 @@ def _polygons(
     )
     frame = frame.sort_values(["mean_sensitivity", "area_m2"], ascending=False, ignore_index=True)
     frame.insert(1, "hotspot_id", np.arange(1, len(frame) + 1, dtype=np.int64))
+    frame["rank"] = frame["hotspot_id"]  # 1 = strongest, the name candidates.gpkg uses too
+    centroids = frame.geometry.centroid
+    frame["x"], frame["y"] = centroids.x.to_numpy(), centroids.y.to_numpy()
     return frame[[*COLUMNS, "geometry"]]
 
 
@@ -354,7 +363,8 @@ def hotspot_polygons(
     Returns
     -------
     GeoDataFrame with columns region, hotspot_id (1 = highest mean sensitivity), area_m2,
-    n_pixels, mean_sensitivity, max_sensitivity, landuse, landuse_share and geometry.
+    n_pixels, mean_sensitivity, max_sensitivity, landuse, landuse_share, rank (the same
+    as hotspot_id), x, y (the polygon's centroid, in ``crs``) and geometry.
     """
     sensitivity = np.asarray(sensitivity, dtype=np.float32)
     if landuse is not None and np.shape(landuse) != sensitivity.shape:
@@ -519,4 +529,10 @@ def write_hotspots(
         )
     with atomic_path(path) as tmp:
         combined.to_file(tmp, layer=LAYER, driver="GPKG", geometry_type="Polygon")
+        write_layer_style(
+            tmp,
+            LAYER,
+            layer_style_qml(HOTSPOT_OUTLINE, label_field="rank"),
+            description="hotspots: outlines labelled by rank (1 = most sensitive)",
+        )
     return Path(path)

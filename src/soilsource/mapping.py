@@ -40,8 +40,8 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 from torch import Tensor
 
-from soilsource.atomic import atomic_path
 from soilsource.compute import ModelState, Session, model_state, session_or_local
+from soilsource.gisout import RasterStyle, cog_path
 from soilsource.inputs import RasterInfo
 from soilsource.labels import gb15618_screening_value
 from soilsource.models.silicnet import STEM_STRIDE, SILICNet
@@ -340,8 +340,10 @@ def write_probability_map(
     session: Session | None = None,
     rule: MapRule | None = None,
     concentration_path: str | os.PathLike[str] | None = None,
+    rule_text: str = "",
+    model_text: str = "",
 ) -> Path:
-    """Write the wall-to-wall probability map of one raster as a tiled float32 GeoTIFF.
+    """Write the wall-to-wall probability map of one raster as a float32 Cloud-Optimised GeoTIFF.
 
     Each output tile is one task (:mod:`soilsource.compute`): the task reads its own
     window of the imagery (the tile plus its halo, boundless windowed reads of
@@ -371,6 +373,10 @@ def write_probability_map(
         For a model of the concentration: how its output becomes the probability
         (:class:`MapRule`), and where the predicted median concentration (mg/kg) goes,
         written in the same pass. None for a classifier (probability = sigmoid).
+    rule_text, model_text:
+        The rule the probability refers to (default: ``rule.note``) and the model that
+        made the maps, for the files' ``RULE`` and ``MODEL`` tags
+        (:class:`~soilsource.gisout.RasterStyle`); each file gets its QGIS style beside it.
     """
     if tile_px < 1:
         raise ValueError(f"tile_px must be >= 1, got {tile_px}")
@@ -395,15 +401,22 @@ def write_probability_map(
     ]
     job = _MapJob(model_state(model), stats, raster, tile_px, max_nodata_share, threads, rule)
     path = Path(path)
-    outputs = [(path, "probability of exceeding the rule")]
+    rule_text = rule_text or (rule.note if rule is not None else "")
+    outputs = [
+        (path, "probability", "probability of exceeding the rule", "1"),
+    ]
     if rule is not None and concentration_path is not None:
-        outputs.append((Path(concentration_path), "predicted median concentration, mg/kg"))
+        outputs.append(
+            (Path(concentration_path), "concentration", "predicted median concentration", "mg/kg")
+        )
     with ExitStack() as stack:
         runner = stack.enter_context(session_or_local(session))
         files = []
-        for target, description in outputs:
-            tmp = stack.enter_context(atomic_path(target))
+        for target, kind, quantity, units in outputs:
+            style = RasterStyle(kind, quantity, units, rule_text, model_text)
+            tmp = stack.enter_context(cog_path(target, style))
             dst = stack.enter_context(rasterio.open(tmp, "w", **profile))
+            description = quantity + (", mg/kg" if units == "mg/kg" else "")
             dst.set_band_description(1, description)
             if rule is not None:
                 dst.update_tags(**rule.tags())

@@ -41,7 +41,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window, subdivide
 
-from soilsource.atomic import atomic_path
+from soilsource.gisout import RasterStyle, cog_path
 from soilsource.progress import track
 
 NODATA = float("nan")
@@ -226,8 +226,9 @@ def write_sensitivity(
     height: int,
     tile_px: int = TILE_PX,
     aggregation: str = DEFAULT_AGGREGATION,
+    model: str = "",
 ) -> Path:
-    """Write the region's sensitivity mosaic as a tiled float32 GeoTIFF, atomically.
+    """Write the region's sensitivity mosaic as a float32 Cloud-Optimised GeoTIFF, atomically.
 
     Parameters
     ----------
@@ -247,6 +248,9 @@ def write_sensitivity(
     aggregation:
         ``"relative"`` (each map minus the region's :func:`expected_map`, one
         extra pass over the maps) or ``"mean"`` (the maps as they are; default).
+    model:
+        The model explained, for the ``MODEL`` tag; the QGIS style beside the file is a
+        diverging ramp centred on 0 (:mod:`soilsource.gisout`).
 
     Returns
     -------
@@ -275,7 +279,10 @@ def write_sensitivity(
         "predictor": 3,  # floating-point predictor: smaller files for smooth maps
         "BIGTIFF": "IF_SAFER",
     }
-    with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+    style = RasterStyle(
+        "signed", "occlusion sensitivity (drop in the predicted probability)", "1", model=model
+    )
+    with cog_path(path, style) as tmp, rasterio.open(tmp, "w", **profile) as dst:
         dst.update_tags(
             1,
             DESCRIPTION="occlusion sensitivity: mean over overlapping patches",
