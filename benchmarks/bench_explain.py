@@ -304,7 +304,7 @@ def render_region(run_dir: Path, region: str, path: Path, title: str) -> Path:
     relative = mosaic_sensitivity(
         rm["maps"], rm["row_off"], rm["col_off"], int(rm["height"]), int(rm["width"]), "relative"
     )
-    hotspots = gpd.read_file(run_dir / "hotspots.gpkg")
+    hotspots = gpd.read_file(run_dir / "hotspots.gpkg", layer="hotspots")
     sources = gpd.read_file(city / "truth" / "sources.gpkg", layer="sources")
     sources = sources[sources["region"] == region]
     samples = pd.read_csv(city / "truth" / "samples.csv")

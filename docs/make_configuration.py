@@ -57,6 +57,7 @@ MEANINGS = {
     "model": "What the models learn, and the models that run beside SI-LICNet in the same "
     "harness, on the same folds.",
     "mapping": "Wall-to-wall maps: the study area they are meant for.",
+    "report": "What the report draws besides the run's own layers (reference outlines).",
     "model.baselines": "Any of `random_forest` (window statistics), `mobilenet_v3_small`, "
     "`resnet18`; `[]` for none.",
     "train": "Training scope and cross-validation.",

@@ -64,7 +64,7 @@ def test_meuse_example_counts(capsys):
     code, out, err = run_check(MEUSE, capsys)
     assert code == 0, err
     assert "155 samples, 78 positive" in out
-    assert out.count("EPSG:28992") == 4  # samples, imagery, land use, study area
+    assert out.count("EPSG:28992") == 5  # samples, imagery, land use, study area, river
     assert "40 x 40" in out
     summary = check(MEUSE)
     assert (summary.n, summary.n_pos) == (155, 78)

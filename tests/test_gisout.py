@@ -28,9 +28,11 @@ def _items(qml: str) -> list[ET.Element]:
 
 def _write(path: Path, data: np.ndarray, style: RasterStyle, **profile) -> Path:
     h, w = data.shape
-    with cog_path(path, style, {"EXTRA": "x"}) as tmp:
-        with rasterio.open(tmp, "w", width=w, height=h, **PROFILE, **profile) as dst:
-            dst.write(data, 1)
+    with (
+        cog_path(path, style, {"EXTRA": "x"}) as tmp,
+        rasterio.open(tmp, "w", width=w, height=h, **PROFILE, **profile) as dst,
+    ):
+        dst.write(data, 1)
     return path
 
 

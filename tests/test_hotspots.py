@@ -255,7 +255,7 @@ def test_geopackage_carries_its_qgis_style_in_layer_styles(tmp_path):
 def test_an_empty_geopackage_is_still_a_valid_layer(tmp_path):
     path = write_hotspots(tmp_path / "hotspots.gpkg", [], crs=CRS)
     assert pyogrio.list_layers(path)[0][0] == "hotspots"
-    back = gpd.read_file(path)
+    back = gpd.read_file(path, layer="hotspots")
     assert len(back) == 0 and back.crs.to_epsg() == 32649
 
 

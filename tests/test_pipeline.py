@@ -121,7 +121,7 @@ def test_landuse_table_and_hotspots_are_consistent(city_run):
     ]  # fmt: skip
     for _, group in table.groupby("region"):
         assert group["area_share"].sum() == pytest.approx(1.0, abs=1e-6)
-    hotspots = gpd.read_file(result.out / "hotspots.gpkg")
+    hotspots = gpd.read_file(result.out / "hotspots.gpkg", layer="hotspots")
     assert {"region", "area_m2", "mean_sensitivity", "landuse"} <= set(hotspots.columns)
     assert hotspots.crs.to_epsg() == 32649
 

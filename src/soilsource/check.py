@@ -29,6 +29,7 @@ from soilsource.inputs import (
     reproject_points,
     resolve_imagery,
 )
+from soilsource.inputs.reference import read_reference
 from soilsource.labels import label_samples
 from soilsource.patches import iter_patches, one_patch_size, patch_size_px
 from soilsource.progress import track
@@ -169,12 +170,14 @@ def check(config: Config | str | PathLike[str], *, threads: int = 2) -> CheckSum
 
 
 def mapping_inputs(config: Config) -> list[InputCheck]:
-    """Validate the rasters of ``mapping`` (study area, pH); ``run`` calls this before training.
+    """Validate the rasters of ``mapping`` (study area, pH) and the reference layers of
+    ``report``; ``run`` calls this before training.
 
     Raises
     ------
     InputError
-        A missing or unreadable raster, or ``mapping.ph`` under a rule that has no pH.
+        A missing or unreadable raster, or ``mapping.ph`` under a rule that has no pH; a
+    missing or unreadable ``report.reference`` file.
     """
     found = []
     if config.mapping.ph is not None:  # read by the maps of a gb15618 run
@@ -190,6 +193,10 @@ def mapping_inputs(config: Config) -> list[InputCheck]:
         area = describe_raster(config.mapping.area, "mapping.area")
         size = f"{area.width} x {area.height} px (mapping.area)"
         found.append(InputCheck("study area", str(area.path), area.describe_crs(), size))
+    for path in config.report.reference:  # outlines drawn on the report's maps
+        layer = read_reference(path)
+        detail = f"{len(layer)} feature{'s' if len(layer) != 1 else ''} (report.reference)"
+        found.append(InputCheck("reference", str(path), describe_crs(layer.crs), detail))
     return found
 
 

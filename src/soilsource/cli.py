@@ -35,7 +35,12 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    context_settings={"help_option_names": ["-h", "--help"], "show_default": True},
+    epilog=(
+        "Start with 'soilsource check CONFIG'. Every configuration key: docs/configuration.md "
+        "(installed as configuration.md beside the soilsource package); how to read the "
+        "report: docs/report.md; README.md in the soilsource repository for the rest."
+    ),
 )
 
 
@@ -83,7 +88,6 @@ def _root(
     """soilsource command line."""
 
 
-@app.command()
 def synth(
     out: Annotated[
         Path, typer.Option("--out", help="Directory to write (must not exist or be empty).")
@@ -94,7 +98,10 @@ def synth(
     size_px: Annotated[
         int | None,
         typer.Option(
-            "--size-px", min=64, help="Side of each region in 10 m pixels (smaller is faster)."
+            "--size-px",
+            min=64,
+            help="Side of each region in 10 m pixels (smaller is faster).",
+            show_default="the full-size city",
         ),
     ] = None,
 ) -> None:
@@ -106,7 +113,6 @@ def synth(
     stdout.print(f"wrote {out}")
 
 
-@app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Run directory.")] = Path("soilsource-demo"),
     quick: Annotated[
@@ -114,10 +120,16 @@ def demo(
     ] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the city and of training.")] = 0,
     force: Annotated[bool, typer.Option("--force", help="Replace a complete run in OUT.")] = False,
-    device: Annotated[Device | None, typer.Option("--device", help="auto, cpu or cuda.")] = None,
+    device: Annotated[
+        Device | None, typer.Option("--device", help="auto, cpu or cuda.", show_default="auto")
+    ] = None,
     scheduler: Annotated[
         str | None,
-        typer.Option("--scheduler", help="Dask scheduler address for maps and occlusion."),
+        typer.Option(
+            "--scheduler",
+            help="Dask scheduler address for maps and occlusion.",
+            show_default="local",
+        ),
     ] = None,
 ) -> None:
     """Build the synthetic city in OUT/city and run the whole pipeline on it into OUT."""
@@ -146,14 +158,17 @@ def demo(
     stdout.print(f"report: {run_dir / 'report.html'}")
 
 
-@app.command()
 def run(
     config: Annotated[Path, typer.Argument(help="The YAML configuration file.")],
     out: Annotated[Path, typer.Option("--out", help="Run directory to write.")],
     force: Annotated[bool, typer.Option("--force", help="Replace a complete run in OUT.")] = False,
     device: Annotated[
         Device | None,
-        typer.Option("--device", help="auto, cpu or cuda (overrides compute.device)."),
+        typer.Option(
+            "--device",
+            help="auto, cpu or cuda (overrides compute.device).",
+            show_default="compute.device of CONFIG",
+        ),
     ] = None,
     resume: Annotated[
         bool,
@@ -166,6 +181,7 @@ def run(
         typer.Option(
             "--scheduler",
             help="Dask scheduler address for maps and occlusion (overrides compute.scheduler).",
+            show_default="compute.scheduler of CONFIG",
         ),
     ] = None,
 ) -> None:
@@ -182,7 +198,6 @@ def run(
     stdout.print(f"report: {result.out / 'report.html'}")
 
 
-@app.command()
 def report(
     run_dir: Annotated[Path, typer.Argument(help="Run directory written by run or demo.")],
 ) -> None:
@@ -192,7 +207,6 @@ def report(
     stdout.print(f"report: {write_report(run_dir)}")
 
 
-@app.command()
 def check(
     config: Annotated[Path, typer.Argument(help="The YAML configuration file.")],
 ) -> None:
@@ -201,6 +215,50 @@ def check(
     from soilsource.check import print_summary
 
     print_summary(check_inputs(config), stdout)
+
+
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="Complete run directory whose model to apply.")],
+    imagery: Annotated[
+        Path,
+        typer.Option(
+            "--imagery",
+            help="GeoTIFF with the training imagery's bands (names, order, scales, pixel size).",
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Directory to write the maps to.")],
+    region: Annotated[
+        str | None,
+        typer.Option(
+            "--region",
+            help="Region whose model and rule to apply.",
+            show_default="the run's only region",
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace a complete result in OUT.")
+    ] = False,
+) -> None:
+    """Apply a run's model to new imagery: probability and concentration maps, short report."""
+    from soilsource.predict import predict as apply_model
+
+    result = apply_model(run_dir, imagery, out, region=region, force=force)
+    for kind, path in result.maps.items():
+        stdout.print(f"{kind}: {path}")
+    stdout.print(f"report: {result.out / 'report.html'}")
+
+
+YOUR_DATA = "Your data, in the order of use"
+SYNTHETIC = "The synthetic city (known truth)"
+for _command, _panel in (
+    (check, YOUR_DATA),
+    (run, YOUR_DATA),
+    (report, YOUR_DATA),
+    (predict, YOUR_DATA),
+    (synth, SYNTHETIC),
+    (demo, SYNTHETIC),
+):
+    app.command(rich_help_panel=_panel)(_command)
 
 
 def _print_city_summary(summary: dict) -> None:

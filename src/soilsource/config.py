@@ -351,6 +351,18 @@ class TrainConfig(_Section):
         return float(max(patch_size_m, extent_m / self.folds))
 
 
+class ReportConfig(_Section):
+    """What the report draws besides the run's own layers."""
+
+    reference: list[Path] = Field(
+        default_factory=list,
+        description=(
+            "Vector files (GeoJSON, GeoPackage, Shapefile; any CRS) drawn as outlines on every "
+            "map of the report, e.g. a river or the study area's boundary."
+        ),
+    )
+
+
 class ComputeConfig(_Section):
     """Where the work runs."""
 
@@ -371,6 +383,7 @@ class Config(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     mapping: MappingConfig = Field(default_factory=MappingConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
     compute: ComputeConfig = Field(default_factory=ComputeConfig)
 
     _source: Path | None = PrivateAttr(default=None)
@@ -465,6 +478,7 @@ def config_from_dict(
     config.imagery.path = (
         [_resolve(base, p) for p in paths] if isinstance(paths, list) else _resolve(base, paths)
     )
+    config.report.reference = [_resolve(base, p) for p in config.report.reference]
     for key in ("area", "ph"):
         if getattr(config.mapping, key) is not None:
             setattr(config.mapping, key, _resolve(base, getattr(config.mapping, key)))

@@ -329,3 +329,123 @@ def image_bytes(rgb: np.ndarray, fmt: str, quality: int = 85) -> bytes:
     else:
         image.quantize(256, method=Image.Quantize.FASTOCTREE).save(buffer, "PNG", optimize=True)
     return buffer.getvalue()
+
+
+# --- map furniture: coordinates, scale bar, north arrow, vector outlines -------------------------
+
+
+@dataclass(frozen=True)
+class MapFurniture:
+    """What makes a map readable on its own: where it is, how big, which way is north.
+
+    Positions are percentages of the map's width (``x_ticks``, the scale bar) or height
+    (``y_ticks``) so that the page can draw them at any display size.
+    """
+
+    x_ticks: list[tuple[float, str]]
+    y_ticks: list[tuple[float, str]]
+    crs: str
+    scale_pct: float
+    scale_label: str
+    north_deg: float
+
+
+def map_furniture(grid: MapGrid, crs: object) -> MapFurniture:
+    """Coordinate ticks in the map's CRS, a scale bar and the direction of true north.
+
+    Ticks fall on round coordinates (matplotlib's ``MaxNLocator``), labelled in the CRS's
+    unit (metres with thousands separators, degrees with their sign). The scale bar is a
+    round ground distance (1, 2 or 5 times a power of ten) of about a fifth of the map's
+    width, measured on the ellipsoid (``pyproj.Geod``) along the map's middle row, so it is
+    right in any CRS, geographic ones included. The north arrow points to true north at
+    the map's centre (``north_deg`` clockwise from the top): grid north and true north
+    differ away from a projection's central meridian.
+    """
+    from matplotlib.ticker import MaxNLocator
+    from pyproj import CRS, Geod, Transformer
+
+    crs = CRS.from_user_input(crs)
+    left, bottom, right, top = grid.bounds
+    locator = MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10])
+    geographic = crs.is_geographic
+
+    def label(value: float, axis: str) -> str:
+        if geographic:
+            hemisphere = ("E", "W") if axis == "x" else ("N", "S")
+            return f"{abs(value):g}°{hemisphere[0] if value >= 0 else hemisphere[1]}"
+        return f"{value:,.0f}".replace(",", "\u2009")  # thin space between thousands
+
+    x_ticks = [
+        ((v - left) / (right - left) * 100, label(v, "x"))
+        for v in locator.tick_values(left, right)
+        if left <= v <= right
+    ]
+    y_ticks = [
+        ((top - v) / (top - bottom) * 100, label(v, "y"))
+        for v in locator.tick_values(bottom, top)
+        if bottom <= v <= top
+    ]
+    to_lonlat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+    middle = (bottom + top) / 2
+    (lon0, lon1), (lat0, lat1) = to_lonlat.transform([left, right], [middle, middle])
+    geod = Geod(ellps="WGS84")
+    width_m = geod.inv(lon0, lat0, lon1, lat1)[2]
+    length = _round_length(width_m / 5)
+    scale_label = f"{length / 1000:g} km" if length >= 1000 else f"{length:g} m"
+    # true north: the azimuth, in map coordinates, of a short step north from the centre
+    cx, cy = (left + right) / 2, middle
+    clon, clat = to_lonlat.transform(cx, cy)
+    nx, ny = Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(clon, clat + 0.01)
+    north_deg = float(np.degrees(np.arctan2(nx - cx, ny - cy)))
+    unit = "degrees" if geographic else (crs.axis_info[0].unit_name if crs.axis_info else "")
+    code = crs.to_epsg(min_confidence=70)
+    name = f"EPSG:{code} ({crs.name})" if code else crs.name
+    return MapFurniture(
+        x_ticks, y_ticks, f"{name}, {unit}", length / width_m * 100, scale_label, north_deg
+    )
+
+
+def _round_length(metres: float) -> float:
+    """The largest 1, 2 or 5 times a power of ten that is at most ``metres``.
+
+    >>> _round_length(623.0), _round_length(3.1e3), _round_length(19.0)
+    (500.0, 2000.0, 10.0)
+    """
+    power = 10 ** np.floor(np.log10(metres))
+    return float(max(m * power for m in (1, 2, 5) if m * power <= metres))
+
+
+def svg_paths(geometries: object, grid: MapGrid, simplify_px: float = 0.5) -> list[str]:
+    """SVG path data of polygons and lines on the grid, in display pixels.
+
+    Geometries are in the grid's CRS; each is clipped to the map (so a river that runs on
+    for kilometres costs nothing), simplified to ``simplify_px`` and written as one path
+    (``M x,y L ... Z`` per ring; lines are left open). Points become nothing.
+    """
+    import shapely
+    from shapely import affinity
+
+    inverse = ~grid.transform
+    params = [inverse.a, inverse.b, inverse.d, inverse.e, inverse.c, inverse.f]
+    frame = shapely.box(*grid.bounds)
+    out = []
+    for geometry in geometries:
+        if geometry is None or geometry.is_empty:
+            out.append("")
+            continue
+        shape = affinity.affine_transform(geometry.intersection(frame), params)
+        shape = shape.simplify(simplify_px)
+        parts = []
+        for part in getattr(shape, "geoms", [shape]):
+            if isinstance(part, shapely.Polygon):
+                rings, close = [part.exterior, *part.interiors], " Z"
+            elif isinstance(part, shapely.LineString):
+                rings, close = [part], ""
+            else:
+                continue
+            for ring in rings:
+                xy = shapely.get_coordinates(ring)
+                if len(xy):
+                    parts.append("M" + " L".join(f"{x:.1f},{y:.1f}" for x, y in xy) + close)
+        out.append(" ".join(parts))
+    return out

@@ -31,6 +31,7 @@ import os
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -305,6 +306,29 @@ class MapRule:
         if self.ph_path is not None:
             tags["PH_RASTER"] = str(self.ph_path)
         return tags
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON (saved with the model, so that ``predict`` maps with the same rule)."""
+        return {
+            "limits": [float(v) for v in self.limits],
+            "weights": [float(w) for w in self.weights],
+            "note": self.note,
+            "ph_path": None if self.ph_path is None else str(self.ph_path),
+            "metal": self.metal,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], link: LogNormalLink) -> MapRule:
+        """Inverse of :meth:`to_dict`, with the model's link."""
+        ph = data.get("ph_path")
+        return cls(
+            link,
+            tuple(float(v) for v in data["limits"]),
+            tuple(float(w) for w in data["weights"]),
+            str(data.get("note", "")),
+            None if ph is None else Path(ph),
+            str(data.get("metal", "Cd")),
+        )
 
     def read_ph(self, raster: RasterInfo, window: Window) -> np.ndarray | None:
         """The pH raster on ``window`` of ``raster``'s grid (NaN where it has no data)."""

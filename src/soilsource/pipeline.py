@@ -44,7 +44,13 @@ from soilsource.explain.mosaic import write_sensitivity
 from soilsource.figures import roc_figure
 from soilsource.hotspots import raster_hotspot_threshold, region_hotspots, write_hotspots
 from soilsource.inputs import open_landuse
-from soilsource.inputs.imagery import describe_raster, prediction_points, reproject_points
+from soilsource.inputs.imagery import (
+    crs_code,
+    describe_raster,
+    imagery_record,
+    prediction_points,
+    reproject_points,
+)
 from soilsource.labels import gb15618_screening_value
 from soilsource.mapping import MapRule, write_probability_map
 from soilsource.modelio import save_model
@@ -472,6 +478,7 @@ def explain(
                     width=raster.width,
                     height=raster.height,
                     aggregation=config.explain.aggregation,
+                    model=model_text(config, region.name),
                 )
             landuse = open_landuse(config.landuse, region.name) if config.landuse else None
             classes = landuse.classes if landuse else None
@@ -507,8 +514,7 @@ def probability_maps(
         model = final_model(cv, region.name)
         if model is None:
             continue
-        link = getattr(model.inner, "link_", None)
-        rule = None if link is None else map_rule(region, link, config)
+        record = map_record(region, model, config, dataset)
         for k, raster in enumerate(region.rasters):
             name = f"{output_name(region, k)}.tif"
             if (folder / name).is_file():
@@ -520,9 +526,43 @@ def probability_maps(
                 raster,
                 max_nodata_share=config.patch.max_nodata_share,
                 session=session,
-                rule=rule,
+                rule=rule_of(record, getattr(model.inner, "link_", None)),
                 concentration_path=folder.parent / "concentration" / name,
+                rule_text=record["rule_text"],
+                model_text=record["model_text"],
             )
+
+
+def map_record(
+    region: RegionSamples, model: Any, config: Config, dataset: Dataset
+) -> dict[str, Any]:
+    """How a region's maps are made, as plain JSON (saved with the model for ``predict``).
+
+    ``rule``: the :class:`~soilsource.mapping.MapRule` without its link (None for a
+    classifier); ``rule_text`` and ``model_text``: the ``RULE`` and ``MODEL`` tags of the
+    maps (:mod:`soilsource.gisout`).
+    """
+    link = getattr(getattr(model, "inner", model), "link_", None)
+    rule = None if link is None else map_rule(region, link, config)
+    text = f"{config.metal} {dataset.rule}"
+    return {
+        "rule": None if rule is None else rule.to_dict(),
+        "rule_text": text if rule is None else f"{text}; map: {rule.note}",
+        "model_text": model_text(config, region.name),
+    }
+
+
+def model_text(config: Config, region: str) -> str:
+    """The ``MODEL`` tag of a region's rasters: the model file, relative to the run."""
+    scope = region if config.train.scope == "region" else "pooled"
+    return f"SI-LICNet, models/{safe_stem(scope)}/{MODEL}.pt"
+
+
+def rule_of(record: dict[str, Any], link: Any) -> MapRule | None:
+    """The :class:`~soilsource.mapping.MapRule` of a :func:`map_record` (None: a classifier)."""
+    return (
+        None if record["rule"] is None or link is None else MapRule.from_dict(record["rule"], link)
+    )
 
 
 def map_rule(region: RegionSamples, link: Any, config: Config) -> MapRule:
@@ -625,8 +665,10 @@ def write_predictions(path: Path, dataset: Dataset, cv: dict[str, dict[str, CVRe
 
     SPEC columns first (``prob`` and ``pred_value`` are SI-LICNet's; ``pred_value`` is the
     predicted median concentration, mg/kg, empty for label models; ``limit`` the sample's
-    rule value, mg/kg), then ``prob_<baseline>`` and ``pred_value_<baseline>``.
-    Coordinates keep full precision (UTM northings need ten digits and more).
+    rule value, mg/kg), ``lon`` and ``lat`` (WGS 84, EPSG:4326) and ``crs`` (the CRS of
+    ``x`` and ``y``: the imagery's, e.g. ``EPSG:28992``), then ``prob_<baseline>`` and
+    ``pred_value_<baseline>``. Coordinates keep full precision (UTM northings need ten
+    digits and more).
     """
     frames = []
     for region in dataset:
@@ -634,6 +676,7 @@ def write_predictions(path: Path, dataset: Dataset, cv: dict[str, dict[str, CVRe
         frame["prob"], frame["fold"] = oof(cv[MODEL], region, dataset)
         frame["pred_value"] = _values(oof_values(cv[MODEL], region, dataset), len(region))
         frame["limit"] = region.table["limit"].to_numpy()
+        frame["lon"], frame["lat"], frame["crs"] = _lonlat(region)
         for name in cv:
             if name != MODEL:
                 frame[f"prob_{name}"] = oof(cv[name], region, dataset)[0]
@@ -646,6 +689,21 @@ def write_predictions(path: Path, dataset: Dataset, cv: dict[str, dict[str, CVRe
         if column.startswith(("prob", "pred_value")):
             table[column] = table[column].map(lambda v: float(f"{v:.6g}"))
     write_text_atomic(path, table.to_csv(index=False))
+
+
+def _lonlat(region: RegionSamples) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Longitude, latitude (EPSG:4326) and the CRS of ``x``, ``y`` of each sample."""
+    table = region.table
+    lon, lat = np.full(len(table), np.nan), np.full(len(table), np.nan)
+    crs = np.empty(len(table), dtype=object)
+    which = table["raster"].to_numpy()
+    for k, raster in enumerate(region.rasters):
+        rows = which == k
+        lon[rows], lat[rows] = reproject_points(
+            table["x"].to_numpy()[rows], table["y"].to_numpy()[rows], raster.crs, "EPSG:4326"
+        )
+        crs[rows] = crs_code(raster.crs)
+    return lon, lat, crs
 
 
 def _values(values: np.ndarray | None, n: int) -> np.ndarray:
@@ -688,6 +746,12 @@ def save_models(
                 "metal": config.metal,
                 "band_names": list(dataset.band_names),
             }
+            if name == MODEL:  # what `soilsource predict` needs to map new imagery alike
+                metadata["imagery"] = imagery_record(_scope_regions(dataset, key)[0].rasters[0])
+                metadata["maps"] = {
+                    region.name: map_record(region, estimator, config, dataset)
+                    for region in _scope_regions(dataset, key)
+                }
             if isinstance(estimator, Standardized):
                 metadata["band_stats"] = estimator.stats_.to_dict()
                 model = estimator.inner
@@ -695,6 +759,11 @@ def save_models(
             else:
                 model, suffix = estimator, ".npz"
             save_model(folder / safe_stem(key) / f"{name}{suffix}", model, metadata=metadata)
+
+
+def _scope_regions(dataset: Dataset, key: str) -> list[RegionSamples]:
+    """The regions a model of scope ``key`` (a region's name, or ``pooled``) covers."""
+    return list(dataset) if key == "pooled" else [r for r in dataset if r.name == key]
 
 
 def _results_yaml(config: Config) -> str:

@@ -42,26 +42,31 @@ from soilsource.config import Config, load_config
 from soilsource.errors import InputError
 from soilsource.figures import (
     LABELS,
+    MapFurniture,
     MapGrid,
     colour_bar_png,
     colours_hex,
+    map_furniture,
     map_grid,
     overlay_png,
     read_on_grid,
+    svg_paths,
     symmetric_norm,
     true_colour_bands,
     true_colour_jpeg,
 )
+from soilsource.gisout import CONCENTRATION_CMAP, PROBABILITY_CMAP, SIGNED_CMAP
 from soilsource.inputs.imagery import region_path
+from soilsource.inputs.reference import read_reference
 from soilsource.progress import track
 from soilsource.rundir import safe_stem
 
 REPORT_FILE = "report.html"
 SIGNIFICANCE = 0.05
 """p-value below which a land-use class is marked significant in the report."""
-SENSITIVITY_CMAP = "RdBu_r"
-PROBABILITY_CMAP = "magma"
-VALUE_CMAP = "viridis"
+SENSITIVITY_CMAP = SIGNED_CMAP
+VALUE_CMAP = CONCENTRATION_CMAP
+"""Measured samples and predicted concentrations share one colour scale."""
 PACKAGES = (
     "soilsource",
     "torch",
@@ -92,8 +97,13 @@ class RegionMap:
     sensitivity_bar: str | None = None
     probability: str | None = None
     probability_bar: str | None = None
+    probability_rule: str = ""
+    concentration: str | None = None
+    concentration_bar: str | None = None
     samples: list[dict[str, Any]] = field(default_factory=list)
     hotspots: list[dict[str, Any]] = field(default_factory=list)
+    reference: list[dict[str, Any]] = field(default_factory=list)
+    furniture: MapFurniture | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -126,8 +136,65 @@ def write_report(run_dir: str | PathLike[str], *, seconds: dict[str, float] | No
     return write_text_atomic(run_dir / REPORT_FILE, html)
 
 
-def render(context: dict[str, Any]) -> str:
-    """The HTML of the report from :func:`gather`'s context (autoescaped template)."""
+def write_predict_report(
+    out: Path, run_dir: Path, region: str, imagery: Path, notes: list[str]
+) -> Path:
+    """``OUT/report.html`` of ``soilsource predict``: what was applied to what, and the map.
+
+    The run's samples of ``region`` are drawn where they fall on the new imagery, in the
+    colours of the run's report; the run's ``report.reference`` layers too.
+    """
+    config = read_run_config(run_dir)
+    predictions = _read_csv(run_dir / "predictions.csv")
+    value_norm = _value_norm(predictions)
+    rasters = {kind: out / kind / f"{safe_stem(region)}.tif" for kind in MAP_KINDS[1:]}
+    region_map = build_map(
+        safe_stem(region),
+        region,
+        imagery,
+        rasters,
+        value_norm,
+        _read_references(config),
+        config.metal,
+    )
+    region_map.notes += notes
+    if region_map.grid is not None and predictions is not None and value_norm is not None:
+        table = predictions[predictions["region"] == region]
+        region_map.samples = _samples(table, region_map.grid, value_norm)
+    import rasterio
+
+    with rasterio.open(imagery) as src:
+        bands = ", ".join(d or f"band {i + 1}" for i, d in enumerate(src.descriptions))
+        grid = f"{src.width} x {src.height} px of {src.res[0]:g} x {src.res[1]:g}"
+    probability = rasters["probability"]
+    tags = _tags(probability) if probability.is_file() else {}
+    rows = [
+        ("run", str(run_dir.resolve())),
+        ("model", tags.get("MODEL", "")),
+        ("region (model and rule)", region),
+        ("imagery", str(imagery.resolve())),
+        ("bands", bands + " (checked against the training imagery: names, order, scales, "
+         "offsets, pixel size)"),
+        ("grid", grid),
+        ("rule", tags.get("RULE", "")),
+        ("outputs", ", ".join(
+            f"{kind}/{p.name}" for kind, p in rasters.items() if p.is_file()
+        )),
+    ]  # fmt: skip
+    context = {
+        "title": f"soilsource prediction: {config.metal}, region {region}",
+        "built": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "rows": rows,
+        "map": region_map,
+        "value_bar": _value_bar(predictions, config.metal),
+        "versions": _versions(),
+    }
+    return write_text_atomic(out / REPORT_FILE, render(context, "predict.html.j2"))
+
+
+def render(context: dict[str, Any], template: str = "report.html.j2") -> str:
+    """The HTML of a report from its context (autoescaped ``template``: :func:`gather`'s
+    context for ``report.html.j2``)."""
     assets = resources.files("soilsource") / "report_assets"
     env = jinja2.Environment(
         loader=jinja2.FunctionLoader(lambda name: (assets / name).read_text(encoding="utf-8")),
@@ -138,7 +205,7 @@ def render(context: dict[str, Any]) -> str:
     )
     env.filters["num"] = _num
     env.filters["pvalue"] = _pvalue
-    return env.get_template("report.html.j2").render(
+    return env.get_template(template).render(
         **context,
         css=(assets / "report.css").read_text(encoding="utf-8"),
         script=(assets / "report.js").read_text(encoding="utf-8"),
@@ -200,6 +267,11 @@ def gather(run_dir: Path, *, seconds: dict[str, float] | None = None) -> dict[st
         "significance": SIGNIFICANCE,
         "relative": getattr(config.explain, "aggregation", "mean") == "relative",
     }
+
+
+def read_run_config(run_dir: Path) -> Config:
+    """The resolved configuration of a run directory (one line if it is not one)."""
+    return _read_config(run_dir)[0]
 
 
 def _read_config(run_dir: Path) -> tuple[Config, str]:
@@ -390,64 +462,127 @@ def _maps(
 ) -> list[RegionMap]:
     hotspots = _read_hotspots(run_dir / "hotspots.gpkg")
     value_norm = _value_norm(predictions)
+    reference = _read_references(config)
     maps: list[RegionMap] = []
     for region in track(regions, "report maps"):
         for key in _map_keys(run_dir, region):
-            maps.append(
-                _region_map(run_dir, config, region, key, predictions, hotspots, value_norm)
+            rasters = {kind: run_dir / kind / f"{key}.tif" for kind in MAP_KINDS}
+            outputs = [p for p in rasters.values() if p.is_file()]
+            imagery = _imagery_path(config, region, key, outputs)
+            region_map = build_map(
+                key, region, imagery, rasters, value_norm, reference, config.metal
             )
+            if region_map.grid is not None:
+                if predictions is not None and value_norm is not None:
+                    table = predictions[predictions["region"] == region]
+                    region_map.samples = _samples(table, region_map.grid, value_norm)
+                if hotspots is not None:
+                    frame = hotspots[hotspots["region"] == region]
+                    region_map.hotspots = _hotspot_paths(frame, region_map.grid)
+            maps.append(region_map)
     return maps
 
 
-def _region_map(
-    run_dir: Path,
-    config: Config,
-    region: str,
+MAP_KINDS = ("sensitivity", "probability", "concentration")
+"""The rasters a map overlays, by their folder in a run directory."""
+
+
+def build_map(
     key: str,
-    predictions: pd.DataFrame | None,
-    hotspots: Any,
+    region: str,
+    imagery: Path | None,
+    rasters: dict[str, Path],
     value_norm: Normalize | None,
+    reference: list[tuple[str, Any]],
+    metal: str = "Cd",
 ) -> RegionMap:
+    """One region's map: imagery, overlays of the rasters that exist, reference outlines,
+    coordinates, scale bar and north arrow (samples and hotspots are the caller's)."""
     result = RegionMap(key=key, region=region)
-    sensitivity = run_dir / "sensitivity" / f"{key}.tif"
-    probability = run_dir / "probability" / f"{key}.tif"
-    outputs = [p for p in (sensitivity, probability) if p.is_file()]
-    imagery = _imagery_path(config, region, key, outputs)
-    reference = next((p for p in (imagery, sensitivity, probability) if p and p.is_file()), None)
-    if reference is None:
+    existing = [p for p in rasters.values() if p.is_file()]
+    base = next((p for p in (imagery, *existing) if p and p.is_file()), None)
+    if base is None:
         result.notes.append("no imagery, sensitivity or probability raster for this region")
         return result
-    grid = result.grid = map_grid(reference)
+    grid = result.grid = map_grid(base)
+    crs = _raster_crs(base)
+    result.furniture = map_furniture(grid, crs)
     if imagery is not None:
         result.imagery = _data_uri(true_colour_jpeg(imagery, grid), "image/jpeg")
         result.imagery_label = _composite_label(imagery)
     else:
         result.notes.append("imagery not found (the configuration's path); no background")
-    if sensitivity.is_file():
+    sensitivity = rasters.get("sensitivity")
+    if sensitivity is not None and sensitivity.is_file():
         values = read_on_grid(sensitivity, grid)[0]
         norm = symmetric_norm(values)
         result.sensitivity = _data_uri(
             overlay_png(values, SENSITIVITY_CMAP, norm, fade_centre=True)
         )
-        relative = getattr(config.explain, "aggregation", "mean") == "relative"
+        relative = _tags(sensitivity).get("AGGREGATION") == "relative"
         label = "sensitivity (drop in probability" + (", relative)" if relative else ")")
         result.sensitivity_bar = _data_uri(colour_bar_png(SENSITIVITY_CMAP, norm, label))
-    else:
+    elif sensitivity is not None:
         result.notes.append("no sensitivity map (no trained model for this region)")
-    if probability.is_file():
+    probability = rasters.get("probability")
+    if probability is not None and probability.is_file():
         values = read_on_grid(probability, grid)[0]
         norm = Normalize(0, 1)
         result.probability = _data_uri(overlay_png(values, PROBABILITY_CMAP, norm))
         result.probability_bar = _data_uri(
-            colour_bar_png(PROBABILITY_CMAP, norm, "probability of exceeding the rule")
+            colour_bar_png(PROBABILITY_CMAP, norm, "probability of exceeding the rule (0-1)")
         )
+        result.probability_rule = _tags(probability).get("RULE", "")
     else:
         result.notes.append("no probability map")
-    if predictions is not None and value_norm is not None:
-        result.samples = _samples(predictions[predictions["region"] == region], grid, value_norm)
-    if hotspots is not None:
-        result.hotspots = _hotspot_paths(hotspots[hotspots["region"] == region], grid)
+    concentration = rasters.get("concentration")
+    if concentration is not None and concentration.is_file():
+        values = read_on_grid(concentration, grid)[0]
+        norm = value_norm or _positive_norm(values)
+        if norm is not None:
+            result.concentration = _data_uri(overlay_png(values, VALUE_CMAP, norm))
+            result.concentration_bar = _data_uri(
+                colour_bar_png(
+                    VALUE_CMAP,
+                    norm,
+                    f"predicted median {metal}, mg/kg",
+                    log=isinstance(norm, LogNorm),
+                )
+            )
+    for name, frame in reference:
+        shapes = frame.to_crs(crs) if frame.crs is not None else frame
+        paths = [d for d in svg_paths(shapes.geometry, grid) if d]
+        result.reference += [{"d": d, "title": name} for d in paths]
     return result
+
+
+def _raster_crs(path: Path) -> Any:
+    import rasterio
+
+    with rasterio.open(path) as src:
+        return src.crs
+
+
+def _tags(path: Path) -> dict[str, str]:
+    import rasterio
+
+    with rasterio.open(path) as src:
+        return {**src.tags(1), **src.tags()}
+
+
+def _positive_norm(values: np.ma.MaskedArray) -> Normalize | None:
+    """A log colour scale over the 2nd-98th percentiles of positive values (None if none)."""
+    valid = values.compressed()
+    valid = valid[valid > 0]
+    if valid.size == 0:
+        return None
+    lo, hi = np.percentile(valid, [2, 98])
+    return LogNorm(lo, hi if hi > lo else lo * 2)
+
+
+def _read_references(config: Config) -> list[tuple[str, Any]]:
+    """(name, GeoDataFrame) of each ``report.reference`` file."""
+    return [(Path(p).stem, read_reference(p)) for p in config.report.reference]
 
 
 def _composite_label(path: Path) -> str:
@@ -515,28 +650,18 @@ def _read_hotspots(path: Path):
         return None
     import geopandas as gpd
 
-    return gpd.read_file(path)
+    return gpd.read_file(path, layer="hotspots")
 
 
 def _hotspot_paths(frame, grid: MapGrid) -> list[dict[str, Any]]:
     """SVG path data of hotspot polygons in display pixels (simplified to half a pixel)."""
-    import shapely
-    from shapely import affinity
-
-    inverse = ~grid.transform
-    params = [inverse.a, inverse.b, inverse.d, inverse.e, inverse.c, inverse.f]
     out = []
-    for _, row in frame.iterrows():
-        geom = affinity.affine_transform(row.geometry, params).simplify(0.5)
-        rings = []
-        for polygon in getattr(geom, "geoms", [geom]):
-            for ring in [polygon.exterior, *polygon.interiors]:
-                xy = shapely.get_coordinates(ring)
-                rings.append("M" + " L".join(f"{x:.1f},{y:.1f}" for x, y in xy) + " Z")
+    paths = svg_paths(frame.geometry, grid)
+    for d, (_, row) in zip(paths, frame.iterrows(), strict=True):
         title = f"hotspot {row.get('hotspot_id', '')}: {row.get('area_m2', 0):,.0f} m²"
         if isinstance(row.get("landuse"), str):
             title += f", mostly {row['landuse']}"
-        out.append({"d": " ".join(rings), "title": title})
+        out.append({"d": d, "title": title})
     return out
 
 
@@ -588,4 +713,11 @@ def _pvalue(value: Any) -> str:
     return "< 0.001" if value < 0.001 else f"{value:.3f}"
 
 
-__all__ = ["REPORT_FILE", "gather", "render", "write_report"]
+__all__ = [
+    "REPORT_FILE",
+    "gather",
+    "read_run_config",
+    "render",
+    "write_predict_report",
+    "write_report",
+]

@@ -33,6 +33,48 @@ from tinyinputs import (  # noqa: E402
 )
 
 
+def write_trained_run(root: Path) -> Path:
+    """``root/run``: a complete run of ``root``'s project as ``soilsource predict`` reads it.
+
+    ``config.yaml``, ``run.json`` and each region's SI-LICNet file with the metadata a run
+    saves (untrained weights, seed 0: predict checks the imagery before it uses them).
+    """
+    import torch
+
+    from soilsource.inputs import describe_raster
+    from soilsource.inputs.imagery import imagery_record
+    from soilsource.modelio import save_model
+    from soilsource.models import SILICNet
+    from soilsource.patches import BandStats
+    from soilsource.rundir import mark
+
+    run = root / "run"
+    config = yaml.safe_load((root / "config.yaml").read_text())
+    config["samples"]["path"] = "../samples.csv"
+    config["imagery"]["path"] = "../imagery.tif"
+    config["landuse"].update(path="../landuse.tif", classes="../classes.csv")
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    record = imagery_record(describe_raster(root / "imagery.tif"))
+    stats = BandStats(np.full(3, 2000.0, np.float32), np.full(3, 1000.0, np.float32), BAND_NAMES)
+    for region in ("r1", "r2"):
+        torch.manual_seed(0)
+        maps = {"rule": None, "rule_text": "Cd value > 0.5 mg/kg", "model_text": "SI-LICNet"}
+        metadata = {
+            "scope": region,
+            "patch_px": 16,
+            "band_names": list(BAND_NAMES),
+            "band_stats": stats.to_dict(),
+            "imagery": record,
+            "maps": {region: maps},
+        }
+        save_model(
+            run / "models" / region / "silicnet.pt", SILICNet(3, patch_px=16), metadata=metadata
+        )
+    mark(run, "complete")
+    return run
+
+
 def base_config() -> dict:
     """The valid configuration of ``base/`` as a dict, for cases to break."""
     return yaml.safe_load((HERE / "base" / "config.yaml").read_text())
@@ -94,6 +136,7 @@ def main() -> None:
     shutil.rmtree(HERE / "base", ignore_errors=True)
     shutil.rmtree(HERE / "cases", ignore_errors=True)
     write_project(HERE / "base")
+    write_trained_run(HERE / "base")
 
     # --- configuration
     write_case("config_unknown_key", changed(patchs={"size_m": 160}))
@@ -126,6 +169,7 @@ def main() -> None:
     write_case("mapping_area_missing", changed(mapping__area="nowhere.tif"))
     write_case("mapping_ph_without_ph_rule", changed(mapping__ph="imagery.tif"))
     write_case("config_unknown_baseline", changed(model={"baselines": ["xgboost"]}))
+    write_case("reference_missing_file", changed(report={"reference": ["river.geojson"]}))
 
     # --- samples
     write_case("samples_missing_file", changed(samples__path="nowhere.csv"))
@@ -236,6 +280,32 @@ def main() -> None:
     write_case("meuse_rd_coordinates_as_lonlat", meuse_changed(samples__crs="EPSG:4326"))
     write_case("meuse_landuse_band_3", meuse_changed(landuse__band=3))
     write_case("meuse_value_column_of_other_metal", meuse_changed(samples__value="Cd"))
+
+    # --- predict: new imagery against what base/run's models were trained on
+    swapped = write_case("predict_bands_swapped")  # blue and red swapped
+    write_raster(swapped / "new.tif", imagery_data(1)[[1, 0, 2]], nodata=0,
+                 descriptions=("red", "blue", "nir"))  # fmt: skip
+    coarser = write_case("predict_other_pixel_size")
+    write_raster(coarser / "new.tif", imagery_data(1)[:, :32, :32], pixel=20.0, nodata=0,
+                 descriptions=BAND_NAMES)  # fmt: skip
+    fewer = write_case("predict_band_missing")
+    write_raster(fewer / "new.tif", imagery_data(1)[:2], nodata=0, descriptions=BAND_NAMES[:2])
+    scaled = write_case("predict_other_scale")  # reflectance x 10000 declared as x 0.0001
+    write_raster(scaled / "new.tif", imagery_data(1), nodata=0, descriptions=BAND_NAMES,
+                 scales=(1.0, 0.0001, 1.0))  # fmt: skip
+    renamed = write_case("predict_unnamed_bands")  # no band descriptions
+    write_raster(renamed / "new.tif", imagery_data(1), nodata=0)
+    old = write_case("predict_model_without_imagery_record")
+    import torch
+
+    from soilsource.modelio import save_model
+    from soilsource.models import SILICNet
+
+    torch.manual_seed(0)
+    metadata = {"scope": "r1", "patch_px": 16, "band_names": list(BAND_NAMES)}  # no imagery
+    save_model(
+        old / "run" / "models" / "r1" / "silicnet.pt", SILICNet(3, patch_px=16), metadata=metadata
+    )
 
     # --- command line (the base project, bad arguments)
     write_case("cli_out_is_a_file", **{"out": "a file, not a directory\n"})

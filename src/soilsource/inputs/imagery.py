@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -106,6 +107,17 @@ def describe_crs(crs: CRS | str | None) -> str:
     crs = CRS.from_user_input(crs)
     code = crs.to_epsg(min_confidence=70)
     return f"EPSG:{code} ({crs.name})" if code else crs.name
+
+
+def crs_code(crs: CRS | str) -> str:
+    """``EPSG:28992``: the CRS as its authority code, or as WKT when it has none.
+
+    >>> crs_code("EPSG:32649"), crs_code("+proj=utm +zone=49 +datum=WGS84")
+    ('EPSG:32649', 'EPSG:32649')
+    """
+    crs = CRS.from_user_input(crs)
+    code = crs.to_epsg(min_confidence=70)
+    return f"EPSG:{code}" if code else crs.to_wkt()
 
 
 def open_raster(path: str | PathLike[str], key: str = "imagery.path") -> rasterio.DatasetReader:
@@ -241,6 +253,82 @@ def reproject_points(
     with np.errstate(all="ignore"):
         tx, ty = transformer.transform(x, y, errcheck=False)
     return np.asarray(tx, dtype=float), np.asarray(ty, dtype=float)
+
+
+PIXEL_TOLERANCE = 0.01
+"""Relative difference of pixel size that :func:`check_like_training` accepts (1 %)."""
+
+
+def imagery_record(raster: RasterInfo) -> dict[str, Any]:
+    """What a model needs its imagery to be, as plain JSON (saved in the model file).
+
+    Band names and order, count, each band's scale and offset (the reader turns values
+    into physical units with them), and the pixel size (a patch is a fixed number of
+    pixels). The CRS and data type are recorded for information; they may differ.
+    """
+    return {
+        "band_names": list(raster.band_names),
+        "count": raster.count,
+        "scales": list(raster.scales),
+        "offsets": list(raster.offsets),
+        "pixel_size_m": raster.pixel_size_m,
+        "crs": describe_crs(raster.crs),
+        "dtype": raster.dtype,
+    }
+
+
+def check_like_training(raster: RasterInfo, record: dict[str, Any]) -> None:
+    """Refuse imagery whose bands or pixel size differ from what a model was trained on.
+
+    ``record`` is :func:`imagery_record` of the training imagery. Checked in this order:
+    band count, each band's name (in order), scale and offset, then the pixel size
+    (within :data:`PIXEL_TOLERANCE`).
+
+    Raises
+    ------
+    InputError
+        One line naming the band or property that differs, and what the model expects.
+    """
+    names = list(record["band_names"])
+    if raster.count != record["count"]:
+        raise InputError(
+            raster.path,
+            "",
+            f"{raster.count} bands, but the model was trained on {record['count']} "
+            f"({', '.join(names)})",
+        )
+    for i, (name, expected) in enumerate(zip(raster.band_names, names, strict=True)):
+        if name != expected:
+            hint = ""
+            if name in names:
+                hint = f"; '{name}' is band {names.index(name) + 1} in training: reorder the bands"
+            elif name == f"band_{i + 1}":
+                hint = " (the file names no bands): set its band descriptions"
+            raise InputError(
+                raster.path,
+                f"band {i + 1}",
+                f"is '{name}', but the model was trained with '{expected}' there{hint}",
+            )
+    for what, got, want in (
+        ("scale", raster.scales, record["scales"]),
+        ("offset", raster.offsets, record["offsets"]),
+    ):
+        for i, (a, b) in enumerate(zip(got, want, strict=True)):
+            if not math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12):
+                raise InputError(
+                    raster.path,
+                    f"band {i + 1} ('{names[i]}')",
+                    f"{what} {a:g}, but the training imagery had {what} {b:g}; the values "
+                    "would not mean the same",
+                )
+    size, trained = raster.pixel_size_m, float(record["pixel_size_m"])
+    if abs(size - trained) > PIXEL_TOLERANCE * trained:
+        raise InputError(
+            raster.path,
+            "pixel size",
+            f"{size:g} m, but the model was trained on {trained:g} m pixels (its patches are "
+            f"a fixed number of pixels); resample the imagery to {trained:g} m",
+        )
 
 
 def _check_same_bands(rasters: Sequence[RasterInfo]) -> None:

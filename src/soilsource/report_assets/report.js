@@ -11,9 +11,11 @@ document.querySelectorAll("article.map").forEach(function (map) {
       img.style.display = img.dataset.overlay === name ? "" : "none";
       img.style.opacity = opacity;
     });
-    map.querySelectorAll("img[data-legend]").forEach(function (img) {
-      img.style.display = img.dataset.legend === name ? "" : "none";
+    map.querySelectorAll("[data-legend]").forEach(function (item) {
+      item.style.display = item.dataset.legend === name ? "" : "none";
     });
+    var stack = map.querySelector(".stack");
+    if (stack) { stack.classList.toggle("overlaid", name !== "none"); }
     map.querySelectorAll("input[data-toggle]").forEach(function (box) {
       var layer = map.querySelector("[data-layer=" + box.dataset.toggle + "]");
       if (layer) { layer.style.display = box.checked ? "" : "none"; }

@@ -1,0 +1,187 @@
+"""``soilsource predict``: a trained run's maps for new imagery (another area, another year).
+
+A run saves, with its SI-LICNet of each scope (``models/SCOPE/silicnet.pt``), what the model
+needs its imagery to be (:func:`~soilsource.inputs.imagery.imagery_record`: band names and
+order, scales and offsets, pixel size) and how each region's maps were made (the rule's
+limits, the texts of the maps' tags: :func:`~soilsource.pipeline.map_record`).
+:func:`predict` checks the new imagery against the first
+(:func:`~soilsource.inputs.imagery.check_like_training`) before anything is written, then
+writes the maps with the second, exactly as ``run`` does:
+
+- ``OUT/probability/REGION.tif`` and ``OUT/concentration/REGION.tif`` (Cloud-Optimised
+  GeoTIFFs with their QGIS styles, :mod:`soilsource.gisout`);
+- ``OUT/applicability/REGION.tif`` once the area of applicability exists (issue 13):
+  :func:`applicability_maps` is the hook;
+- ``OUT/report.html``: a short report (what was applied to what, and the maps);
+- ``OUT/run.json``: ``"complete"`` only when every file is in place, with ``kind:
+  predict``, the run, region and imagery.
+
+On the run's own imagery the maps are the run's, value for value (``tests/test_predict.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+from soilsource.config import Config
+from soilsource.errors import InputError
+from soilsource.inputs import RasterInfo, describe_raster
+from soilsource.inputs.imagery import check_like_training
+from soilsource.mapping import write_probability_map
+from soilsource.modelio import SavedModel, load_model, read_header
+from soilsource.patches import BandStats
+from soilsource.pipeline import MODEL, rule_of
+from soilsource.report import read_run_config, write_predict_report
+from soilsource.rundir import is_complete, mark, prepare, read_status, safe_stem
+
+__all__ = ["Prediction", "applicability_maps", "predict"]
+
+FOLDERS = ("probability", "concentration", "applicability")
+"""The map folders of a prediction, as in a run directory."""
+
+
+@dataclass
+class Prediction:
+    """What :func:`predict` wrote: the output directory and its maps by folder."""
+
+    out: Path
+    run_dir: Path
+    region: str
+    imagery: Path
+    maps: dict[str, Path] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def predict(
+    run_dir: str | PathLike[str],
+    imagery: str | PathLike[str],
+    out: str | PathLike[str],
+    *,
+    region: str | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> Prediction:
+    """Apply the SI-LICNet of a complete run to new imagery and write its maps to ``out``.
+
+    Parameters
+    ----------
+    run_dir:
+        A complete run directory (``soilsource run`` or ``demo``).
+    imagery:
+        One GeoTIFF with the bands of the training imagery, in the same order, with the
+        same scales and offsets and pixel size (any CRS and extent).
+    out:
+        Directory to write (the rules of a run directory: a complete one is replaced
+        only with ``force``, one of the user's is refused).
+    region:
+        Whose model and rule to apply; may be left out when the run has one region.
+
+    Raises
+    ------
+    InputError
+        Not a complete run, a run saved before its model files recorded their imagery,
+        an unknown region, or imagery whose bands or pixel size differ from the
+        training imagery (one line naming the band or property). Nothing is written.
+    """
+    run_dir, imagery = Path(run_dir), Path(imagery)
+    config, model_path, region = _model_of(run_dir, region)
+    saved = load_model(model_path)
+    record, maps = _records(saved, model_path, region)
+    raster = describe_raster(imagery, "--imagery")
+    check_like_training(raster, record)
+    out = prepare(out, force=force)  # only now, when every check has passed
+    result = Prediction(out, run_dir, region, imagery)
+    name = f"{safe_stem(region)}.tif"
+    stats = BandStats.from_dict(saved.metadata["band_stats"])
+    rule = rule_of(maps, saved.link)
+    result.maps["probability"] = write_probability_map(
+        out / "probability" / name,
+        saved.model,
+        stats,
+        raster,
+        max_nodata_share=config.patch.max_nodata_share,
+        rule=rule,
+        concentration_path=out / "concentration" / name,
+        rule_text=maps["rule_text"],
+        model_text=maps["model_text"],
+        progress=progress,
+    )
+    if rule is not None:
+        result.maps["concentration"] = out / "concentration" / name
+    result.notes += applicability_maps(result, raster, saved)
+    write_predict_report(out, run_dir, region, imagery, result.notes)
+    mark(
+        out,
+        "complete",
+        kind="predict",
+        run=str(run_dir.resolve()),
+        region=region,
+        imagery=str(imagery.resolve()),
+        maps={k: str(p.relative_to(out)) for k, p in result.maps.items()},
+    )
+    return result
+
+
+def applicability_maps(result: Prediction, raster: RasterInfo, saved: SavedModel) -> list[str]:
+    """Hook for ``applicability/REGION.tif`` (area of applicability) on the new imagery.
+
+    The area of applicability (issue 13) is not in this version of soilsource; when it is,
+    it is computed here from the run's training data and ``raster``, written to
+    ``result.out / "applicability"`` and added to ``result.maps``. Returns the notes the
+    report shows (for now, that there is no applicability map).
+    """
+    return [
+        "no applicability map: this version of soilsource does not compute the area of "
+        "applicability; read the maps with care far from the training samples' imagery"
+    ]
+
+
+def _model_of(run_dir: Path, region: str | None) -> tuple[Config, Path, str]:
+    """The run's configuration, the SI-LICNet file that maps ``region``, and the region."""
+    if not run_dir.is_dir():
+        raise InputError(run_dir, "", "not found (RUN_DIR: a run directory of soilsource run)")
+    if read_status(run_dir) is None:
+        raise InputError(
+            run_dir, "", "not a run directory (no run.json): give what run --out wrote"
+        )
+    if not is_complete(run_dir):
+        raise InputError(
+            run_dir, "run.json", "not a complete soilsource run; finish it with run --resume"
+        )
+    config = read_run_config(run_dir)
+    covered: dict[str, Path] = {}
+    for path in sorted((run_dir / "models").glob(f"*/{MODEL}.pt")):
+        scope = read_header(path).get("metadata", {}).get("scope")
+        regions = read_header(path).get("metadata", {}).get("maps") or {scope: None}
+        covered.update({name: path for name in regions})
+    if not covered:
+        raise InputError(run_dir, "models", f"no trained {MODEL}.pt: nothing to predict with")
+    if region is None:
+        if len(covered) > 1:
+            raise InputError(
+                "--region", "", f"the run has several regions; choose one of {', '.join(covered)}"
+            )
+        region = next(iter(covered))
+    if region not in covered:
+        raise InputError(
+            "--region", region, f"not a region of the run (regions: {', '.join(covered)})"
+        )
+    return config, covered[region], region
+
+
+def _records(saved: SavedModel, path: Path, region: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The model's imagery record and ``region``'s map record; a clear refusal without them."""
+    record = saved.metadata.get("imagery")
+    maps = (saved.metadata.get("maps") or {}).get(region)
+    if record is None or maps is None or "band_stats" not in saved.metadata:
+        raise InputError(
+            path,
+            "header",
+            "saved by a soilsource without predict: it does not record its training imagery "
+            "(band scales and offsets, pixel size) or its maps' rule; run the configuration "
+            "again with this version to predict with it",
+        )
+    return record, maps
