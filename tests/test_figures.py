@@ -93,3 +93,54 @@ def test_colour_bar_is_a_png(log):
     norm = LogNorm(0.1, 3) if log else Normalize(-1e-3, 1e-3)
     image = _png(colour_bar_png("viridis", norm, "label", log=log))
     assert image.shape[1] >= 250 and image[..., 3].max() == 255
+
+
+# --- map furniture ---------------------------------------------------------------------------
+
+
+def test_furniture_of_a_projected_map_names_the_crs_and_measures_the_ground():
+    from soilsource.figures import MapGrid, map_furniture
+
+    grid = MapGrid(780, 1040, (178440.0, 329600.0, 181560.0, 333760.0))  # Meuse, RD New
+    f = map_furniture(grid, "EPSG:28992")
+    assert f.crs == "EPSG:28992 (Amersfoort / RD New), metre"
+    labels = [label for _, label in f.x_ticks]
+    assert labels[0].replace("\u2009", "") == "179000" and len(labels) >= 3
+    assert all(0 <= pos <= 100 for pos, _ in f.x_ticks + f.y_ticks)
+    top = min(f.y_ticks)
+    assert float(top[1].replace("\u2009", "")) > float(max(f.y_ticks)[1].replace("\u2009", ""))
+    assert f.scale_label == "500 m"  # a quarter of 3.12 km, rounded down to 1-2-5
+    assert f.scale_pct == pytest.approx(500 / 3120 * 100, rel=2e-3)  # RD's scale factor ~1
+    assert abs(f.north_deg) < 1  # near RD's central meridian, grid north is true north
+
+
+def test_furniture_points_to_true_north_and_works_in_degrees():
+    from soilsource.figures import MapGrid, map_furniture
+
+    # UTM 49N, 2 degrees east of the central meridian (111 E) at 23 N: convergence ~0.8 deg
+    grid = MapGrid(500, 500, (700_000.0, 2_540_000.0, 710_000.0, 2_550_000.0))
+    f = map_furniture(grid, "EPSG:32649")
+    assert 0.5 < -f.north_deg < 1.2  # true north is west of grid north east of the meridian
+    assert f.scale_label == "2 km"
+    geographic = map_furniture(MapGrid(400, 400, (113.5, 22.5, 114.0, 23.0)), "EPSG:4326")
+    assert geographic.crs.endswith("degrees")
+    assert geographic.x_ticks[0][1].endswith("°E")
+    assert geographic.north_deg == pytest.approx(0.0, abs=1e-6)
+    # 0.5 degree of longitude at 22.75 N is about 51.4 km: a 10 km bar is ~19 %
+    assert geographic.scale_label == "10 km"
+    assert geographic.scale_pct == pytest.approx(10 / 51.4 * 100, rel=0.01)
+
+
+def test_svg_paths_clip_to_the_map_and_keep_lines_open():
+    import shapely
+
+    from soilsource.figures import MapGrid, svg_paths
+
+    grid = MapGrid(100, 100, (0.0, 0.0, 1000.0, 1000.0))
+    river = shapely.LineString([(-500, 500), (1500, 500)])  # runs on beyond the map
+    square = shapely.box(100, 100, 300, 300)
+    far = shapely.box(5000, 5000, 6000, 6000)
+    line, box, nothing = svg_paths([river, square, far], grid)
+    assert line == "M0.0,50.0 L100.0,50.0"
+    assert box.startswith("M") and box.endswith(" Z")
+    assert nothing == ""

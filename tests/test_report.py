@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import rasterio
 import yaml
 
 from soilsource.cli import main
@@ -270,10 +271,44 @@ def test_report_in_headless_chromium(run_dir, browser, tmp_path):
     first.find_element(By.CSS_SELECTOR, 'input[data-toggle="samples"]').click()
     assert not first.find_element(By.CSS_SELECTOR, 'g[data-layer="samples"]').is_displayed()
 
+    # under an overlay the imagery turns grey, so the overlay's colours read true
+    base = first.find_element(By.CSS_SELECTOR, "img.base")
+    assert "grayscale(1)" in base.value_of_css_property("filter")
+    first.find_element(By.CSS_SELECTOR, 'input[value="none"]').click()
+    assert base.value_of_css_property("filter") == "none"
+    for furniture in (".north", ".scalebar", ".tick.x", ".tick.y"):
+        assert first.find_element(By.CSS_SELECTOR, furniture).is_displayed(), furniture
+
     shot = tmp_path / "report.png"
     assert browser.save_screenshot(str(shot))
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
     assert pixels.shape[0] > 500 and pixels.std() > 10, "blank screenshot"
+
+
+@pytest.mark.slow
+def test_maps_carry_coordinates_scale_north_rule_and_reference_layers(run_dir, tmp_path):
+    out = _copy(run_dir, tmp_path / "reference")
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    with rasterio.open(out / "probability" / f"{REGIONS[0]}.tif") as src:
+        left, bottom, right, top = src.bounds
+    import geopandas as gpd
+    import shapely
+
+    canal = shapely.LineString([(left - 500, bottom), (right + 500, top)])  # beyond the map
+    gpd.GeoDataFrame({"name": ["canal"]}, geometry=[canal], crs=32649).to_file(
+        tmp_path / "canal.geojson"
+    )
+    config["report"] = {"reference": [str(tmp_path / "canal.geojson")]}
+    (out / "config.yaml").write_text(yaml.safe_dump(config))
+    html = _html(write_report(out))
+    first = html[html.index('<article class="map"') : html.index("</article>")]
+    assert re.search(r'<g data-layer="reference" class="reference">\s*<path d="M0\.0,', first)
+    assert "canal (reference)" in first
+    assert "Coordinates: EPSG:32649 (WGS 84 / UTM zone 49N), metre" in first
+    assert 'class="north"' in first and 'class="scalebar"' in first
+    assert len(re.findall(r'class="tick x"', first)) >= 2
+    assert "Rule: Cd value &gt;" in first  # the rule the probability refers to
+    assert 'data-overlay="concentration"' in first  # the predicted median, mg/kg
 
 
 @pytest.mark.slow

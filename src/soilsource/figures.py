@@ -355,7 +355,7 @@ def map_furniture(grid: MapGrid, crs: object) -> MapFurniture:
 
     Ticks fall on round coordinates (matplotlib's ``MaxNLocator``), labelled in the CRS's
     unit (metres with thousands separators, degrees with their sign). The scale bar is a
-    round ground distance (1, 2 or 5 times a power of ten) of about a fifth of the map's
+    round ground distance (1, 2 or 5 times a power of ten) of at most a quarter of the map's
     width, measured on the ellipsoid (``pyproj.Geod``) along the map's middle row, so it is
     right in any CRS, geographic ones included. The north arrow points to true north at
     the map's centre (``north_deg`` clockwise from the top): grid north and true north
@@ -390,7 +390,7 @@ def map_furniture(grid: MapGrid, crs: object) -> MapFurniture:
     (lon0, lon1), (lat0, lat1) = to_lonlat.transform([left, right], [middle, middle])
     geod = Geod(ellps="WGS84")
     width_m = geod.inv(lon0, lat0, lon1, lat1)[2]
-    length = _round_length(width_m / 5)
+    length = _round_length(width_m / 4)
     scale_label = f"{length / 1000:g} km" if length >= 1000 else f"{length:g} m"
     # true north: the azimuth, in map coordinates, of a short step north from the centre
     cx, cy = (left + right) / 2, middle

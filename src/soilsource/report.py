@@ -56,7 +56,7 @@ from soilsource.figures import (
     true_colour_jpeg,
 )
 from soilsource.gisout import CONCENTRATION_CMAP, PROBABILITY_CMAP, SIGNED_CMAP
-from soilsource.inputs.imagery import region_path
+from soilsource.inputs.imagery import describe_raster, region_path
 from soilsource.inputs.reference import read_reference
 from soilsource.progress import track
 from soilsource.rundir import safe_stem
@@ -161,11 +161,9 @@ def write_predict_report(
     if region_map.grid is not None and predictions is not None and value_norm is not None:
         table = predictions[predictions["region"] == region]
         region_map.samples = _samples(table, region_map.grid, value_norm)
-    import rasterio
-
-    with rasterio.open(imagery) as src:
-        bands = ", ".join(d or f"band {i + 1}" for i, d in enumerate(src.descriptions))
-        grid = f"{src.width} x {src.height} px of {src.res[0]:g} x {src.res[1]:g}"
+    info = describe_raster(imagery, "--imagery")
+    bands = ", ".join(info.band_names)
+    grid = f"{info.width} x {info.height} px of {info.pixel_size_m:g} m, {info.describe_crs()}"
     probability = rasters["probability"]
     tags = _tags(probability) if probability.is_file() else {}
     rows = [
