@@ -87,6 +87,8 @@ def predict(
         training imagery (one line naming the band or property). Nothing is written.
     """
     run_dir, imagery = Path(run_dir), Path(imagery)
+    if Path(out).resolve() in (run_dir.resolve(), *run_dir.resolve().parents):
+        raise InputError("--out", str(out), "holds the run itself; choose another directory")
     config, model_path, region = _model_of(run_dir, region)
     saved = load_model(model_path)
     record, maps = _records(saved, model_path, region)
