@@ -276,7 +276,9 @@ def layer_style_qml(
     symbol = ET.SubElement(
         symbols, "symbol", type="fill", name="0", alpha="1", clip_to_extent="1", force_rhr="0"
     )
-    layer = ET.SubElement(symbol, "layer", attrib={"class": "SimpleFill"}, enabled="1", pass_="0")
+    layer = ET.SubElement(
+        symbol, "layer", attrib={"class": "SimpleFill", "pass": "0"}, enabled="1", locked="0"
+    )
     options = ET.SubElement(layer, "Option", type="Map")
     for name, value in (
         ("color", "0,0,0,0"),
@@ -303,8 +305,7 @@ def layer_style_qml(
         buffer.attrib.update(bufferDraw="1", bufferSize="1", bufferColor="255,255,255,255")
         ET.SubElement(settings, "placement", placement="1")
     ET.SubElement(root, "layerGeometryType").text = "2"
-    text = _document(root)
-    return text.replace('pass_="0"', 'pass="0"')  # 'pass' is a Python keyword
+    return _document(root)
 
 
 def write_layer_style(

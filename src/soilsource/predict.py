@@ -91,14 +91,14 @@ def predict(
         raise InputError("--out", str(out), "holds the run itself; choose another directory")
     config, model_path, region = _model_of(run_dir, region)
     saved = load_model(model_path)
-    record, maps = _records(saved, model_path, region)
+    record, how = _records(saved, model_path, region)
     raster = describe_raster(imagery, "--imagery")
     check_like_training(raster, record)
     out = prepare(out, force=force)  # only now, when every check has passed
     result = Prediction(out, run_dir, region, imagery)
     name = f"{safe_stem(region)}.tif"
     stats = BandStats.from_dict(saved.metadata["band_stats"])
-    rule = rule_of(maps, saved.link)
+    rule = rule_of(how, saved.link)
     result.maps["probability"] = write_probability_map(
         out / "probability" / name,
         saved.model,
@@ -107,8 +107,8 @@ def predict(
         max_nodata_share=config.patch.max_nodata_share,
         rule=rule,
         concentration_path=out / "concentration" / name,
-        rule_text=maps["rule_text"],
-        model_text=maps["model_text"],
+        rule_text=how["rule_text"],
+        model_text=how["model_text"],
         progress=progress,
     )
     if rule is not None:
@@ -156,8 +156,8 @@ def _model_of(run_dir: Path, region: str | None) -> tuple[Config, Path, str]:
     config = read_run_config(run_dir)
     covered: dict[str, Path] = {}
     for path in sorted((run_dir / "models").glob(f"*/{MODEL}.pt")):
-        scope = read_header(path).get("metadata", {}).get("scope")
-        regions = read_header(path).get("metadata", {}).get("maps") or {scope: None}
+        metadata = read_header(path).get("metadata", {})
+        regions = metadata.get("maps") or {metadata.get("scope"): None}  # older runs: the scope
         covered.update({name: path for name in regions})
     if not covered:
         raise InputError(run_dir, "models", f"no trained {MODEL}.pt: nothing to predict with")
@@ -175,10 +175,10 @@ def _model_of(run_dir: Path, region: str | None) -> tuple[Config, Path, str]:
 
 
 def _records(saved: SavedModel, path: Path, region: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The model's imagery record and ``region``'s map record; a clear refusal without them."""
+    """The model's imagery record and how ``region``'s maps were made; a clear refusal without."""
     record = saved.metadata.get("imagery")
-    maps = (saved.metadata.get("maps") or {}).get(region)
-    if record is None or maps is None or "band_stats" not in saved.metadata:
+    how = (saved.metadata.get("maps") or {}).get(region)
+    if record is None or how is None or "band_stats" not in saved.metadata:
         raise InputError(
             path,
             "header",
@@ -186,4 +186,4 @@ def _records(saved: SavedModel, path: Path, region: str) -> tuple[dict[str, Any]
             "(band scales and offsets, pixel size) or its maps' rule; run the configuration "
             "again with this version to predict with it",
         )
-    return record, maps
+    return record, how
