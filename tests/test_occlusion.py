@@ -48,9 +48,12 @@ def sensitive_model(
     return model
 
 
-def captum(model: nn.Module, x: torch.Tensor, window: int, stride: int, baseline=0.0):
+def captum(
+    model: nn.Module, x: torch.Tensor, window: int, stride: int, baseline=0.0, squash=True
+):
     c = x.shape[1]
-    occlusion = Occlusion(lambda t: torch.sigmoid(model(t)).reshape(-1))
+    forward = (lambda t: torch.sigmoid(model(t))) if squash else model
+    occlusion = Occlusion(lambda t: forward(t).reshape(-1))
     return occlusion.attribute(
         x,
         sliding_window_shapes=(c, window, window),
@@ -129,6 +132,20 @@ def test_incremental_equals_captum_with_quadrant_sectors(patch_px):
     expected = captum(model, x, 7, 3)
     assert expected.abs().max() > 1e-3
     assert (occlusion_sensitivity(model, x, 7, 3) - expected).abs().max() < TOL
+
+
+@pytest.mark.parametrize("method", ["incremental", "full"])
+def test_raw_output_equals_captum_on_the_model_itself(method):
+    """output="raw": drops of the model's output (a logit, or a standardised log value)."""
+    x = torch.randn(2, 3, 26, 26, generator=torch.Generator().manual_seed(2))
+    model = sensitive_model(3, 26, seed=8, x=x)
+    expected = captum(model, x, 7, 3, baseline=0.4, squash=False)
+    got = occlusion_sensitivity(model, x, 7, 3, 0.4, method=method, output="raw")
+    assert expected.abs().max() > 1e-2
+    # no sigmoid to flatten the float32 rounding of the head's large sums (weights x 30)
+    assert (got - expected).abs().max() < 5 * TOL
+    squashed = occlusion_sensitivity(model, x, 7, 3, 0.4, method=method)
+    assert not torch.allclose(got, squashed)
 
 
 def test_full_method_equals_captum_and_incremental():

@@ -43,6 +43,9 @@ from soilsource.models.silicnet import STEM_STRIDE, SILICNet
 __all__ = ["occlusion_sensitivity", "window_starts"]
 
 Method = Literal["auto", "incremental", "full"]
+Output = Literal["probability", "raw"]
+"""What a drop is measured in: ``sigmoid`` of the model's output, or the output itself
+(a logit, or for a model of the concentration the standardised log concentration ``z``)."""
 
 
 def window_starts(size: int, window_px: int, stride_px: int) -> np.ndarray:
@@ -66,6 +69,7 @@ def occlusion_sensitivity(
     *,
     batch_windows: int | None = None,
     method: Method = "auto",
+    output: Output = "probability",
 ) -> Tensor:
     """Mean drop of the predicted probability over the occluding windows covering each pixel.
 
@@ -90,6 +94,11 @@ def occlusion_sensitivity(
         ``"incremental"`` (SI-LICNet only: recompute only what a window changes),
         ``"full"`` (any model: one full forward pass per window, batched), or
         ``"auto"``: incremental for SI-LICNet, else full.
+    output:
+        ``"probability"``: drops of ``sigmoid(model(x))`` (Captum with that forward);
+        ``"raw"``: drops of ``model(x)`` itself (Captum with ``model`` as the forward), for
+        a model of the concentration the standardised log concentration, so a drop of
+        0.1 is a tenth of the training samples' log-concentration spread.
 
     Returns
     -------
@@ -123,6 +132,9 @@ def occlusion_sensitivity(
         raise TypeError(f"incremental occlusion needs a SILICNet, got {type(model).__name__}")
     if method not in ("incremental", "full"):
         raise ValueError(f"method must be 'auto', 'incremental' or 'full', got {method!r}")
+    if output not in ("probability", "raw"):
+        raise ValueError(f"output must be 'probability' or 'raw', got {output!r}")
+    squash = output == "probability"
     if batch_windows is None:
         batch_windows = 64 if method == "full" else 1024
     if batch_windows < 1:
@@ -137,9 +149,11 @@ def occlusion_sensitivity(
     try:
         with torch.inference_mode():
             if method == "incremental":
-                drops = _incremental_drops(model, xd, base, ys, xs, window_px, batch_windows)
+                drops = _incremental_drops(
+                    model, xd, base, ys, xs, window_px, batch_windows, squash
+                )
             else:
-                drops = _full_drops(model, xd, base, ys, xs, window_px, batch_windows)
+                drops = _full_drops(model, xd, base, ys, xs, window_px, batch_windows, squash)
             maps = _average_over_windows(drops, (h, w), window_px, stride_px)
     finally:
         model.train(was_training)
@@ -165,6 +179,7 @@ def _full_drops(
     xs: np.ndarray,
     window_px: int,
     batch_windows: int,
+    squash: bool = True,
 ) -> Tensor:
     """Drops ``(N, Ky, Kx)`` by full forward passes on occluded copies, many per batch."""
     n = x.shape[0]
@@ -178,7 +193,8 @@ def _full_drops(
             for j, (a, b) in enumerate(chunk, start=1):
                 region = (slice(None), slice(a, a + window_px), slice(b, b + window_px))
                 batch[j][region] = base[i][region]
-            prob = torch.sigmoid(model(batch).reshape(-1))
+            out = model(batch).reshape(-1)
+            prob = torch.sigmoid(out) if squash else out
             drops[i, lo : lo + len(chunk)] = prob[0] - prob[1:]
     return drops.reshape(n, len(ys), len(xs))
 
@@ -220,6 +236,7 @@ def _incremental_drops(
     xs: np.ndarray,
     window_px: int,
     batch_windows: int,
+    squash: bool = True,
 ) -> Tensor:
     """Drops ``(N, Ky, Kx)`` recomputing only each window's projective field (see module doc).
 
@@ -298,7 +315,8 @@ def _incremental_drops(
             delta = torch.cat(deltas, dim=1)  # members' channels follow each other
             # The unoccluded patch rides in the same head call: a window that changes
             # nothing then drops by exactly 0, not by the rounding of another batch size.
-            prob = torch.sigmoid(model.classify(torch.cat([pooled0[None], pooled0 + delta])))
+            out = model.classify(torch.cat([pooled0[None], pooled0 + delta]))
+            prob = torch.sigmoid(out) if squash else out
             drops[i, sl] = prob[0] - prob[1:]
     return drops.reshape(n, len(ys), len(xs))
 
