@@ -144,3 +144,13 @@ def test_svg_paths_clip_to_the_map_and_keep_lines_open():
     assert line == "M0.0,50.0 L100.0,50.0"
     assert box.startswith("M") and box.endswith(" Z")
     assert nothing == ""
+
+
+def test_positive_evidence_stays_red_when_the_negative_side_is_larger():
+    """Issue 13: a scale set by large negative values made positive evidence invisible."""
+    values = np.ma.masked_invalid(np.array([[-10.0, -5.0, 0.0, 0.5, 1.0]], dtype="float32"))
+    norm = symmetric_norm(values, percentile=100)
+    assert float(norm(0.0)) == 0.5  # centred on zero
+    rgba = _png(overlay_png(values, "RdBu_r", norm, fade_centre=True))
+    assert rgba[0, 4, 3] == 255 and rgba[0, 0, 3] == 255  # both extremes fully opaque
+    assert rgba[0, 4, 0] > 2 * rgba[0, 4, 2]  # the largest positive value: full (dark) red

@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import rasterio
 from affine import Affine
-from matplotlib.colors import Colormap, Normalize
+from matplotlib.colors import Colormap, Normalize, TwoSlopeNorm
 from rasterio.enums import Resampling
 from rasterio.windows import from_bounds
 from sklearn.metrics import roc_curve
@@ -260,15 +260,27 @@ def overlay_png(
 
 
 def symmetric_norm(values: np.ma.MaskedArray, percentile: float = 99.0) -> Normalize:
-    """A colour scale centred on zero up to the ``percentile`` of ``|values|``.
+    """A colour scale centred on zero, each side up to the ``percentile`` of its own values.
 
-    Signed quantities (sensitivity) read at a glance: white is no effect, and one
-    extreme pixel does not flatten the rest.
+    Signed quantities (sensitivity) read at a glance: white is no effect, red the
+    positive side, blue the negative, and neither side's extremes decide how visible
+    the other is (a map whose negative values are ten times larger still shows its
+    positive evidence in full red). One extreme pixel does not flatten the rest.
+
+    >>> norm = symmetric_norm(np.ma.masked_invalid(np.array([-10.0, 0.0, 1.0])), 100)
+    >>> float(norm(-10.0)), float(norm(0.0)), float(norm(1.0))
+    (0.0, 0.5, 1.0)
     """
-    valid = np.abs(values.compressed())
-    limit = float(np.percentile(valid, percentile)) if valid.size else 1.0
-    limit = limit if limit > 0 else 1.0
-    return Normalize(-limit, limit)
+    valid = values.compressed()
+
+    def side(part: np.ndarray) -> float:
+        limit = float(np.percentile(part, percentile)) if part.size else 0.0
+        return limit if limit > 0 else 0.0
+
+    up, down = side(valid[valid > 0]), side(-valid[valid < 0])
+    if up == 0 and down == 0:
+        return Normalize(-1.0, 1.0)
+    return TwoSlopeNorm(0.0, -(down or up), up or down)
 
 
 def colour_bar_png(
