@@ -48,9 +48,7 @@ def sensitive_model(
     return model
 
 
-def captum(
-    model: nn.Module, x: torch.Tensor, window: int, stride: int, baseline=0.0, squash=True
-):
+def captum(model: nn.Module, x: torch.Tensor, window: int, stride: int, baseline=0.0, squash=True):
     c = x.shape[1]
     forward = (lambda t: torch.sigmoid(model(t))) if squash else model
     occlusion = Occlusion(lambda t: forward(t).reshape(-1))

@@ -117,13 +117,31 @@ def test_landuse_table_and_hotspots_are_consistent(city_run):
     table = pd.read_csv(result.out / "landuse_sensitivity.csv")
     assert list(table.columns) == [
         "region", "class", "mean_sensitivity", "area_share", "hotspot_share",
-        "enrichment", "p_value", "rank",
+        "enrichment", "p_value", "rank", "driver",
     ]  # fmt: skip
     for _, group in table.groupby("region"):
         assert group["area_share"].sum() == pytest.approx(1.0, abs=1e-6)
     hotspots = gpd.read_file(result.out / "hotspots.gpkg", layer="hotspots")
     assert {"region", "area_m2", "mean_sensitivity", "landuse"} <= set(hotspots.columns)
     assert hotspots.crs.to_epsg() == 32649
+    candidates = gpd.read_file(result.out / "candidates.gpkg")
+    assert list(candidates.columns[:10]) == [
+        "region", "rank", "class", "area_m2", "x", "y", "effect", "effect_lo", "effect_hi",
+        "n_samples",
+    ]  # fmt: skip
+    assert candidates.crs.to_epsg() == 32649
+    assert (candidates["effect"] > 0).all()
+    # Skill gates the answers: no hotspots, candidates or drivers without it.
+    metrics = json.loads((result.out / "metrics.json").read_text())
+    for region, entry in metrics["regions"].items():
+        if entry["skill"]:
+            continue
+        assert entry["skill_reason"]
+        assert not (hotspots["region"] == region).any()
+        assert not (candidates["region"] == region).any()
+        assert not table.loc[table["region"] == region, "driver"].any()
+    drivers = table[table["driver"]]
+    assert (drivers["mean_sensitivity"] > 0).all() and (drivers["p_value"] < 0.05).all()
 
 
 @pytest.mark.slow

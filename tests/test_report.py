@@ -24,7 +24,18 @@ from soilsource.training import TrainSettings
 
 FAST = TrainSettings(max_epochs=1, batch_size=16, patience=1)
 REGIONS = ("industrial_town", "river_paddies")
-SECTIONS = ("inputs", "accuracy", "roc", "maps", "landuse", "method", "configuration", "provenance")
+SECTIONS = (
+    "findings",
+    "inputs",
+    "accuracy",
+    "roc",
+    "maps",
+    "candidates",
+    "landuse",
+    "method",
+    "configuration",
+    "provenance",
+)
 EVIL_REGION = "<script>alert(1)</script>"
 EVIL_CLASS = "<img src=x onerror=alert(2)>"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -78,7 +89,7 @@ def test_pipeline_writes_a_complete_report(run_dir):
         if entry["auc"] is not None:
             assert f"{entry['auc']:.3f}" in html
     # One map per region, each with imagery, both overlays, samples and the opacity slider.
-    assert html.count('<article class="map"') == len(metrics["regions"])
+    assert html.count('<article class="map') == len(metrics["regions"])
     assert html.count('class="base" src="data:image/jpeg;base64,') == len(metrics["regions"])
     assert html.count('data-overlay="sensitivity"') == len(metrics["regions"])
     assert html.count('data-overlay="probability"') == len(metrics["regions"])
@@ -176,6 +187,22 @@ def test_optimistic_and_null_auc_are_labelled(run_dir, tmp_path):
         next(iter(metrics["regions"].values()))["baselines"]
     )
     assert 'n/a<br><span class="reason">one class only (all 0)</span>' in html
+
+
+@pytest.mark.slow
+def test_a_region_without_skill_is_greyed_with_its_reason(run_dir, tmp_path):
+    out = _copy(run_dir, tmp_path / "skill")
+    metrics = json.loads((out / "metrics.json").read_text())
+    first, second = list(metrics["regions"])
+    metrics["regions"][first].update(skill=False, skill_reason="AUC 0.42, interval [0.31, 0.53]")
+    metrics["regions"][second]["skill"] = True
+    metrics["regions"][second].pop("skill_reason", None)
+    (out / "metrics.json").write_text(json.dumps(metrics))
+    html = _html(write_report(out))
+    assert html.count('<article class="map noskill"') == 1
+    assert html.count("AUC 0.42, interval [0.31, 0.53]") >= 2  # in the findings and on the map
+    assert '<section id="findings">' in html and "Reliability" in html
+    assert "test patches overlapping training" in html
 
 
 def test_not_a_run_directory(tmp_path, capsys):

@@ -207,6 +207,15 @@ class ExplainConfig(_Section):
     hotspot_share: Share = Field(
         default=0.05, description="Top share of sensitivity that forms hotspots."
     )
+    candidates: int = Field(
+        default=20,
+        ge=0,
+        le=1000,
+        description=(
+            "Candidate source objects kept per region in candidates.gpkg (ranked by their "
+            "attributed effect on the samples around them; 0 = none)."
+        ),
+    )
     aggregation: Literal["mean", "relative"] = Field(
         default="mean",
         description=(

@@ -93,6 +93,38 @@ def roc_figure(
     return path
 
 
+def reliability_png(groups: Mapping[str, tuple[np.ndarray, np.ndarray]], bins: int = 5) -> bytes:
+    """Reliability diagram (PNG): observed share of positives against the mean predicted
+    probability, in ``bins`` equal-count bins of each group's probabilities.
+
+    ``groups`` maps a name (a region) to its 0/1 labels and probabilities; NaN
+    probabilities are left out. A calibrated model lies on the diagonal.
+    """
+    fig, ax = plt.subplots(figsize=(4.8, 4.6), dpi=110)
+    ax.plot([0, 1], [0, 1], color="0.7", lw=1, ls="--", label="calibrated")
+    for name, (labels, proba) in groups.items():
+        labels, proba = np.asarray(labels, float), np.asarray(proba, float)
+        ok = np.isfinite(proba)
+        if ok.sum() < bins:
+            continue
+        order = np.argsort(proba[ok], kind="stable")
+        parts = np.array_split(order, bins)
+        mean_p = [proba[ok][part].mean() for part in parts]
+        observed = [labels[ok][part].mean() for part in parts]
+        ax.plot(mean_p, observed, marker="o", ms=3, lw=1.2, label=name)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("mean predicted probability (out of fold)")
+    ax.set_ylabel("observed share contaminated")
+    ax.set_title(f"Reliability ({bins} equal-count bins per region)", fontsize=10)
+    ax.legend(loc="upper left", fontsize=7, frameon=False)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
 # --- map layers of the report ------------------------------------------------------------------
 
 MAP_MAX_PX = 900

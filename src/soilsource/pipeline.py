@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import rasterio.windows
 import torch
 from scipy.stats import spearmanr
 
@@ -34,12 +35,22 @@ from soilsource.dataset import Dataset, RegionSamples, load_dataset
 from soilsource.errors import InputError
 from soilsource.evaluation import (
     N_BOOTSTRAP,
+    AUCResult,
     CVResult,
     brier_score,
     cross_validate,
     paired_auc_difference,
 )
 from soilsource.explain import sensitivity
+from soilsource.explain.candidates import (
+    covered_window,
+    exceedance_weights,
+    object_effects,
+    object_labels,
+    region_candidates,
+    sample_effects,
+    write_candidates,
+)
 from soilsource.explain.mosaic import write_sensitivity
 from soilsource.figures import roc_figure
 from soilsource.hotspots import raster_hotspot_threshold, region_hotspots, write_hotspots
@@ -64,7 +75,12 @@ from soilsource.resume import Checkpoints
 from soilsource.rundir import mark, prepare, safe_stem
 from soilsource.rundir import resume as resume_run
 from soilsource.training import Standardized, TorchPatchClassifier, TrainSettings, derive_seed
-from soilsource.zones import region_landuse_statistics, write_geodetector, write_landuse_sensitivity
+from soilsource.zones import (
+    mark_drivers,
+    region_landuse_statistics,
+    write_geodetector,
+    write_landuse_sensitivity,
+)
 
 MODEL = "silicnet"
 """Name of the method's own network in metrics, predictions and model files."""
@@ -424,8 +440,10 @@ def sensitivity_maps(
 
     Window and stride are set in metres (``explain.window_m``, ``explain.stride_m``) and
     rounded to whole pixels of the imagery; the baseline is ``explain.baseline`` in
-    standardised units (0 = the band mean of the training samples). The work is
-    :func:`soilsource.explain.sensitivity.sensitivity_maps`, in batches on ``session``.
+    standardised units (0 = the band mean of the training samples). What a drop measures
+    (:func:`attribution_output`): for a model of the concentration, its predicted
+    standardised log concentration; for a model of the label, its probability. The work
+    is :func:`soilsource.explain.sensitivity.sensitivity_maps`, in batches on ``session``.
     """
     window_px, stride_px = sensitivity.occlusion_px(
         config.explain.window_m, config.explain.stride_m, pixel_m
@@ -439,7 +457,21 @@ def sensitivity_maps(
         config.explain.baseline,
         batch=batch,
         session=session,
+        output=attribution_output(model),
     )
+
+
+def attribution_output(model: Standardized) -> str:
+    """``"raw"`` (the predicted log concentration) for a model of the concentration, else
+    ``"probability"``: what occlusion drops are measured in (docs/method.md, issue 13)."""
+    return "raw" if getattr(model.inner, "link_", None) is not None else "probability"
+
+
+def sample_weights(region: RegionSamples, rows: np.ndarray) -> np.ndarray:
+    """How much each sample's map counts in the region's evidence: its measured exceedance
+    of its own limit in log units (:func:`soilsource.explain.candidates.exceedance_weights`)."""
+    table = region.table.iloc[rows]
+    return exceedance_weights(table["value"].to_numpy(float), table["limit"].to_numpy(float))
 
 
 def explain(
@@ -450,21 +482,30 @@ def explain(
     *,
     session: Session | None = None,
 ) -> None:
-    """Sensitivity rasters, land-use statistics and hotspots of every region."""
-    zones, hotspots = [], []
+    """Sensitivity rasters, land-use statistics, hotspots and candidate sources per region.
+
+    A region whose model has no skill (:func:`skill_verdict`) still gets its sensitivity
+    raster and land-use statistics (so a reader can see what was not trusted) but no
+    hotspots, no candidates and no driving land use.
+    """
+    zones, hotspots, candidates = [], [], []
     for region in dataset:
         model = final_model(cv, region.name)
         if model is None:
             warn(f"region '{region.name}': no trained model, so no sensitivity map")
             continue
+        skill, _ = skill_verdict(region_result(cv, region.name).regions[region.name])
+        landuse = open_landuse(config.landuse, region.name) if config.landuse else None
+        classes = landuse.classes if landuse else None
         raster_of = region.table["raster"].to_numpy()
         for k, raster in enumerate(region.rasters):
             members = np.flatnonzero(raster_of == k)
             if len(members) == 0:
                 continue
             path = out / "sensitivity" / f"{output_name(region, k)}.tif"
+            patches = region.patches.subset(members)
+            maps = None
             if not path.is_file():  # else finished before a resumed run's kill
-                patches = region.patches.subset(members)
                 maps = sensitivity_maps(
                     model, patches, config, raster.pixel_size_m, session=session
                 )
@@ -480,24 +521,69 @@ def explain(
                     aggregation=config.explain.aggregation,
                     model=model_text(config, region.name),
                 )
-            landuse = open_landuse(config.landuse, region.name) if config.landuse else None
-            classes = landuse.classes if landuse else None
             # One threshold for the zone statistics and the polygons (one pass over the map).
             hot = raster_hotspot_threshold(path, config.explain.hotspot_share)
             if landuse is not None:
-                zones.append(
-                    region_landuse_statistics(
-                        path, landuse, classes, region=region.name, threshold=hot
-                    )
+                zone = region_landuse_statistics(
+                    path, landuse, classes, region=region.name, threshold=hot
                 )
+                zones.append(mark_drivers(zone, skill))
+            if not skill:
+                continue
             hotspots.append(
                 region_hotspots(path, landuse, classes, region=region.name, threshold=hot)
+            )
+            if maps is None:
+                maps = sensitivity_maps(
+                    model, patches, config, raster.pixel_size_m, session=session
+                )
+            candidates.append(
+                _region_candidates(region, members, patches, maps, raster, landuse, config)
             )
     if zones:
         write_landuse_sensitivity(out / "landuse_sensitivity.csv", zones)
         write_geodetector(out / "geodetector.csv", zones)
     crs = dataset.regions[0].rasters[0].crs
     write_hotspots(out / "hotspots.gpkg", hotspots, crs=crs)
+    write_candidates(out / "candidates.gpkg", candidates, crs=crs)
+
+
+def _region_candidates(
+    region: RegionSamples,
+    members: np.ndarray,
+    patches: Patches,
+    maps: np.ndarray,
+    raster: Any,
+    landuse: Any,
+    config: Config,
+) -> Any:
+    """Candidate source objects of one region's raster (:mod:`soilsource.explain.candidates`)."""
+    window_px, _ = sensitivity.occlusion_px(
+        config.explain.window_m, config.explain.stride_m, raster.pixel_size_m
+    )
+    window = covered_window(patches, raster.height, raster.width)
+    codes = None if landuse is None else landuse.on_grid(raster, window)
+    valid = np.ones((int(window.height), int(window.width)), bool)
+    labels, names = object_labels(
+        codes, None if landuse is None else landuse.classes, 2 * window_px, valid
+    )
+    row_off = patches.row_off - int(window.row_off)
+    col_off = patches.col_off - int(window.col_off)
+    effects = sample_effects(maps, row_off, col_off, labels, window_px)
+    table = object_effects(effects, sample_weights(region, members), seed=config.train.seed)
+    xy = region.table[["x", "y"]].to_numpy(float)[members]
+    return region_candidates(
+        table,
+        labels,
+        names,
+        transform=rasterio.windows.transform(window, raster.transform),
+        crs=raster.crs,
+        region=region.name,
+        sample_xy=xy,
+        sample_values=region.table["value"].to_numpy(float)[members],
+        affected=effects,
+        top=config.explain.candidates,
+    )
 
 
 def probability_maps(
@@ -627,8 +713,9 @@ def build_metrics(
                 labels, proba, oof(cv[name], region, dataset)[0], seed=derive_seed(result.seed, 9)
             )
             main["auc_diff"][name] = None if diff is None else [round(v, 4) for v in diff]
-        ci = main.get("auc_ci95")
-        main["skill"] = bool(ci and ci[0] > 0.5)
+        main["skill"], reason = skill_verdict(result.regions[region.name])
+        if reason:
+            main["skill_reason"] = reason
         main["brier"] = brier_score(labels, proba)
         predicted = oof_values(cv[MODEL], region, dataset)
         if predicted is not None:
@@ -653,6 +740,30 @@ def build_metrics(
         "regions": regions,
         "overall": overall,
     }
+
+
+def skill_verdict(entry: AUCResult) -> tuple[bool, str | None]:
+    """Whether a region's model has skill (its AUC interval lies above 0.5), and if not, why.
+
+    A region without skill gets no hotspots, no candidate sources and no driving land use,
+    and the report greys its maps: what such a model attributes is not evidence.
+
+    >>> skill_verdict(AUCResult(100, 40, 0.71, (0.61, 0.80)))
+    (True, None)
+    >>> skill_verdict(AUCResult(100, 40, 0.56, (0.45, 0.66)))[1]
+    'AUC 0.56, 95 % interval [0.45, 0.66] reaches 0.5: no skill shown'
+    """
+    if entry.auc is None:
+        return False, f"no AUC ({entry.reason or 'not computed'})"
+    if entry.ci95 is None:
+        return False, f"AUC {entry.auc:.2f} without an interval: no skill shown"
+    lo, hi = entry.ci95
+    if lo > 0.5:
+        return True, None
+    return (
+        False,
+        f"AUC {entry.auc:.2f}, 95 % interval [{lo:.2f}, {hi:.2f}] reaches 0.5: no skill shown",
+    )
 
 
 def _auc_entry(entry: dict[str, Any]) -> dict[str, Any]:

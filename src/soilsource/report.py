@@ -50,6 +50,7 @@ from soilsource.figures import (
     map_grid,
     overlay_png,
     read_on_grid,
+    reliability_png,
     svg_paths,
     symmetric_norm,
     true_colour_bands,
@@ -104,7 +105,10 @@ class RegionMap:
     hotspots: list[dict[str, Any]] = field(default_factory=list)
     reference: list[dict[str, Any]] = field(default_factory=list)
     furniture: MapFurniture | None = None
+    candidates: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    no_skill: str | None = None
+    """Why the region's model has no skill (its maps are greyed); None when it has."""
 
 
 def write_report(run_dir: str | PathLike[str], *, seconds: dict[str, float] | None = None) -> Path:
@@ -232,9 +236,17 @@ def gather(run_dir: Path, *, seconds: dict[str, float] | None = None) -> dict[st
     regions = list(metrics.get("regions", {}))
     landuse = _read_csv(run_dir / "landuse_sensitivity.csv")
     geodetector = _read_csv(run_dir / "geodetector.csv")
+    candidates = _read_layer(run_dir / "candidates.gpkg")
     missing = [
         name
-        for name in ("predictions.csv", "hotspots.gpkg", "sensitivity", "probability", "figures")
+        for name in (
+            "predictions.csv",
+            "hotspots.gpkg",
+            "candidates.gpkg",
+            "sensitivity",
+            "probability",
+            "figures",
+        )
         if not (run_dir / name).exists()
     ]
     if config.landuse is not None:
@@ -252,7 +264,12 @@ def gather(run_dir: Path, *, seconds: dict[str, float] | None = None) -> dict[st
         "inputs": _inputs(config, metrics, predictions),
         "region_rows": _region_rows(metrics),
         "roc": _roc_images(run_dir, regions),
-        "maps": _maps(run_dir, config, regions, predictions),
+        "maps": _maps(run_dir, config, regions, predictions, metrics, candidates),
+        "findings": _findings(metrics, landuse, candidates),
+        "candidates": _candidate_tables(candidates, regions),
+        "reliability": _reliability(predictions),
+        "cv_rows": _cv_rows(metrics),
+        "truth": _truth_scores(run_dir, config, candidates),
         "value_bar": _value_bar(predictions, config.metal),
         "landuse": _landuse_tables(landuse, regions),
         "has_landuse": config.landuse is not None,
@@ -456,13 +473,19 @@ def _same_grid(candidates: list[Path], outputs: list[Path]) -> Path | None:
 
 
 def _maps(
-    run_dir: Path, config: Config, regions: list[str], predictions: pd.DataFrame | None
+    run_dir: Path,
+    config: Config,
+    regions: list[str],
+    predictions: pd.DataFrame | None,
+    metrics: dict[str, Any],
+    candidates: Any,
 ) -> list[RegionMap]:
-    hotspots = _read_hotspots(run_dir / "hotspots.gpkg")
+    hotspots = _read_layer(run_dir / "hotspots.gpkg")
     value_norm = _value_norm(predictions)
     reference = _read_references(config)
     maps: list[RegionMap] = []
     for region in track(regions, "report maps"):
+        entry = metrics.get("regions", {}).get(region, {})
         for key in _map_keys(run_dir, region):
             rasters = {kind: run_dir / kind / f"{key}.tif" for kind in MAP_KINDS}
             outputs = [p for p in rasters.values() if p.is_file()]
@@ -470,6 +493,8 @@ def _maps(
             region_map = build_map(
                 key, region, imagery, rasters, value_norm, reference, config.metal
             )
+            if entry.get("skill") is False:
+                region_map.no_skill = entry.get("skill_reason") or "the AUC interval reaches 0.5"
             if region_map.grid is not None:
                 if predictions is not None and value_norm is not None:
                     table = predictions[predictions["region"] == region]
@@ -477,6 +502,9 @@ def _maps(
                 if hotspots is not None:
                     frame = hotspots[hotspots["region"] == region]
                     region_map.hotspots = _hotspot_paths(frame, region_map.grid)
+                if candidates is not None:
+                    frame = candidates[candidates["region"] == region]
+                    region_map.candidates = _candidate_paths(frame, region_map.grid)
             maps.append(region_map)
     return maps
 
@@ -643,12 +671,14 @@ def _samples(table: pd.DataFrame, grid: MapGrid, norm: Normalize) -> list[dict[s
     return out
 
 
-def _read_hotspots(path: Path):
+def _read_layer(path: Path):
+    """A GeoPackage layer of the run directory (hotspots, candidates: the layer named as
+    the file), or None when absent."""
     if not path.is_file():
         return None
     import geopandas as gpd
 
-    return gpd.read_file(path, layer="hotspots")
+    return gpd.read_file(path, layer=path.stem)
 
 
 def _hotspot_paths(frame, grid: MapGrid) -> list[dict[str, Any]]:
@@ -660,6 +690,30 @@ def _hotspot_paths(frame, grid: MapGrid) -> list[dict[str, Any]]:
         if isinstance(row.get("landuse"), str):
             title += f", mostly {row['landuse']}"
         out.append({"d": d, "title": title})
+    return out
+
+
+def _candidate_paths(frame, grid: MapGrid) -> list[dict[str, Any]]:
+    """SVG paths of candidate sources with a tooltip and their rank at a point inside."""
+    out = []
+    paths = svg_paths(frame.geometry, grid)
+    for d, (_, row) in zip(paths, frame.iterrows(), strict=True):
+        point = row.geometry.representative_point()
+        col, line = grid.pixel_of(np.array([point.x]), np.array([point.y]))
+        title = (
+            f"candidate {row['rank']}: {row['class']}, {row['area_m2']:,.0f} m², effect "
+            f"{row['effect']:.3g} [{row['effect_lo']:.3g}, {row['effect_hi']:.3g}], "
+            f"{row['n_samples']} samples"
+        )
+        out.append(
+            {
+                "d": d,
+                "title": title,
+                "x": round(float(col[0]), 1),
+                "y": round(float(line[0]), 1),
+                "label": str(row["rank"]),
+            }
+        )
     return out
 
 
@@ -677,6 +731,103 @@ def _landuse_tables(
         if not rows.empty:
             tables.append((region, rows.to_dict("records")))
     return tables
+
+
+def _candidate_tables(candidates: Any, regions: list[str], k: int = 10) -> list[tuple[str, list]]:
+    """The top ``k`` candidates of each region (rank, class, area, effect, measured nearby)."""
+    if candidates is None:
+        return []
+    out = []
+    for region in regions:
+        rows = candidates[candidates["region"] == region].sort_values("rank").head(k)
+        if len(rows):
+            out.append((region, rows.drop(columns="geometry").to_dict("records")))
+    return out
+
+
+def _findings(metrics: dict[str, Any], landuse: pd.DataFrame | None, candidates: Any) -> list:
+    """One row per region for the summary at the top: skill, top candidates, drivers, and
+    what cannot be interpreted and why."""
+    rows = []
+    for region, entry in metrics.get("regions", {}).items():
+        skill = entry.get("skill")
+        drivers: list[str] = []
+        if landuse is not None and "driver" in landuse.columns:
+            mine = landuse[(landuse["region"] == region) & landuse["driver"].astype(bool)]
+            drivers = mine.sort_values("rank")["class"].tolist()
+        top: list[str] = []
+        if candidates is not None:
+            mine = candidates[candidates["region"] == region].sort_values("rank").head(3)
+            top = [
+                f"#{r['rank']} {r['class']} ({r['area_m2'] / 1e4:.1f} ha, nearby up to "
+                f"{r['value_max']:.3g} mg/kg)"
+                for _, r in mine.iterrows()
+            ]
+        rows.append(
+            {
+                "region": region,
+                "auc": _auc_text(entry),
+                "skill": skill,
+                "reason": entry.get("skill_reason", ""),
+                "drivers": drivers,
+                "top": top,
+            }
+        )
+    return rows
+
+
+def _reliability(predictions: pd.DataFrame | None) -> str | None:
+    """Reliability diagram of the out-of-fold probabilities, one line per region."""
+    if predictions is None or "prob" not in predictions.columns:
+        return None
+    groups = {
+        str(region): (part["label"].to_numpy(float), part["prob"].to_numpy(float))
+        for region, part in predictions.groupby("region", sort=False)
+    }
+    return _data_uri(reliability_png(groups))
+
+
+def _cv_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per region: the fold design, distances, and how many test patches overlap training."""
+    rows = []
+    overall = metrics.get("overall", {})
+    for region, entry in metrics.get("regions", {}).items():
+        cv = entry.get("cv") or {}
+        scope = overall.get(region) or overall.get("pooled") or {}
+        rows.append(
+            {
+                "region": region,
+                "design": _design_text(cv),
+                "folds": scope.get("folds"),
+                "overlap": scope.get("overlap_share"),
+                "brier": entry.get("brier"),
+            }
+        )
+    return rows
+
+
+def _truth_scores(run_dir: Path, config: Config, candidates: Any) -> dict[str, Any] | None:
+    """The run scored against a synthetic city's truth, when the samples come from one
+    (``soilsource demo``): source-pixel AUC, land-use Spearman, precision of candidates."""
+    city = Path(config.samples.path).parent
+    if not (city / "truth" / "summary.json").is_file():
+        return None
+    from soilsource.explain.scoring import candidate_scores, score_run
+    from soilsource.explain.sensitivity import occlusion_px
+
+    if not (run_dir / "landuse_sensitivity.csv").is_file():
+        return None
+    scores = score_run(run_dir, city)
+    pixel_m = json.loads((city / "truth" / "summary.json").read_text(encoding="utf-8"))["pixel_m"]
+    window_px, _ = occlusion_px(config.explain.window_m, config.explain.stride_m, pixel_m)
+    if candidates is not None:
+        precision = candidate_scores(candidates, city, cell_px=2 * window_px)
+        scores = scores.merge(precision, on="region", how="left")
+    return {
+        "rows": scores.to_dict("records"),
+        "mean_auc": float(scores["source_auc"].mean()),
+        "mean_spearman": float(scores["spearman_landuse"].mean()),
+    }
 
 
 def _versions() -> list[tuple[str, str]]:

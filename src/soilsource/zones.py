@@ -9,7 +9,10 @@ For each region and land-use class (``landuse_sensitivity.csv``):
 - ``enrichment``: ``hotspot_share / area_share`` (above 1: over-represented in hotspots);
 - ``p_value``: one-sided, for "the class is more sensitive than the rest", from a torus
   translation test (below);
-- ``rank``: by mean sensitivity, 1 = most sensitive (ties share the best rank).
+- ``rank``: by mean sensitivity, 1 = most sensitive (ties share the best rank);
+- ``driver``: the class drives contamination in this region: significant positive
+  evidence (``mean_sensitivity > 0`` and ``p_value < 0.05``) in a region whose model has
+  skill (:func:`mark_drivers`). Never true for a class whose evidence is negative.
 
 Shares are taken over covered pixels whose land use is known (a code in the class table),
 so they sum to one over the classes. Classes of the table absent from the covered area
@@ -95,6 +98,7 @@ TABLE_COLUMNS = [
     "enrichment",
     "p_value",
     "rank",
+    "driver",
 ]
 GEODETECTOR_COLUMNS = [
     "region",
@@ -314,6 +318,7 @@ def _results(
         }
     )
     table["rank"] = table.mean_sensitivity.rank(ascending=False, method="min").astype("Int64")
+    table["driver"] = False
     table = table.sort_values(["rank", "class"], na_position="last", ignore_index=True)
     geodetector = {
         "region": region,
@@ -324,7 +329,28 @@ def _results(
         "n_classes": int(present.sum()),
         "cell_px": sums.cell_px,
     }
-    return ZoneResult(table[TABLE_COLUMNS], geodetector)
+    return mark_drivers(ZoneResult(table[TABLE_COLUMNS], geodetector))
+
+
+DRIVER_P = 0.05
+"""p-value below which a class with positive mean sensitivity is a driver."""
+
+
+def mark_drivers(result: ZoneResult, skill: bool = True, p: float = DRIVER_P) -> ZoneResult:
+    """``result`` with the ``driver`` column set: positive mean, p-value below ``p``, skill.
+
+    >>> table = pd.DataFrame({"class": ["a", "b", "c"], "mean_sensitivity": [0.2, -0.1, 0.3],
+    ...                       "p_value": [0.01, 0.01, 0.2]})
+    >>> mark_drivers(ZoneResult(table, {})).table["driver"].tolist()
+    [True, False, False]
+    >>> mark_drivers(ZoneResult(table, {}), skill=False).table["driver"].tolist()
+    [False, False, False]
+    """
+    table = result.table.copy()
+    positive = table["mean_sensitivity"].fillna(0.0) > 0
+    significant = table["p_value"].fillna(1.0) < p
+    table["driver"] = (positive & significant & skill).astype(bool)
+    return ZoneResult(table, result.geodetector)
 
 
 def _sorted_codes(classes: Mapping[int, str]) -> np.ndarray:

@@ -223,3 +223,61 @@ def score_run(
         )
         rows.append({"region": region, **scores})
     return pd.DataFrame(rows, columns=SCORE_COLUMNS)
+
+
+CANDIDATE_COLUMNS = ["region", "precision_at_k", "k", "emitting_share", "n_candidates"]
+
+
+def candidate_scores(
+    candidates: pd.DataFrame,
+    city_dir: str | os.PathLike[str],
+    *,
+    cell_px: int,
+    k: int = 10,
+) -> pd.DataFrame:
+    """Precision of the top ``k`` candidates of each region among the truly emitting parcels.
+
+    A candidate is emitting when at least half of its pixels lie on an emitting industrial
+    parcel (``truth/sources.gpkg``, type ``industrial_site``). The chance level is the
+    emitting share of the region's industrial objects, cut as the candidates are
+    (:func:`soilsource.explain.candidates.object_labels` with ``cell_px``): what picking
+    industrial objects at random would give. ``candidates`` is ``candidates.gpkg`` (with
+    geometry) on the city's grid CRS. Regions without candidates get precision NaN.
+    """
+    import geopandas as gpd
+    from rasterio.features import rasterize
+
+    from soilsource.explain.candidates import object_labels
+
+    city = Path(city_dir)
+    sources = gpd.read_file(city / "truth" / "sources.gpkg", layer="sources")
+    classes_csv = pd.read_csv(city / "landuse" / "classes.csv")
+    industrial = int(classes_csv.loc[classes_csv["name"] == "industrial", "code"].iloc[0])
+    summary = json.loads((city / "truth" / "summary.json").read_text(encoding="utf-8"))
+    rows = []
+    for region in summary["regions"]:
+        with rasterio.open(city / "landuse" / f"{region}.tif") as src:
+            landuse, transform, shape = src.read(1), src.transform, (src.height, src.width)
+        parcels = sources[(sources["region"] == region) & (sources["type"] == "industrial_site")]
+        emitting = np.zeros(shape, np.uint8)
+        if len(parcels):
+            emitting = rasterize([(g, 1) for g in parcels.geometry], shape, transform=transform)
+        labels, _ = object_labels(landuse, {industrial: "industrial"}, cell_px)
+        area = np.bincount(labels.ravel())[1:]
+        on = np.bincount(labels.ravel(), emitting.ravel().astype(float))[1:]
+        share = float(np.mean(on / np.maximum(area, 1) >= 0.5)) if area.size else math.nan
+        mine = candidates[candidates["region"] == region].sort_values("rank").head(k)
+        hits = []
+        for geometry in mine.geometry:
+            inside = rasterize([(geometry, 1)], shape, transform=transform).astype(bool)
+            hits.append(bool(inside.any() and emitting[inside].mean() >= 0.5))
+        rows.append(
+            {
+                "region": region,
+                "precision_at_k": float(np.mean(hits)) if hits else math.nan,
+                "k": k,
+                "emitting_share": share,
+                "n_candidates": len(mine),
+            }
+        )
+    return pd.DataFrame(rows, columns=CANDIDATE_COLUMNS)

@@ -40,13 +40,16 @@ class _OcclusionJob:
     window_px: int
     stride_px: int
     baseline: float
+    output: str = "probability"
 
 
 def sensitivity_task(job: _OcclusionJob, batch: np.ndarray) -> np.ndarray:
     """Occlusion maps ``(n, S, S)`` float32 of one batch of normalised patches."""
     network = job.model.build()
     x = torch.from_numpy(batch)
-    maps = occlusion_sensitivity(network, x, job.window_px, job.stride_px, job.baseline)
+    maps = occlusion_sensitivity(
+        network, x, job.window_px, job.stride_px, job.baseline, output=job.output
+    )
     return maps.cpu().numpy().astype(np.float32, copy=False)
 
 
@@ -61,6 +64,7 @@ def sensitivity_maps(
     batch: int = 16,
     session: Session | None = None,
     progress: bool = True,
+    output: str = "probability",
 ) -> np.ndarray:
     """Occlusion sensitivity ``(N, S, S)`` of every patch under a trained network.
 
@@ -81,6 +85,9 @@ def sensitivity_maps(
         Patches per task.
     session:
         Where the batches run; None opens a local session for this call.
+    output:
+        What a drop measures: ``"probability"`` or the model's ``"raw"`` output
+        (:func:`soilsource.explain.occlusion.occlusion_sensitivity`).
 
     Examples
     --------
@@ -96,7 +103,7 @@ def sensitivity_maps(
     """
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
-    job = _OcclusionJob(model_state(network), window_px, stride_px, float(baseline))
+    job = _OcclusionJob(model_state(network), window_px, stride_px, float(baseline), output)
     starts = range(0, len(patches), batch)
 
     def batches():
