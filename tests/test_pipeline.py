@@ -140,6 +140,10 @@ def test_landuse_table_and_hotspots_are_consistent(city_run):
         assert not (hotspots["region"] == region).any()
         assert not (candidates["region"] == region).any()
         assert not table.loc[table["region"] == region, "driver"].any()
+    for path in (result.out / "probability").glob("*.tif"):
+        with rasterio.open(result.out / "applicability" / path.name) as src:
+            assert float(src.tags()["AOA_THRESHOLD"]) > 0
+            assert src.dtypes[0] == "float32" and src.shape == rasterio.open(path).shape
     drivers = table[table["driver"]]
     assert (drivers["mean_sensitivity"] > 0).all() and (drivers["p_value"] < 0.05).all()
 

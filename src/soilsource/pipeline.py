@@ -27,6 +27,7 @@ import rasterio.windows
 import torch
 from scipy.stats import spearmanr
 
+from soilsource.applicability import Applicability, pooled_features, write_applicability
 from soilsource.atomic import write_text_atomic
 from soilsource.check import mapping_inputs
 from soilsource.compute import Session, check_scheduler, compute_session
@@ -595,14 +596,28 @@ def probability_maps(
     session: Session | None = None,
 ) -> None:
     """``probability/REGION.tif`` (and ``concentration/REGION.tif`` for a model of the
-    concentration): the final SI-LICNet's maps of each region."""
+    concentration), and ``applicability/REGION.tif``: the final SI-LICNet's maps of each
+    region and where they apply (:mod:`soilsource.applicability`)."""
     for region in dataset:
         model = final_model(cv, region.name)
         if model is None:
             continue
         record = map_record(region, model, config, dataset)
+        aoa = None
         for k, raster in enumerate(region.rasters):
             name = f"{output_name(region, k)}.tif"
+            where = folder.parent / "applicability" / name
+            if not where.is_file():  # else finished before a resumed run's kill
+                if aoa is None:
+                    aoa = region_applicability(model, region, cv, dataset)
+                write_applicability(
+                    where,
+                    model.inner.module,
+                    model.stats_,
+                    raster,
+                    aoa,
+                    max_nodata_share=config.patch.max_nodata_share,
+                )
             if (folder / name).is_file():
                 continue  # finished before a resumed run's kill
             write_probability_map(
@@ -649,6 +664,15 @@ def rule_of(record: dict[str, Any], link: Any) -> MapRule | None:
     return (
         None if record["rule"] is None or link is None else MapRule.from_dict(record["rule"], link)
     )
+
+
+def region_applicability(
+    model: Standardized, region: RegionSamples, cv: dict[str, CVResult], dataset: Dataset
+) -> Applicability:
+    """The area of applicability of a region's final model: its samples' pooled features
+    and their cross-validation folds (Meyer & Pebesma 2021)."""
+    features = pooled_features(model.inner.module, model.stats_.transform(region.patches))
+    return Applicability(features, oof(cv, region, dataset)[1])
 
 
 def map_rule(region: RegionSamples, link: Any, config: Config) -> MapRule:

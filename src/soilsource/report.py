@@ -1,7 +1,8 @@
 """``report.html``: one self-contained page that explains a run, built from its run directory.
 
 The report reads only the files of a run directory (``config.yaml``, ``metrics.json``,
-``predictions.csv``, ``figures/``, ``sensitivity/``, ``probability/``, ``hotspots.gpkg``,
+``predictions.csv``, ``figures/``, ``sensitivity/``, ``probability/``, ``applicability/``
+(a mask on the overlays), ``hotspots.gpkg``, ``candidates.gpkg``,
 ``landuse_sensitivity.csv``, ``geodetector.csv``, ``run.json``) and the imagery the
 resolved configuration points to, so it can be rebuilt at any time
 (``soilsource report RUN_DIR``) and never depends on pipeline internals. Optional outputs
@@ -509,7 +510,7 @@ def _maps(
     return maps
 
 
-MAP_KINDS = ("sensitivity", "probability", "concentration")
+MAP_KINDS = ("sensitivity", "probability", "concentration", "applicability")
 """The rasters a map overlays, by their folder in a run directory."""
 
 
@@ -538,9 +539,11 @@ def build_map(
         result.imagery_label = _composite_label(imagery)
     else:
         result.notes.append("imagery not found (the configuration's path); no background")
+    applicability = rasters.get("applicability")
+    outside = _outside_applicability(applicability, grid, result) if applicability else None
     sensitivity = rasters.get("sensitivity")
     if sensitivity is not None and sensitivity.is_file():
-        values = read_on_grid(sensitivity, grid)[0]
+        values = _masked(read_on_grid(sensitivity, grid)[0], outside)
         norm = symmetric_norm(values)
         result.sensitivity = _data_uri(
             overlay_png(values, SENSITIVITY_CMAP, norm, fade_centre=True)
@@ -552,7 +555,7 @@ def build_map(
         result.notes.append("no sensitivity map (no trained model for this region)")
     probability = rasters.get("probability")
     if probability is not None and probability.is_file():
-        values = read_on_grid(probability, grid)[0]
+        values = _masked(read_on_grid(probability, grid)[0], outside)
         norm = Normalize(0, 1)
         result.probability = _data_uri(overlay_png(values, PROBABILITY_CMAP, norm))
         result.probability_bar = _data_uri(
@@ -609,6 +612,37 @@ def _positive_norm(values: np.ma.MaskedArray) -> Normalize | None:
 def _read_references(config: Config) -> list[tuple[str, Any]]:
     """(name, GeoDataFrame) of each ``report.reference`` file."""
     return [(Path(p).stem, read_reference(p)) for p in config.report.reference]
+
+
+def _outside_applicability(path: Path, grid: MapGrid, result: RegionMap) -> np.ndarray | None:
+    """Where the region's area of applicability (``applicability/KEY.tif``, DI above the
+    ``AOA_THRESHOLD`` tag) excludes the display grid's pixels; a note says how much."""
+    import rasterio
+    from rasterio.enums import Resampling
+
+    if not path.is_file():
+        return None
+    with rasterio.open(path) as src:
+        limit = float(src.tags().get("AOA_THRESHOLD", "nan"))
+    di = read_on_grid(path, grid, resampling=Resampling.nearest)[0]
+    if not np.isfinite(limit):
+        return None
+    outside = np.ma.filled(di > limit, False)
+    known = ~np.ma.getmaskarray(di)
+    if known.any():
+        share = float(outside[known].mean())
+        result.notes.append(
+            f"{share:.0%} of the mapped area lies outside the area of applicability "
+            f"(dissimilarity index above {limit:.3g}; Meyer & Pebesma 2021): left blank on "
+            "the overlays, where the model would extrapolate."
+        )
+    return outside
+
+
+def _masked(values: np.ma.MaskedArray, outside: np.ndarray | None) -> np.ma.MaskedArray:
+    if outside is None:
+        return values
+    return np.ma.masked_where(outside | np.ma.getmaskarray(values), values)
 
 
 def _composite_label(path: Path) -> str:

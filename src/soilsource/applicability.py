@@ -1,0 +1,188 @@
+"""Area of applicability: where the model's maps can be trusted, and where they extrapolate.
+
+Implemented from Meyer & Pebesma (2021), "Predicting into unknown space? Estimating the area
+of applicability of spatial prediction models", Methods in Ecology and Evolution 12:1620
+(written from the paper; no code of the CAST package is used):
+
+- **Predictor space.** For SI-LICNet, the ring-pooled features the head reads
+  (:meth:`~soilsource.models.SILICNet.pooled`), standardised by the training samples'
+  mean and standard deviation. The paper weights predictors by their importance; the
+  network gives none, so every feature weighs the same (the paper's unweighted case).
+- ``d_bar``: the mean distance between all pairs of training samples in that space.
+- **Dissimilarity index** of a location: the distance from its features to the nearest
+  training sample's, divided by ``d_bar``.
+- **Threshold, from the cross-validation.** Each training sample's DI is taken to the
+  nearest training sample *outside its own fold* (what that sample's fold model saw). The
+  threshold is the largest training DI that is not an outlier, i.e. not above the 75th
+  percentile plus 1.5 times the interquartile range (the upper whisker of a box plot, as
+  in the paper). A location is inside the area of applicability when its DI is at most the
+  threshold.
+
+``applicability/REGION.tif`` holds the DI (float32, NaN where no patch fits) on the
+imagery grid with the threshold in the tag ``AOA_THRESHOLD``. The DI is computed for
+patches centred every ``stride_px`` pixels and each value fills its ``stride_px`` square
+(the maps' features change over a patch side, not a pixel).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import torch
+from scipy.spatial import cKDTree
+from scipy.spatial.distance import pdist
+
+from soilsource.atomic import atomic_path
+from soilsource.inputs import RasterInfo
+from soilsource.models.silicnet import SILICNet
+from soilsource.patches import BandStats, read_windows
+from soilsource.progress import track
+
+__all__ = [
+    "Applicability",
+    "dissimilarity",
+    "pooled_features",
+    "threshold",
+    "write_applicability",
+]
+
+TAG = "AOA_THRESHOLD"
+MAX_POINTS = 40_000
+"""Most patches evaluated for one map: the stride grows with the region."""
+
+
+class Applicability:
+    """The training samples' standardised features, ``d_bar``, their CV DI and threshold.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> train = rng.normal(size=(60, 4)); folds = np.arange(60) % 3
+    >>> aoa = Applicability(train, folds)
+    >>> bool(aoa.di(train[:1] + 0.01)[0] <= aoa.threshold)
+    True
+    >>> bool(aoa.di(train[:1] + 50.0)[0] > aoa.threshold)
+    True
+    """
+
+    def __init__(self, features: np.ndarray, folds: np.ndarray) -> None:
+        features = np.asarray(features, np.float64)
+        if len(features) < 2:
+            raise ValueError("the area of applicability needs at least two training samples")
+        self.mean = features.mean(axis=0)
+        sd = features.std(axis=0)
+        self.sd = np.where(sd > 0, sd, 1.0)
+        self.train = (features - self.mean) / self.sd
+        self.d_bar = float(np.mean(pdist(self.train))) or 1.0
+        self.tree = cKDTree(self.train)
+        self.training_di = _cv_di(self.train, np.asarray(folds), self.d_bar)
+        self.threshold = threshold(self.training_di)
+
+    def di(self, features: np.ndarray) -> np.ndarray:
+        """Dissimilarity index of new feature vectors ``(M, D)``."""
+        return dissimilarity(features, self)
+
+
+def _cv_di(train: np.ndarray, folds: np.ndarray, d_bar: float) -> np.ndarray:
+    """Each training sample's distance to the nearest training sample outside its fold."""
+    di = np.full(len(train), np.nan)
+    for fold in np.unique(folds):
+        inside = folds == fold
+        others = train[~inside]
+        if len(others) == 0:
+            continue
+        distance, _ = cKDTree(others).query(train[inside])
+        di[inside] = distance / d_bar
+    return di
+
+
+def threshold(training_di: np.ndarray) -> float:
+    """The largest training DI that is not an outlier (at most Q75 + 1.5 IQR).
+
+    >>> threshold(np.array([0.1, 0.2, 0.2, 0.3, 0.3, 0.4, 5.0]))
+    0.4
+    """
+    di = np.asarray(training_di, np.float64)
+    di = di[np.isfinite(di)]
+    if di.size == 0:
+        return math.nan
+    q25, q75 = np.percentile(di, [25, 75])
+    return float(di[di <= q75 + 1.5 * (q75 - q25)].max())
+
+
+def dissimilarity(features: np.ndarray, aoa: Applicability) -> np.ndarray:
+    """DI of feature vectors: distance to the nearest training sample over ``d_bar``."""
+    scaled = (np.asarray(features, np.float64) - aoa.mean) / aoa.sd
+    distance, _ = aoa.tree.query(scaled)
+    return distance / aoa.d_bar
+
+
+def pooled_features(model: SILICNet, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    """The ring-pooled features ``(N, D)`` of normalised patches ``(N, C, S, S)``."""
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(x), batch):
+            part = torch.from_numpy(np.ascontiguousarray(x[start : start + batch]))
+            out.append(model.pooled(part).double().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0))
+
+
+def write_applicability(
+    path: str | os.PathLike[str],
+    model: SILICNet,
+    stats: BandStats,
+    raster: RasterInfo,
+    aoa: Applicability,
+    *,
+    stride_px: int | None = None,
+    max_nodata_share: float = 0.5,
+    progress: bool = True,
+) -> Path:
+    """Write the DI of one raster as a float32 GeoTIFF with ``AOA_THRESHOLD``, atomically.
+
+    Patches are centred every ``stride_px`` pixels (default: a quarter patch, or more so
+    that at most :data:`MAX_POINTS` are evaluated); a patch with more than
+    ``max_nodata_share`` of nodata gets NaN, as on the probability map.
+    """
+    size = model.patch_px
+    if stride_px is None:
+        stride_px = max(size // 4, math.ceil(math.sqrt(raster.height * raster.width / MAX_POINTS)))
+    rows = np.arange(stride_px // 2, raster.height, stride_px)
+    cols = np.arange(stride_px // 2, raster.width, stride_px)
+    grid = np.full((len(rows), len(cols)), np.nan, np.float32)
+    steps = range(len(rows))
+    for k in track(steps, f"applicability {Path(path).stem}") if progress else steps:
+        patches = read_windows(
+            raster, np.full(len(cols), rows[k] - size // 2), cols - size // 2, size, threads=1
+        )
+        features = pooled_features(model, stats.transform(patches))
+        di = aoa.di(features)
+        di[patches.nodata_share > max_nodata_share] = np.nan
+        grid[k] = di
+    full = np.repeat(np.repeat(grid, stride_px, axis=0), stride_px, axis=1)
+    full = full[: raster.height, : raster.width]
+    profile = {
+        "driver": "GTiff",
+        "dtype": "float32",
+        "count": 1,
+        "width": raster.width,
+        "height": raster.height,
+        "crs": raster.crs,
+        "transform": raster.transform,
+        "nodata": float("nan"),
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+        "compress": "deflate",
+        "predictor": 3,
+    }
+    with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+        dst.write(full.astype(np.float32), 1)
+        dst.set_band_description(1, "dissimilarity index (area of applicability)")
+        dst.update_tags(**{TAG: repr(float(aoa.threshold)), "STRIDE_PX": str(stride_px)})
+    return Path(path)
