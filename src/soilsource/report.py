@@ -548,8 +548,14 @@ def build_map(
         result.sensitivity = _data_uri(
             overlay_png(values, SENSITIVITY_CMAP, norm, fade_centre=True)
         )
-        relative = _tags(sensitivity).get("AGGREGATION") == "relative"
-        label = "sensitivity (drop in probability" + (", relative)" if relative else ")")
+        aggregation = _tags(sensitivity).get("AGGREGATION", "")
+        relative = {"relative": ", relative", "mean, weighted by sample": " × exceedance"}.get(
+            aggregation, ""
+        )
+        concentration = rasters.get("concentration")  # written for a model of the concentration
+        value_model = concentration is not None and concentration.is_file()
+        unit = "std. log concentration" if value_model else "probability"
+        label = f"sensitivity: drop in {unit}{relative}"
         result.sensitivity_bar = _data_uri(colour_bar_png(SENSITIVITY_CMAP, norm, label))
     elif sensitivity is not None:
         result.notes.append("no sensitivity map (no trained model for this region)")
