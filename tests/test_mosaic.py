@@ -293,3 +293,12 @@ def test_an_unknown_aggregation_is_refused():
     maps = np.ones((2, 4, 4))
     with pytest.raises(ValueError, match="aggregation"):
         mosaic_sensitivity(maps, np.array([0, 1]), np.array([0, 1]), 5, 5, "median")
+
+
+def test_weights_scale_each_map_but_not_the_count():
+    """aggregation 'exceedance': a clean sample's map (weight 0) adds 0 where it covers."""
+    maps = np.stack([np.full((2, 2), 1.0), np.full((2, 2), 3.0)])
+    weighted = mosaic_sensitivity(
+        maps, np.array([0, 0]), np.array([0, 1]), 2, 4, weights=np.array([2.0, 0.0])
+    )
+    np.testing.assert_allclose(weighted[0], [2.0, 1.0, 0.0, np.nan])

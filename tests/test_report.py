@@ -341,11 +341,13 @@ def test_maps_carry_coordinates_scale_north_rule_and_reference_layers(run_dir, t
 @pytest.mark.slow
 def test_relative_aggregation_is_explained(run_dir, tmp_path):
     out = _copy(run_dir, tmp_path / "relative", keep=("config.yaml", "metrics.json"))
-    assert "<code>explain.aggregation: relative</code>" in _html(write_report(out))  # default
+    html = _html(write_report(out))  # the default: weighted by the measured exceedance
+    assert "aggregation: relative" not in html
+    assert "<code>explain.aggregation: exceedance</code>" in html
     config = yaml.safe_load((out / "config.yaml").read_text())
-    config["explain"]["aggregation"] = "mean"
+    config["explain"]["aggregation"] = "relative"
     (out / "config.yaml").write_text(yaml.safe_dump(config))
-    assert "aggregation: relative" not in _html(write_report(out))
+    assert "<code>explain.aggregation: relative</code>" in _html(write_report(out))
 
 
 @pytest.mark.slow

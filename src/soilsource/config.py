@@ -216,14 +216,16 @@ class ExplainConfig(_Section):
             "attributed effect on the samples around them; 0 = none)."
         ),
     )
-    aggregation: Literal["mean", "relative"] = Field(
-        default="relative",
+    aggregation: Literal["exceedance", "mean", "relative"] = Field(
+        default="exceedance",
         description=(
-            "How the per-sample maps combine into the region map: 'relative' subtracts the "
-            "expected map (the mean of all maps at each offset from the sample) first, so "
-            "the map shows where this landscape matters more than usual (the default since "
-            "issue 13: higher source-pixel AUC on the synthetic city); 'mean' averages the "
-            "maps as they are."
+            "How the per-sample maps combine into the region map: 'exceedance' (default) "
+            "weights each sample's map by how far its measured value exceeds its own limit "
+            "(log ratio, 0 for clean samples), so the map shows what the network reads as "
+            "the cause of the measured contamination (highest source-pixel AUC and land-use "
+            "Spearman on the synthetic city, docs/method.md); 'mean' averages the maps as "
+            "they are; 'relative' subtracts the expected map (the mean of all maps at each "
+            "offset from the sample) first."
         ),
     )
 

@@ -282,6 +282,7 @@ def gather(run_dir: Path, *, seconds: dict[str, float] | None = None) -> dict[st
         "missing": missing,
         "significance": SIGNIFICANCE,
         "relative": getattr(config.explain, "aggregation", "mean") == "relative",
+        "weighted": getattr(config.explain, "aggregation", "mean") == "exceedance",
     }
 
 

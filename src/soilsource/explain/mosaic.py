@@ -26,6 +26,12 @@ Aggregation (``aggregation``)
   away what any sample shows at that offset is where *this* landscape matters more than
   usual. It is signed: negative where a place matters less than the typical place at
   that distance from a sample.
+
+Weights (``weights``): each sample's map times a factor before the mean, e.g. how far the
+sample's measured value exceeds its limit (:func:`soilsource.pipeline.sample_weights`, the
+default of ``soilsource run``): a clean sample's map then counts zero, a contaminated
+sample's in proportion to its contamination, and the map shows what the network reads as
+the cause of the *measured* contamination around each sample.
 """
 
 from __future__ import annotations
@@ -72,6 +78,7 @@ def accumulate_window(
     window: Window,
     samples: np.ndarray | None = None,
     expected: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sum and count of every sample's map over one window of the grid.
 
@@ -88,6 +95,9 @@ def accumulate_window(
         window add nothing.
     expected:
         (H, W) map subtracted from every sample's map (aggregation ``"relative"``).
+    weights:
+        (N,) factor of each sample's map (after ``expected``); the count is not weighted,
+        so the mean is the weighted evidence per covering sample.
 
     Returns
     -------
@@ -125,6 +135,8 @@ def accumulate_window(
         part = np.asarray(maps[i][y0 - top : y1 - top, x0 - left : x1 - left], dtype=np.float64)
         if expected is not None:
             part = part - expected[y0 - top : y1 - top, x0 - left : x1 - left]
+        if weights is not None:
+            part = part * float(weights[i])
         seen = np.isfinite(part)
         total[y0:y1, x0:x1] += np.where(seen, part, 0.0)
         count[y0:y1, x0:x1] += seen
@@ -186,6 +198,7 @@ def mosaic_sensitivity(
     height: int,
     width: int,
     aggregation: str = "mean",
+    weights: np.ndarray | None = None,
 ) -> np.ndarray:
     """Mean of the overlapping per-sample maps on a ``height`` x ``width`` grid, in memory.
 
@@ -205,7 +218,9 @@ def mosaic_sensitivity(
     _check_inputs(maps, row_off, col_off)
     expected = _expected_for(maps, aggregation)
     window = Window(0, 0, width, height)
-    total, count = accumulate_window(maps, row_off, col_off, window, expected=expected)
+    total, count = accumulate_window(
+        maps, row_off, col_off, window, expected=expected, weights=weights
+    )
     return _mean(total, count)
 
 
@@ -227,6 +242,7 @@ def write_sensitivity(
     tile_px: int = TILE_PX,
     aggregation: str = DEFAULT_AGGREGATION,
     model: str = "",
+    weights: np.ndarray | None = None,
 ) -> Path:
     """Write the region's sensitivity mosaic as a float32 Cloud-Optimised GeoTIFF, atomically.
 
@@ -251,6 +267,10 @@ def write_sensitivity(
     model:
         The model explained, for the ``MODEL`` tag; the QGIS style beside the file is a
         diverging ramp centred on 0 (:mod:`soilsource.gisout`).
+    weights:
+        Optional factor of each sample's map (e.g. its measured exceedance of its limit,
+        :func:`soilsource.pipeline.sample_weights`); pixels still divide by the number of
+        covering maps.
 
     Returns
     -------
@@ -286,7 +306,7 @@ def write_sensitivity(
         dst.update_tags(
             1,
             DESCRIPTION="occlusion sensitivity: mean over overlapping patches",
-            AGGREGATION=aggregation,
+            AGGREGATION=aggregation + ("" if weights is None else ", weighted by sample"),
         )
         dst.set_band_description(1, "sensitivity")
         tiles = subdivide(Window(0, 0, width, height), tile_px, tile_px)
@@ -295,7 +315,7 @@ def write_sensitivity(
             samples = by_tile.get(key)
             if samples:
                 total, count = accumulate_window(
-                    maps, row_off, col_off, window, samples, expected=expected
+                    maps, row_off, col_off, window, samples, expected=expected, weights=weights
                 )
                 block = _mean(total, count)
             else:  # written explicitly so that any TIFF reader sees nodata, not zeros
