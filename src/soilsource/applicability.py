@@ -38,6 +38,7 @@ from scipy.spatial.distance import pdist
 
 from soilsource.atomic import atomic_path
 from soilsource.inputs import RasterInfo
+from soilsource.mapping import map_profile
 from soilsource.models.silicnet import SILICNet
 from soilsource.patches import BandStats, read_windows
 from soilsource.progress import track
@@ -166,22 +167,7 @@ def write_applicability(
         grid[k] = di
     full = np.repeat(np.repeat(grid, stride_px, axis=0), stride_px, axis=1)
     full = full[: raster.height, : raster.width]
-    profile = {
-        "driver": "GTiff",
-        "dtype": "float32",
-        "count": 1,
-        "width": raster.width,
-        "height": raster.height,
-        "crs": raster.crs,
-        "transform": raster.transform,
-        "nodata": float("nan"),
-        "tiled": True,
-        "blockxsize": 256,
-        "blockysize": 256,
-        "compress": "deflate",
-        "predictor": 3,
-    }
-    with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+    with atomic_path(path) as tmp, rasterio.open(tmp, "w", **map_profile(raster)) as dst:
         dst.write(full.astype(np.float32), 1)
         dst.set_band_description(1, "dissimilarity index (area of applicability)")
         dst.update_tags(**{TAG: repr(float(aoa.threshold)), "STRIDE_PX": str(stride_px)})

@@ -405,21 +405,7 @@ def write_probability_map(
     if tile_px < 1:
         raise ValueError(f"tile_px must be >= 1, got {tile_px}")
     _check(model, raster.count, None)
-    profile = {
-        "driver": "GTiff",
-        "dtype": "float32",
-        "count": 1,
-        "width": raster.width,
-        "height": raster.height,
-        "crs": raster.crs,
-        "transform": raster.transform,
-        "nodata": float("nan"),
-        "tiled": True,
-        "blockxsize": 256,
-        "blockysize": 256,
-        "compress": "deflate",
-        "predictor": 3,
-    }
+    profile = map_profile(raster)
     tiles = [
         (r, c) for r in range(0, raster.height, tile_px) for c in range(0, raster.width, tile_px)
     ]
@@ -451,6 +437,25 @@ def write_probability_map(
             for dst, layer in zip(files, layers, strict=False):
                 dst.write(layer, 1, window=Window(c0, r0, layer.shape[1], layer.shape[0]))
     return path
+
+
+def map_profile(raster: RasterInfo) -> dict:
+    """GeoTIFF profile of a float32 map on ``raster``'s grid: tiled, deflate, NaN nodata."""
+    return {
+        "driver": "GTiff",
+        "dtype": "float32",
+        "count": 1,
+        "width": raster.width,
+        "height": raster.height,
+        "crs": raster.crs,
+        "transform": raster.transform,
+        "nodata": float("nan"),
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+        "compress": "deflate",
+        "predictor": 3,
+    }
 
 
 @dataclass(frozen=True)
