@@ -510,6 +510,7 @@ def explain(
                 maps = sensitivity_maps(
                     model, patches, config, raster.pixel_size_m, session=session
                 )
+                weighted = config.explain.aggregation == "exceedance"
                 write_sensitivity(
                     path,
                     maps,
@@ -519,8 +520,9 @@ def explain(
                     crs=raster.crs,
                     width=raster.width,
                     height=raster.height,
-                    aggregation=config.explain.aggregation,
+                    aggregation="mean" if weighted else config.explain.aggregation,
                     model=model_text(config, region.name),
+                    weights=sample_weights(region, members) if weighted else None,
                 )
             # One threshold for the zone statistics and the polygons (one pass over the map).
             hot = raster_hotspot_threshold(path, config.explain.hotspot_share)
