@@ -112,5 +112,18 @@ def test_candidates_table_and_geopackage(tmp_path):
     path = write_candidates(tmp_path / "candidates.gpkg", [frame], crs="EPSG:32649")
     back = gpd.read_file(path, layer="candidates")
     assert back.crs.to_epsg() == 32649 and len(back) == 2
+    only = region_candidates(
+        effects,
+        labels,
+        names,
+        transform=transform,
+        crs="EPSG:32649",
+        region="r",
+        sample_xy=np.array([[1010.0, 1990.0], [1090.0, 1910.0]]),
+        sample_values=np.array([0.8, 0.2]),
+        affected=affected,
+        classes=["residential"],  # the region's drivers
+    )
+    assert only["class"].tolist() == ["residential"] and only["rank"].tolist() == [1]
     empty = gpd.read_file(write_candidates(tmp_path / "none.gpkg", [], crs="EPSG:32649"))
     assert len(empty) == 0 and set(COLUMNS) <= set(empty.columns)

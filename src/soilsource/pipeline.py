@@ -503,6 +503,7 @@ def explain(
             members = np.flatnonzero(raster_of == k)
             if len(members) == 0:
                 continue
+            drivers: list[str] = []
             path = out / "sensitivity" / f"{output_name(region, k)}.tif"
             patches = region.patches.subset(members)
             maps = None
@@ -531,6 +532,7 @@ def explain(
                     path, landuse, classes, region=region.name, threshold=hot
                 )
                 zones.append(mark_drivers(zone, skill))
+                drivers = zones[-1].table.loc[zones[-1].table["driver"], "class"].tolist()
             if not skill:
                 continue
             hotspots.append(
@@ -541,7 +543,7 @@ def explain(
                     model, patches, config, raster.pixel_size_m, session=session
                 )
             candidates.append(
-                _region_candidates(region, members, patches, maps, raster, landuse, config)
+                _region_candidates(region, members, patches, maps, raster, landuse, config, drivers)
             )
     if zones:
         write_landuse_sensitivity(out / "landuse_sensitivity.csv", zones)
@@ -559,8 +561,10 @@ def _region_candidates(
     raster: Any,
     landuse: Any,
     config: Config,
+    drivers: list[str],
 ) -> Any:
-    """Candidate source objects of one region's raster (:mod:`soilsource.explain.candidates`)."""
+    """Candidate source objects of one region's raster (:mod:`soilsource.explain.candidates`),
+    of its driving classes (all classes when none drives)."""
     window_px, _ = sensitivity.occlusion_px(
         config.explain.window_m, config.explain.stride_m, raster.pixel_size_m
     )
@@ -586,6 +590,7 @@ def _region_candidates(
         sample_values=region.table["value"].to_numpy(float)[members],
         affected=effects,
         top=config.explain.candidates,
+        classes=drivers,
     )
 
 

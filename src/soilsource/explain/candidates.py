@@ -26,7 +26,10 @@ two things the run already has, and a choice documented here once:
 - ``n_samples``: samples whose patch sees the object with a positive effect.
 
 Candidates are the objects with a positive effect, ranked by it (1 = strongest), at most
-``top`` per region. A region whose model has no skill gets none (:mod:`soilsource.pipeline`).
+``top`` per region, of the classes that drive contamination in the region (significant
+positive evidence, :func:`soilsource.zones.mark_drivers`; every class when none does or
+there is no land-use map). A region whose model has no skill gets none
+(:mod:`soilsource.pipeline`).
 """
 
 from __future__ import annotations
@@ -250,13 +253,20 @@ def region_candidates(
     sample_values: np.ndarray,
     affected: sparse.csr_matrix,
     top: int = DEFAULT_TOP,
+    classes: Iterable[str] | None = None,
 ) -> gpd.GeoDataFrame:
     """The ``top`` objects of positive effect as polygons with the columns of :data:`COLUMNS`.
 
     ``affected`` is :func:`sample_effects`' matrix (which samples each object affects);
     ``sample_xy`` and ``sample_values`` the samples' map coordinates and measured values.
+    ``classes``: only objects of these classes are candidates (the region's drivers);
+    None or empty: every class.
     """
-    chosen = effects[effects["effect"] > 0].sort_values("effect", ascending=False).head(top)
+    chosen = effects[effects["effect"] > 0]
+    allowed = set(classes or ())
+    if allowed:
+        chosen = chosen[[names[k] in allowed for k in chosen.index]]
+    chosen = chosen.sort_values("effect", ascending=False).head(top)
     pixel_area = abs(transform.a * transform.e - transform.b * transform.d)
     slices = ndimage.find_objects(labels, max_label=int(labels.max()) if labels.size else 0)
     columns = affected.tocsc()
