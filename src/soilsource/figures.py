@@ -332,6 +332,8 @@ def colour_bar_png(
         bar.ax.xaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
         bar.ax.xaxis.set_minor_formatter(NullFormatter())
     else:
+        if isinstance(norm, TwoSlopeNorm):  # ticks at the ends, halves and zero of each side
+            bar.set_ticks([norm.vmin, norm.vmin / 2, 0.0, norm.vmax / 2, norm.vmax])
         bar.formatter.set_powerlimits((-2, 3))
         bar.ax.xaxis.get_offset_text().set_fontsize(7)
     bar.set_label(label, fontsize=7, labelpad=1)

@@ -859,7 +859,9 @@ def write_roc_figures(folder: Path, dataset: Dataset, cv: dict[str, dict[str, CV
         aucs = {name: region_result(cv[name], region.name).regions[region.name].auc for name in cv}
         result = region_result(cv[MODEL], region.name)
         note = f"{result.cv} CV, {result.folds} folds" + (
-            f", blocks of {result.block_m:g} m" if result.block_m else " (optimistic)"
+            f", blocks of {result.block_m:g} m"
+            if result.block_m
+            else (" (optimistic)" if result.optimistic else "")
         )
         roc_figure(
             folder / f"roc_{safe_stem(region.name)}.png",
