@@ -19,7 +19,8 @@ of applicability of spatial prediction models", Methods in Ecology and Evolution
   threshold.
 
 ``applicability/REGION.tif`` holds the DI (float32, NaN where no patch fits) on the
-imagery grid with the threshold in the tag ``AOA_THRESHOLD``. The DI is computed for
+imagery grid with the threshold in the tag ``AOA_THRESHOLD``, a Cloud-Optimised GeoTIFF
+with its QGIS style beside it (:mod:`soilsource.gisout`). The DI is computed for
 patches centred every ``stride_px`` pixels and each value fills its ``stride_px`` square
 (the maps' features change over a patch side, not a pixel).
 """
@@ -36,7 +37,7 @@ import torch
 from scipy.spatial import cKDTree
 from scipy.spatial.distance import pdist
 
-from soilsource.atomic import atomic_path
+from soilsource.gisout import RasterStyle, cog_path
 from soilsource.inputs import RasterInfo
 from soilsource.mapping import map_profile
 from soilsource.models.silicnet import SILICNet
@@ -167,7 +168,8 @@ def write_applicability(
         grid[k] = di
     full = np.repeat(np.repeat(grid, stride_px, axis=0), stride_px, axis=1)
     full = full[: raster.height, : raster.width]
-    with atomic_path(path) as tmp, rasterio.open(tmp, "w", **map_profile(raster)) as dst:
+    style = RasterStyle("concentration", "dissimilarity index (area of applicability)", "1")
+    with cog_path(path, style) as tmp, rasterio.open(tmp, "w", **map_profile(raster)) as dst:
         dst.write(full.astype(np.float32), 1)
         dst.set_band_description(1, "dissimilarity index (area of applicability)")
         dst.update_tags(**{TAG: repr(float(aoa.threshold)), "STRIDE_PX": str(stride_px)})

@@ -300,7 +300,7 @@ def write_sensitivity(
         "BIGTIFF": "IF_SAFER",
     }
     style = RasterStyle(
-        "signed", "occlusion sensitivity (drop in the predicted probability)", "1", model=model
+        "signed", "occlusion sensitivity (drop in the model's prediction)", "1", model=model
     )
     with cog_path(path, style) as tmp, rasterio.open(tmp, "w", **profile) as dst:
         dst.update_tags(
