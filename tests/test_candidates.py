@@ -90,19 +90,22 @@ def test_candidates_table_and_geopackage(tmp_path):
     names = ["", "industrial", "residential"]
     affected = sparse.csr_matrix(np.array([[0.0, 0.4, 0.1], [0.0, 0.2, 0.0]]))
     effects = object_effects(affected, np.array([1.0, 1.0]), n_boot=50)
-    transform = Affine(10.0, 0, 1000.0, 0, -10.0, 2000.0)
-    frame = region_candidates(
-        effects,
-        labels,
-        names,
-        transform=transform,
-        crs="EPSG:32649",
-        region="r",
-        sample_xy=np.array([[1010.0, 1990.0], [1090.0, 1910.0]]),
-        sample_values=np.array([0.8, 0.2]),
-        affected=affected,
-        top=5,
-    )
+
+    def candidates(**kwargs):
+        return region_candidates(
+            effects,
+            labels,
+            names,
+            transform=Affine(10.0, 0, 1000.0, 0, -10.0, 2000.0),
+            crs="EPSG:32649",
+            region="r",
+            sample_xy=np.array([[1010.0, 1990.0], [1090.0, 1910.0]]),
+            sample_values=np.array([0.8, 0.2]),
+            affected=affected,
+            **kwargs,
+        )
+
+    frame = candidates(top=5)
     assert list(frame.columns[: len(COLUMNS)]) == COLUMNS
     assert frame["rank"].tolist() == [1, 2]
     assert frame["class"].tolist() == ["industrial", "residential"]
@@ -112,18 +115,7 @@ def test_candidates_table_and_geopackage(tmp_path):
     path = write_candidates(tmp_path / "candidates.gpkg", [frame], crs="EPSG:32649")
     back = gpd.read_file(path, layer="candidates")
     assert back.crs.to_epsg() == 32649 and len(back) == 2
-    only = region_candidates(
-        effects,
-        labels,
-        names,
-        transform=transform,
-        crs="EPSG:32649",
-        region="r",
-        sample_xy=np.array([[1010.0, 1990.0], [1090.0, 1910.0]]),
-        sample_values=np.array([0.8, 0.2]),
-        affected=affected,
-        classes=["residential"],  # the region's drivers
-    )
+    only = candidates(classes=["residential"])  # the region's drivers
     assert only["class"].tolist() == ["residential"] and only["rank"].tolist() == [1]
     empty = gpd.read_file(write_candidates(tmp_path / "none.gpkg", [], crs="EPSG:32649"))
     assert len(empty) == 0 and set(COLUMNS) <= set(empty.columns)
