@@ -103,7 +103,12 @@ def test_predict_refuses_swapped_bands_and_another_pixel_size(tiny_run, capsys):
 
 def test_every_raster_of_a_run_is_a_styled_cog(tiny_run):
     rasters = sorted((tiny_run / "run").rglob("*.tif"))
-    assert {p.parent.name for p in rasters} == {"sensitivity", "probability", "concentration"}
+    assert {p.parent.name for p in rasters} == {
+        "sensitivity",
+        "probability",
+        "concentration",
+        "applicability",
+    }
     for path in rasters:
         with rasterio.open(path) as src:
             assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG", path

@@ -328,7 +328,7 @@ def test_maps_carry_coordinates_scale_north_rule_and_reference_layers(run_dir, t
     config["report"] = {"reference": [str(tmp_path / "canal.geojson")]}
     (out / "config.yaml").write_text(yaml.safe_dump(config))
     html = _html(write_report(out))
-    first = html[html.index('<article class="map"') : html.index("</article>")]
+    first = html[html.index('<article class="map') : html.index("</article>")]
     assert re.search(r'<g data-layer="reference" class="reference">\s*<path d="M0\.0,', first)
     assert "canal (reference)" in first
     assert "Coordinates: EPSG:32649 (WGS 84 / UTM zone 49N), metre" in first

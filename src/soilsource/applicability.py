@@ -144,12 +144,15 @@ def write_applicability(
     stride_px: int | None = None,
     max_nodata_share: float = 0.5,
     progress: bool = True,
+    model_text: str = "",
+    rule_text: str = "",
 ) -> Path:
     """Write the DI of one raster as a float32 GeoTIFF with ``AOA_THRESHOLD``, atomically.
 
     Patches are centred every ``stride_px`` pixels (default: a quarter patch, or more so
     that at most :data:`MAX_POINTS` are evaluated); a patch with more than
-    ``max_nodata_share`` of nodata gets NaN, as on the probability map.
+    ``max_nodata_share`` of nodata gets NaN, as on the probability map. ``model_text`` and
+    ``rule_text`` go into the ``MODEL`` and ``RULE`` tags (:mod:`soilsource.gisout`).
     """
     size = model.patch_px
     if stride_px is None:
@@ -168,7 +171,13 @@ def write_applicability(
         grid[k] = di
     full = np.repeat(np.repeat(grid, stride_px, axis=0), stride_px, axis=1)
     full = full[: raster.height, : raster.width]
-    style = RasterStyle("concentration", "dissimilarity index (area of applicability)", "1")
+    style = RasterStyle(
+        "concentration",
+        "dissimilarity index (area of applicability)",
+        "1",
+        rule=rule_text,
+        model=model_text,
+    )
     with cog_path(path, style) as tmp, rasterio.open(tmp, "w", **map_profile(raster)) as dst:
         dst.write(full.astype(np.float32), 1)
         dst.set_band_description(1, "dissimilarity index (area of applicability)")

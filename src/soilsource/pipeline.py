@@ -624,6 +624,8 @@ def probability_maps(
                     raster,
                     aoa,
                     max_nodata_share=config.patch.max_nodata_share,
+                    model_text=record["model_text"],
+                    rule_text=record["rule_text"],
                 )
             if (folder / name).is_file():
                 continue  # finished before a resumed run's kill
