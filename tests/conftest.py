@@ -23,7 +23,12 @@ def small_city(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
-    """Pretrained trunks go to a per-session temporary cache, never the user's."""
-    monkeypatch.setenv("SOILSOURCE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Pretrained trunks go to a per-session temporary cache, never the user's.
+
+    Session-scoped, so it is in place before any module- or session-scoped fixture runs.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SOILSOURCE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+        yield

@@ -143,3 +143,18 @@ def test_bad_settings_are_refused():
         PretrainSettings(steps=0)
     with pytest.raises(ValueError):
         PretrainSettings(neighbour_share=0.0)
+
+
+def test_pretraining_is_seeded_and_leaves_the_callers_random_state_alone(raster, tmp_path):
+    def build():
+        return SILICNet(3, patch_px=PATCH, width=8, hidden=8)  # unseeded: pretrained_trunk seeds
+
+    torch.manual_seed(123)
+    first = pretrained_trunk([raster], build, FAST, seed=0, device="cpu", cache=tmp_path / "a")
+    after = torch.rand(3)
+    torch.manual_seed(456)
+    second = pretrained_trunk([raster], build, FAST, seed=0, device="cpu", cache=tmp_path / "b")
+    assert all(torch.equal(first[k], second[k]) for k in first)  # no cache shared: recomputed
+    torch.manual_seed(123)
+    torch.rand(0)
+    assert torch.equal(torch.rand(3), after)  # pretraining drew nothing from the global RNG

@@ -246,7 +246,7 @@ def pretrain_trunk(
         raise ValueError("anchors and neighbours must be two equal stacks of >= 2 patches")
     members = model.members
     losses = []
-    with _compute_context(device, num_threads):
+    with _compute_context(device, num_threads), torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, 8))
         generator = torch.Generator().manual_seed(derive_seed(seed, 9))
         model.to(device).train()
@@ -292,7 +292,9 @@ def pretrained_trunk(
     ``weights_only=True``: no code runs when it loads).
     """
     settings = settings or PretrainSettings()
-    model = build()
+    with torch.random.fork_rng(devices=[]):  # seeded initial weights; the caller's RNG kept
+        torch.manual_seed(derive_seed(seed, 10))
+        model = build()
     key = fingerprint(rasters, model.patch_px, model.config, settings, seed)
     path = (cache or cache_dir()) / f"trunk-{key}.pt"
     if path.is_file():
