@@ -25,7 +25,7 @@ shipped: Cd > 2 mg/kg, 960 m patches, 5 folds; the seed changes folds and traini
 The cross-validation is :func:`soilsource.pipeline.evaluate`, the code behind
 ``soilsource run``, without the final models.
 
-Usage: ``python benchmarks/bench_accuracy.py [--seeds N] [--only synthetic|meuse]
+Usage: ``python benchmarks/bench_accuracy.py [--seeds N] [--first-seed S] [--only synthetic|meuse]
 [--designs knndm,buffered] [--variants a,b] [--baselines random_forest,mobilenet_v3_small]
 [--regions a,b] [--patch-m M]`` (``--patch-m``: Meuse with another patch side than the
 example's, e.g. 960 m, its side before issue 12)
@@ -80,6 +80,13 @@ VARIANTS = {
     "label_steps_members": Variant("label, >= min_steps, members", "label", None, None),
     "new": Variant("new default (value, >= min_steps, members)", "value", None, None),
     "pretrain": Variant("new + pretrained trunk", "value", None, None, {"pretrain": True}),
+    "no_pretrain": Variant(
+        "new without the pretrained trunk (session 3 default)",
+        "value",
+        None,
+        None,
+        {"pretrain": False},
+    ),
     "sectors": Variant(
         "new + quadrant sectors, no rotation augmentation",
         "value",
@@ -175,7 +182,7 @@ def collect(args: argparse.Namespace, work: Path) -> dict:
     os.environ["SOILSOURCE_CACHE"] = str(work / "pretrain-cache")
     rows: dict = defaultdict(lambda: defaultdict(list))
     ceilings: dict = defaultdict(lambda: defaultdict(list))
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         cases = []
         if args.only in (None, "synthetic"):
             city = work / f"city_{seed}"
@@ -245,7 +252,8 @@ def tables(args: argparse.Namespace, found: dict) -> list[str]:
     models = [f"silicnet:{v}" for v in args.variants] + args.baselines
     heads = [VARIANTS[v].label for v in args.variants] + args.baselines
     lines = [
-        f"Seeds: {args.seeds}; designs: {', '.join(args.designs)}. SI-LICNet variants: "
+        f"Seeds: {args.first_seed} to {args.first_seed + args.seeds - 1}; designs: "
+        f"{', '.join(args.designs)}. SI-LICNet variants: "
         + "; ".join(f"`{v}` = {VARIANTS[v].label}" for v in args.variants)
         + f". Defaults: {TrainSettings().max_epochs} epochs or at least "
         f"{TrainConfig().min_steps} steps (train.min_steps), model.members "
@@ -329,6 +337,7 @@ def tables(args: argparse.Namespace, found: dict) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds from this one on")
     parser.add_argument("--only", choices=("synthetic", "meuse"), default=None)
     parser.add_argument("--designs", default="knndm,buffered", help="comma-separated")
     parser.add_argument("--variants", default="old,value,value_steps,new", help="comma-separated")

@@ -231,7 +231,9 @@ def test_a_pretrained_trunk_starts_every_network_of_its_region(small_city, tmp_p
     config = load_config(_small_config(small_city, tmp_path))
     config.model.members, config.model.sectors = 2, 4
     dataset = load_dataset(config)
-    assert pretrained_trunks(dataset, config, "cpu") == {}  # off by default
+    assert config.model.pretrain  # on by default
+    config.model.pretrain = False
+    assert pretrained_trunks(dataset, config, "cpu") == {}
     config.model.pretrain = True
     tiny = PretrainSettings(steps=2, batch=4, anchors=8)
     trunks = pretrained_trunks(dataset, config, "cpu", settings=tiny)

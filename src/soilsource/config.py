@@ -264,11 +264,13 @@ class ModelConfig(_Section):
         ),
     )
     pretrain: bool = Field(
-        default=False,
+        default=True,
         description=(
             "Pretrain SI-LICNet's trunk self-supervised on the region's own unlabelled "
             "imagery (Tile2Vec-style neighbour triplets) before training on the samples; "
-            "cached by an imagery fingerprint (docs/method.md)."
+            "cached by an imagery fingerprint in $SOILSOURCE_CACHE (default "
+            "~/.cache/soilsource). Measured: Meuse +0.016 AUC, synthetic city +0.006 "
+            "(docs/method.md)."
         ),
     )
 
