@@ -239,6 +239,7 @@ def one_seed(seed: int, quick: bool, size_px: int | None, workdir: Path) -> Seed
     config.train.seed = seed
     config.patch.size_m, config.train.folds = patch_m, folds
     config.model.members = getattr(cli, "DEMO_MEMBERS", 1)  # what the demo trains
+    config.model.pretrain = getattr(cli, "DEMO_PRETRAIN", False)
     config.model.baselines = []  # the explanation is SI-LICNet's; baselines only cost time
     seconds = {}
     start = time.perf_counter()
