@@ -34,6 +34,7 @@ def _small_config(city: Path, tmp_path: Path) -> Path:
     config = load_config(city / "config.yaml")
     raw = config.model_dump(mode="json")
     raw["patch"]["size_m"] = 320.0
+    raw["model"]["pretrain_steps"] = 10  # the pretraining runs, briefly
     raw["explain"].update(window_m=80.0, stride_m=40.0)
     raw["train"]["folds"] = 3
     path = tmp_path / "config.yaml"

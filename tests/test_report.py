@@ -56,6 +56,7 @@ def run_dir(small_city, tmp_path_factory) -> Path:
     samples.to_csv(tmp / "samples.csv", index=False)
     raw["samples"]["path"] = str(tmp / "samples.csv")
     raw["patch"]["size_m"] = 320.0
+    raw["model"]["pretrain_steps"] = 10  # the pretraining runs, briefly
     raw["explain"].update(window_m=80.0, stride_m=40.0)
     raw["train"]["folds"] = 2
     config = tmp / "config.yaml"

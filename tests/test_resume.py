@@ -47,6 +47,7 @@ def config(small_city, tmp_path_factory) -> Path:
     raw = load_config(small_city / "config.yaml").model_dump(mode="json")
     raw["samples"]["path"] = str(tmp / "samples.csv")
     raw["patch"]["size_m"] = 320.0
+    raw["model"]["pretrain_steps"] = 10  # the pretraining runs, briefly
     raw["explain"].update(window_m=80.0, stride_m=40.0)
     raw["train"].update(folds=3, max_epochs=2, patience=1, min_steps=0)
     raw["compute"]["device"] = "cpu"

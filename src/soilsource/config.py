@@ -273,6 +273,15 @@ class ModelConfig(_Section):
             "(docs/method.md)."
         ),
     )
+    pretrain_steps: int = Field(
+        default=150,
+        ge=1,
+        le=100000,
+        description=(
+            "Optimiser steps of the pretraining (32 triplets each; 150 cost about 1.5 "
+            "supervised fits of one network)."
+        ),
+    )
 
 
 class MappingConfig(_Section):

@@ -250,7 +250,9 @@ def pretrained_trunks(
     if not config.model.pretrain:
         return {}
     build = silicnet_builder(dataset, config)
-    settings = settings or PretrainSettings(augment=config.train.augment == "dihedral")
+    settings = settings or PretrainSettings(
+        steps=config.model.pretrain_steps, augment=config.train.augment == "dihedral"
+    )
     scopes = (
         {"pooled": [r for region in dataset for r in region.rasters]}
         if config.train.scope == "pooled"

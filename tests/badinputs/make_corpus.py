@@ -166,6 +166,7 @@ def main() -> None:
     write_case("config_three_sectors", changed(model__sectors=3))
     write_case("config_unknown_augmentation", changed(train__augment="rotate"))
     write_case("config_pretrain_not_boolean", changed(model__pretrain="sometimes"))
+    write_case("config_zero_pretrain_steps", changed(model__pretrain_steps=0))
     write_case("config_negative_candidates", changed(explain__candidates=-1))
     write_case("mapping_area_missing", changed(mapping__area="nowhere.tif"))
     write_case("mapping_ph_without_ph_rule", changed(mapping__ph="imagery.tif"))
