@@ -180,14 +180,14 @@ def _sliding_logits(model: SILICNet, features: Tensor, ny: int, nx: int) -> Tens
     """
     pool, first = model.pool, model.head[0]
     d = features.shape[0]
-    sums = pool.box_sums(features[None])[0, :, :, :ny, :nx]  # (D, J, ny, nx), float64
+    sums = pool.box_sums(features[None], features.dtype)[0, :, :, :ny, :nx]  # (D, J, ny, nx)
     # h = sum_e W_e (sum_j A_ej B_j)  =  sum_j B_j (sum_e W_e A_ej)
     per_element = first.weight.double().view(-1, d, pool.n_elements)
     folded = torch.einsum("hde,ej->hdj", per_element, pool.box_weights)
     hidden = torch.addmm(
         first.bias[:, None],
         folded.to(features.dtype).flatten(1),
-        sums.to(features.dtype).reshape(-1, ny * nx),
+        sums.reshape(-1, ny * nx),
     )
     return model.head[1:](hidden.T).squeeze(-1)
 

@@ -173,11 +173,13 @@ class RingPooling(nn.Module):
         cells = features.permute(0, 2, 3, 1).reshape(n, -1, d)  # a view when channels-last
         return (self.basis.flatten(1) @ cells).transpose(1, 2)
 
-    def box_sums(self, features: Tensor) -> Tensor:
+    def box_sums(self, features: Tensor, dtype: torch.dtype = torch.float64) -> Tensor:
         """Sum of every :attr:`boxes` box over every window of ``(N, D, h, w)`` features.
 
-        Returns float64 ``(N, D, J, h - grid + 1, w - grid + 1)``, from a float64
-        summed-area table, so differences of large sums keep float32 accuracy.
+        Returns ``(N, D, J, h - grid + 1, w - grid + 1)`` in ``dtype``. Each box comes from
+        a float64 summed-area table, so differences of large sums keep float32 accuracy;
+        ``dtype`` only decides what the result is stored in (float32 halves the memory of
+        a dense map's tile, whose sums are moderate).
         """
         n, d, h, w = features.shape
         oh, ow = h - self.grid + 1, w - self.grid + 1
@@ -185,7 +187,7 @@ class RingPooling(nn.Module):
             raise ValueError(f"a {h} x {w} map holds no {self.grid} x {self.grid} window")
         sat = features.new_zeros((n, d, h + 1, w + 1), dtype=torch.float64)
         sat[:, :, 1:, 1:] = features.double().cumsum(-2).cumsum(-1)
-        out = sat.new_empty((n, d, len(self.boxes), oh, ow))
+        out = sat.new_empty((n, d, len(self.boxes), oh, ow), dtype=dtype)
         for j, (r0, r1, c0, c1) in enumerate(self.boxes):
             out[:, :, j] = (
                 sat[:, :, r1 : r1 + oh, c1 : c1 + ow]
