@@ -106,11 +106,11 @@ def test_a_pretrained_trunk_is_cached_by_the_imagery(raster, tmp_path, monkeypat
     again = pretrained_trunk([raster], build, FAST, seed=0, device="cpu", cache=cache)
     assert all(torch.equal(state[k], again[k]) for k in state)
     # Another seed, other settings or other imagery: another entry.
-    key = fingerprint([raster], PATCH, build().config, FAST, 0)
-    assert key != fingerprint([raster], PATCH, build().config, FAST, 1)
-    assert key != fingerprint([raster], PATCH, build().config, PretrainSettings(steps=31), 0)
+    key = fingerprint([raster], build().config, FAST, 0)
+    assert key != fingerprint([raster], build().config, FAST, 1)
+    assert key != fingerprint([raster], build().config, PretrainSettings(steps=31), 0)
     other = describe_raster(write_raster(tmp_path / "other.tif", patchwork(seed=1)))
-    assert key != fingerprint([other], PATCH, build().config, FAST, 0)
+    assert key != fingerprint([other], build().config, FAST, 0)
     # A damaged entry is pretrained again, not trusted.
     monkeypatch.undo()
     files[0].write_bytes(b"not a torch file")

@@ -114,14 +114,10 @@ def cache_dir() -> Path:
 
 
 def fingerprint(
-    rasters: Sequence[RasterInfo],
-    patch_px: int,
-    architecture: dict,
-    settings: PretrainSettings,
-    seed: int,
+    rasters: Sequence[RasterInfo], architecture: dict, settings: PretrainSettings, seed: int
 ) -> str:
-    """A hex digest naming one pretraining: the imagery, the patch size, the network, the
-    settings and the seed.
+    """A hex digest naming one pretraining: the imagery, the network (its ``config``, patch
+    size included), the settings and the seed.
 
     The imagery enters by its grid, bands and file contents: each file's size and 16
     blocks of 64 KiB spread over it (hashing whole multi-gigabyte scenes would cost more
@@ -133,7 +129,6 @@ def fingerprint(
         json.dumps(
             {
                 "format": FORMAT,
-                "patch_px": patch_px,
                 "seed": seed,
                 "architecture": architecture,
                 "settings": asdict(settings),
@@ -193,10 +188,8 @@ def unlabelled_pairs(
                 n_rows = np.clip(rows + shift[0], 0, raster.height - patch_px)
                 n_cols = np.clip(cols + shift[1], 0, raster.width - patch_px)
                 a, b = reader.read(rows, cols), reader.read(n_rows, n_cols)
-                full = patch_px * patch_px
-                ok = (a.valid.reshape(m, -1).sum(1) >= MIN_VALID_SHARE * full) & (
-                    b.valid.reshape(m, -1).sum(1) >= MIN_VALID_SHARE * full
-                )
+                most = 1.0 - MIN_VALID_SHARE  # the largest nodata share kept
+                ok = (a.nodata_share <= most) & (b.nodata_share <= most)
                 keep = np.flatnonzero(ok)[: want - got]
                 anchors.append(a.subset(keep))
                 neighbours.append(b.subset(keep))
@@ -295,7 +288,7 @@ def pretrained_trunk(
     with torch.random.fork_rng(devices=[]):  # seeded initial weights; the caller's RNG kept
         torch.manual_seed(derive_seed(seed, 10))
         model = build()
-    key = fingerprint(rasters, model.patch_px, model.config, settings, seed)
+    key = fingerprint(rasters, model.config, settings, seed)
     path = (cache or cache_dir()) / f"trunk-{key}.pt"
     if path.is_file():
         try:
