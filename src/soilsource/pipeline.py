@@ -253,13 +253,10 @@ def pretrained_trunks(
     settings = settings or PretrainSettings(
         steps=config.model.pretrain_steps, augment=config.train.augment == "dihedral"
     )
-    scopes = (
-        {"pooled": [r for region in dataset for r in region.rasters]}
-        if config.train.scope == "pooled"
-        else {region.name: region.rasters for region in dataset}
-    )
+    keys = ["pooled"] if config.train.scope == "pooled" else [r.name for r in dataset]
     trunks = {}
-    for key, rasters in scopes.items():
+    for key in keys:
+        rasters = [r for region in _scope_regions(dataset, key) for r in region.rasters]
         unique = list({str(r.path): r for r in rasters}.values())
         trunks[key] = pretrained_trunk(
             unique,
