@@ -251,7 +251,7 @@ def _incremental_drops(
     """
     n, _, h, w = x.shape
     scalar = float(base.flatten()[0]) if base.stride() == (0,) * base.ndim else None
-    members = _member_stages(model)  # each member's trunk on its own: a quarter the memory
+    members = _member_stages(model)  # each member's trunk on its own, on its own channels
     extents = model.block_extents
     total_extent, grid = sum(extents), model.grid_px
     kernel = model.stem_kernel
