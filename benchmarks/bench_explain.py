@@ -254,7 +254,7 @@ def one_seed(seed: int, quick: bool, size_px: int | None, workdir: Path) -> Seed
     official.insert(1, "model_auc", [aucs[r]["auc"] for r in official.region])
     official.insert(2, "skill", [bool(aucs[r]["skill"]) for r in official.region])
     window_px, _ = occlusion_px(config.explain.window_m, config.explain.stride_m, 10.0)
-    candidates = gpd.read_file(run_dir / "candidates.gpkg")
+    candidates = gpd.read_file(run_dir / "candidates.gpkg", layer="candidates")
     precision = candidate_scores(candidates, city, cell_px=2 * window_px)
     official = official.merge(precision, on="region", how="left")
     official.insert(0, "seed", seed)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
+
 import geopandas as gpd
 import numpy as np
 import pytest
@@ -115,6 +118,11 @@ def test_candidates_table_and_geopackage(tmp_path):
     path = write_candidates(tmp_path / "candidates.gpkg", [frame], crs="EPSG:32649")
     back = gpd.read_file(path, layer="candidates")
     assert back.crs.to_epsg() == 32649 and len(back) == 2
+    with closing(sqlite3.connect(path)) as db:  # QGIS's default style, as for hotspots
+        styles = db.execute(
+            "SELECT f_table_name, useAsDefault, styleQML FROM layer_styles"
+        ).fetchall()
+    assert [(t, d) for t, d, _ in styles] == [("candidates", 1)] and "0,229,255" in styles[0][2]
     only = candidates(classes=["residential"])  # the region's drivers
     assert only["class"].tolist() == ["residential"] and only["rank"].tolist() == [1]
     empty = gpd.read_file(write_candidates(tmp_path / "none.gpkg", [], crs="EPSG:32649"))

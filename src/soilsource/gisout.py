@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import os
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -345,3 +345,44 @@ def write_layer_style(
     )
     exists = "layer_styles" in {n for n, _ in pyogrio.list_layers(gpkg)}
     pyogrio.write_dataframe(row, gpkg, layer="layer_styles", driver="GPKG", append=exists)
+
+
+def write_features(
+    path: str | os.PathLike[str],
+    frames: Iterable,
+    *,
+    layer: str,
+    columns: list[str],
+    geometry_type: str,
+    crs=None,
+    style: str | None = None,
+    description: str = "",
+) -> Path:
+    """Write every region's features into one GeoPackage layer, atomically, with its style.
+
+    ``frames``: GeoDataFrames (None or empty ones are skipped); all must share one CRS
+    (the imagery's). ``crs`` locates the layer when no region has a feature, so that even
+    an empty layer (with ``columns``) is located. ``style``: a QGIS style
+    (:func:`layer_style_qml`) stored in the GeoPackage's ``layer_styles``.
+    """
+    import geopandas as gpd
+    import pandas as pd
+
+    frames = [f for f in frames if f is not None]
+    crs_set = {str(f.crs) for f in frames if f.crs is not None}
+    if len(crs_set) > 1:
+        raise ValueError(f"{layer} of several CRS cannot share one layer: {sorted(crs_set)}")
+    full = [f for f in frames if len(f)]
+    if full:
+        combined = gpd.GeoDataFrame(pd.concat(full, ignore_index=True), crs=full[0].crs)
+    else:
+        combined = gpd.GeoDataFrame(
+            {c: pd.Series(dtype=object) for c in columns},
+            geometry=[],
+            crs=frames[0].crs if frames and frames[0].crs is not None else crs,
+        )
+    with atomic_path(path) as tmp:
+        combined.to_file(tmp, layer=layer, driver="GPKG", geometry_type=geometry_type)
+        if style is not None:
+            write_layer_style(tmp, layer, style, description=description)
+    return Path(path)

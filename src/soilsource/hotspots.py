@@ -42,9 +42,8 @@ from scipy import ndimage
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from soilsource.atomic import atomic_path
 from soilsource.errors import InputError
-from soilsource.gisout import layer_style_qml, write_layer_style
+from soilsource.gisout import layer_style_qml, write_features
 from soilsource.inputs.imagery import describe_raster, open_raster
 from soilsource.inputs.landuse import Landuse
 from soilsource.progress import track
@@ -516,23 +515,13 @@ def write_hotspots(
     All regions must share one CRS (the imagery's); the layer is ``hotspots``. ``crs`` is
     used when there is no region to take it from, so that even an empty layer is located.
     """
-    frames = [f for f in regions if f is not None]
-    crs_set = {str(f.crs) for f in frames if f.crs is not None}
-    if len(crs_set) > 1:
-        raise ValueError(f"hotspots of several CRS cannot share one layer: {sorted(crs_set)}")
-    crs_value = frames[0].crs if frames else crs
-    if frames:
-        combined = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs=crs_value)
-    else:
-        combined = gpd.GeoDataFrame(
-            {c: pd.Series(dtype=object) for c in COLUMNS}, geometry=[], crs=crs_value
-        )
-    with atomic_path(path) as tmp:
-        combined.to_file(tmp, layer=LAYER, driver="GPKG", geometry_type="Polygon")
-        write_layer_style(
-            tmp,
-            LAYER,
-            layer_style_qml(HOTSPOT_OUTLINE, label_field="rank"),
-            description="hotspots: outlines labelled by rank (1 = most sensitive)",
-        )
-    return Path(path)
+    return write_features(
+        path,
+        regions,
+        layer=LAYER,
+        columns=COLUMNS,
+        geometry_type="Polygon",
+        crs=crs,
+        style=layer_style_qml(HOTSPOT_OUTLINE, label_field="rank"),
+        description="hotspots: outlines labelled by rank (1 = most sensitive)",
+    )

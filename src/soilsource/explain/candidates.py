@@ -49,9 +49,11 @@ from rasterio.features import shapes
 from rasterio.windows import Window
 from scipy import ndimage, sparse
 
-from soilsource.atomic import atomic_path
+from soilsource.gisout import layer_style_qml, write_features
 
 LAYER = "candidates"
+CANDIDATE_OUTLINE = "#00e5ff"
+"""Outline colour of candidates, in the report (report.css) and in the layer's QGIS style."""
 COLUMNS = [
     "region",
     "rank",
@@ -315,14 +317,15 @@ def region_candidates(
 def write_candidates(
     path: str | os.PathLike[str], regions: Iterable[gpd.GeoDataFrame], crs: CRS | str | None
 ) -> Path:
-    """Write every region's candidates into one GeoPackage layer, atomically."""
-    frames = [f for f in regions if f is not None and len(f)]
-    if frames:
-        combined = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs=frames[0].crs)
-    else:
-        combined = gpd.GeoDataFrame(
-            {c: pd.Series(dtype=object) for c in COLUMNS}, geometry=[], crs=crs
-        )
-    with atomic_path(path) as tmp:
-        combined.to_file(tmp, layer=LAYER, driver="GPKG", geometry_type="MultiPolygon")
-    return Path(path)
+    """Write every region's candidates into one GeoPackage layer, atomically, with a QGIS
+    style in its ``layer_styles`` (the report's cyan outlines, labelled by rank)."""
+    return write_features(
+        path,
+        regions,
+        layer=LAYER,
+        columns=COLUMNS,
+        geometry_type="MultiPolygon",
+        crs=crs,
+        style=layer_style_qml(CANDIDATE_OUTLINE, label_field="rank"),
+        description="candidate sources: outlines labelled by rank (1 = strongest)",
+    )
