@@ -35,7 +35,7 @@ def _small_config(city: Path, tmp_path: Path) -> Path:
     raw = config.model_dump(mode="json")
     raw["patch"]["size_m"] = 320.0
     raw["model"]["pretrain_steps"] = 10  # the pretraining runs, briefly
-    raw["explain"].update(window_m=80.0, stride_m=40.0)
+    raw["explain"].update(window_m=80.0, stride_m=40.0, max_samples=50)  # a subset is explained
     raw["train"]["folds"] = 3
     path = tmp_path / "config.yaml"
     import yaml
@@ -81,6 +81,7 @@ def test_run_writes_every_output(city_run):
             assert entry["skill"] == (entry["auc_ci95"][0] > 0.5)
         assert 0.0 <= entry["brier"] <= 1.0
         assert -1.0 <= entry["spearman_value"] <= 1.0
+        assert entry["explained_samples"] == min(entry["n"], 50)  # explain.max_samples
         assert (out / "figures" / f"roc_{name}.png").stat().st_size > 1000
         for kind in ("sensitivity", "probability", "concentration"):
             with rasterio.open(out / kind / f"{name}.tif") as src:
@@ -90,6 +91,9 @@ def test_run_writes_every_output(city_run):
                 assert np.isfinite(data).any()
         assert (out / "models" / name / "silicnet.pt").is_file()
         assert (out / "models" / name / "random_forest.npz").is_file()
+    report = (out / "report.html").read_text(encoding="utf-8")
+    assert "explained on a random subset stratified by label" in report
+    assert f"{name}: 50 of {regions[name]['n']:,} samples" in report
 
 
 @pytest.mark.slow

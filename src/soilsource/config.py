@@ -216,6 +216,15 @@ class ExplainConfig(_Section):
             "attributed effect on the samples around them; 0 = none)."
         ),
     )
+    max_samples: int | None = Field(
+        default=2000,
+        ge=1,
+        description=(
+            "Most samples per region whose patches are occluded (a subset stratified by "
+            "label and CV fold, stated in metrics.json and the report); null = every sample. "
+            "Occlusion grows with the samples; the region map does not need them all."
+        ),
+    )
     aggregation: Literal["exceedance", "mean", "relative"] = Field(
         default="exceedance",
         description=(

@@ -53,6 +53,7 @@ from soilsource.explain.candidates import (
     write_candidates,
 )
 from soilsource.explain.mosaic import write_sensitivity
+from soilsource.explain.subset import explained_rows
 from soilsource.figures import roc_figure
 from soilsource.hotspots import raster_hotspot_threshold, region_hotspots, write_hotspots
 from soilsource.inputs import open_landuse
@@ -498,8 +499,9 @@ def explain(
         landuse = open_landuse(config.landuse, region.name) if config.landuse else None
         classes = landuse.classes if landuse else None
         raster_of = region.table["raster"].to_numpy()
+        explained = explanation_rows(cv, region, dataset, config)
         for k, raster in enumerate(region.rasters):
-            members = np.flatnonzero(raster_of == k)
+            members = explained[raster_of[explained] == k]
             if len(members) == 0:
                 continue
             drivers: list[str] = []
@@ -550,6 +552,18 @@ def explain(
     crs = dataset.regions[0].rasters[0].crs
     write_hotspots(out / "hotspots.gpkg", hotspots, crs=crs)
     write_candidates(out / "candidates.gpkg", candidates, crs=crs)
+
+
+def explanation_rows(
+    cv: dict[str, CVResult], region: RegionSamples, dataset: Dataset, config: Config
+) -> np.ndarray:
+    """Rows of ``region.table`` whose patches are occluded: all of them, or at most
+    ``explain.max_samples`` stratified by label and CV fold
+    (:func:`soilsource.explain.subset.explained_rows`)."""
+    _, folds = oof(cv, region, dataset)
+    return explained_rows(
+        region.labels, folds, config.explain.max_samples, seed=derive_seed(config.train.seed, 13)
+    )
 
 
 def _region_candidates(
@@ -749,6 +763,7 @@ def build_metrics(
         if reason:
             main["skill_reason"] = reason
         main["brier"] = brier_score(labels, proba)
+        main["explained_samples"] = len(explanation_rows(cv[MODEL], region, dataset, config))
         predicted = oof_values(cv[MODEL], region, dataset)
         if predicted is not None:
             ok = np.isfinite(predicted)

@@ -270,6 +270,7 @@ def gather(run_dir: Path, *, seconds: dict[str, float] | None = None) -> dict[st
         "candidates": _candidate_tables(candidates, regions),
         "reliability": _reliability(predictions),
         "cv_rows": _cv_rows(metrics),
+        "explained_subsets": _explained_subsets(metrics),
         "truth": _truth_scores(run_dir, config, candidates),
         "value_bar": _value_bar(predictions, config.metal),
         "landuse": _landuse_tables(landuse, regions),
@@ -826,6 +827,17 @@ def _reliability(predictions: pd.DataFrame | None) -> str | None:
         for region, part in predictions.groupby("region", sort=False)
     }
     return _data_uri(reliability_png(groups))
+
+
+def _explained_subsets(metrics: dict[str, Any]) -> list[str]:
+    """'REGION: 2,000 of 20,000 samples' for each region explained on a subset
+    (``explain.max_samples``)."""
+    out = []
+    for region, entry in metrics.get("regions", {}).items():
+        n, explained = entry.get("n"), entry.get("explained_samples")
+        if n is not None and explained is not None and explained < n:
+            out.append(f"{region}: {explained:,} of {n:,} samples")
+    return out
 
 
 def _cv_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
