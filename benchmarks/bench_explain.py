@@ -50,7 +50,6 @@ from soilsource.pipeline import (
     evaluate,
     explain,
     final_model,
-    physical,
 )
 from soilsource.rundir import prepare
 from soilsource.synth import write_city
@@ -154,7 +153,7 @@ def region_maps(cv, dataset, config) -> list[RegionMaps]:
                 ).numpy()
         # a model of the concentration scores each sample against its own limit
         limits = region.table["limit"].to_numpy() if model.inner.link_ is not None else None
-        prob = np.asarray(model.predict_proba(physical(region.patches), limits), np.float64)
+        prob = np.asarray(model.predict_proba(region.patches.physical(), limits), np.float64)
         table = region.table
         patches = region.patches
         out.append(

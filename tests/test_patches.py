@@ -11,11 +11,15 @@ from soilsource.patches import (
     BandStats,
     Patches,
     PatchReader,
+    PatchStore,
+    _Part,
+    batch_rows,
     block_order,
     extract_patches,
     iter_patches,
     patch_origins,
     patch_size_px,
+    sample_patches,
 )
 from tinyinputs import ORIGIN, PIXEL_M, imagery_data, write_raster
 
@@ -213,3 +217,100 @@ def test_band_stats_constant_band_and_no_valid_pixel():
     assert stats.std.tolist() == [1.0, 1.0]
     with pytest.raises(ValueError, match="no valid pixel"):
         BandStats.fit(_patches(data, np.zeros((2, 4, 4), bool)))
+
+
+# --- patches read on demand (PatchStore, PatchArray) -------------------------------------
+
+
+def _two_rasters(tmp_path):
+    """Two rasters and 300 points each (some at the edge), with the patches read at once."""
+    parts = []
+    rng = np.random.default_rng(5)
+    for k in range(2):
+        path = write_raster(tmp_path / f"r{k}.tif", imagery_data(k), nodata=0)
+        points = np.column_stack(
+            [ORIGIN[0] + rng.uniform(-40, 680, 300), ORIGIN[1] - rng.uniform(-40, 680, 300)]
+        )
+        parts.append((describe_raster(path), points, extract_patches(path, points, 9)))
+    return parts
+
+
+def _store(parts, cache: bool) -> PatchStore:
+    stored, shares = [], []
+    for raster, points, _ in parts:
+        part, share = sample_patches(raster, points, 9, cache=cache)
+        stored.append(part)
+        shares.append(share)
+    return PatchStore(stored, parts[0][0].band_names, 9, np.concatenate(shares))
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_store_reads_what_extract_patches_reads(tmp_path, cache):
+    parts = _two_rasters(tmp_path)
+    whole = [p for _, _, p in parts]
+    data = np.concatenate([p.data for p in whole])
+    valid = np.concatenate([p.valid for p in whole])
+    store = _store(parts, cache)
+    assert store.cached is cache and len(store) == 600
+    np.testing.assert_array_equal(
+        store.nodata_share, np.concatenate([p.nodata_share for p in whole])
+    )
+    pick = np.array([599, 3, 300, 299, 3])  # across both rasters, repeated, out of order
+    got = store.subset(pick)
+    np.testing.assert_array_equal(got.data, data[pick])
+    np.testing.assert_array_equal(got.valid, valid[pick])
+    np.testing.assert_array_equal(got.row_off, np.concatenate([p.row_off for p in whole])[pick])
+    # a view of a view, and the lazy physical array with NaN for nodata
+    lazy = store.physical()[pick][np.array([1, 2])]
+    expected = np.where(valid[pick[[1, 2]]][:, None], data[pick[[1, 2]]], np.nan)
+    np.testing.assert_array_equal(np.asarray(lazy), expected)
+    # pooled regions: concatenation keeps every row where it was
+    both = PatchStore.concat([store.subset(np.arange(10)), store.subset(np.arange(300, 305))])
+    np.testing.assert_array_equal(both.data, data[[*range(10), *range(300, 305)]])
+
+
+def test_keeping_rows_moves_cached_pixels_in_place(tmp_path):
+    (raster, points, whole), *_ = _two_rasters(tmp_path)
+    part, _ = sample_patches(raster, points, 9, cache=True)
+    rows = np.flatnonzero(np.arange(300) % 7 != 3)
+    kept = part.keep(rows)
+    np.testing.assert_array_equal(kept.data, whole.data[rows])
+    np.testing.assert_array_equal(kept.valid, whole.valid[rows])
+    assert np.shares_memory(kept.data, part.data)  # no second copy of the part
+
+
+def test_standardized_batches_equal_the_whole_and_reading_stays_bounded(tmp_path, monkeypatch):
+    parts = _two_rasters(tmp_path)
+    store = _store(parts, cache=False)
+    lazy = store.physical()
+    dense = np.asarray(lazy)
+    stats_lazy, stats_dense = BandStats.fit_physical(lazy), BandStats.fit_physical(dense)
+    np.testing.assert_array_equal(stats_lazy.mean, stats_dense.mean)
+    np.testing.assert_array_equal(stats_lazy.std, stats_dense.std)
+    sizes = []
+    read = PatchStore.read
+    monkeypatch.setattr(
+        PatchStore, "read", lambda self, i=None: sizes.append(len(self)) or read(self, i)
+    )
+    BandStats.fit_physical(lazy)
+    assert max(sizes) <= 64  # the statistics read 64 patches at a time, never all 600
+    scaled = lazy.map(stats_lazy.transform_physical)
+    np.testing.assert_array_equal(
+        batch_rows(scaled, np.arange(5, 9)), stats_dense.transform_physical(dense[5:9])
+    )
+
+
+def test_patch_array_indexing_and_refusals():
+    data = np.arange(5 * 2 * 3 * 3, dtype=np.float32).reshape(5, 2, 3, 3)
+    valid = np.ones((5, 3, 3), bool)
+    zeros = np.zeros(5, int)
+    lazy = PatchStore(
+        [_Part(None, zeros, zeros, data, valid)], ("a", "b"), 3, np.zeros(5)
+    ).physical()
+    assert lazy.shape == (5, 2, 3, 3) and len(lazy[1:4]) == 3
+    np.testing.assert_array_equal(
+        np.asarray(lazy[np.array([True, False, True, False, False])]), data[[0, 2]]
+    )
+    np.testing.assert_array_equal(np.asarray(lazy[::2]), data[::2])
+    with pytest.raises(IndexError):
+        lazy[np.zeros((2, 2), int)]

@@ -133,13 +133,13 @@ def test_patches_too_big_for_memory_are_refused_before_training(
     project, tmp_path, capsys, monkeypatch
 ):
     raw = yaml.safe_load(project.read_text())
-    raw["patch"]["size_m"] = 640  # 64 px: 10 samples x 3 bands x 64^2 x 4 B x 4 = 1.9 MiB
+    raw["patch"]["size_m"] = 640  # 64 px: 2048 working patches x 3 bands x 64^2 x 4 B = 96 MiB
     project.write_text(yaml.safe_dump(raw))
     monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(available=2**20))
     out = tmp_path / "run"
     assert run_error(project, out, capsys) == (
-        f"{PREFIX}{project}: key 'patch.size_m': 10 patches of 64 x 64 px and 3 bands need "
-        "about 1.9 MiB of memory, 1.0 MiB is free; use a smaller patch.size_m"
+        f"{PREFIX}{project}: key 'patch.size_m': patches of 64 x 64 px and 3 bands need about "
+        "96.0 MiB of memory in batches of 512, 1.0 MiB is free; use a smaller patch.size_m"
     )
     assert not (out / CHECKPOINTS / "cv").exists()  # no fold was trained
 

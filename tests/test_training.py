@@ -308,3 +308,41 @@ def test_test_time_augmentation_averages_the_eight_rotations_and_flips():
     np.testing.assert_allclose(tta.decision_function(x), expected, rtol=1e-5, atol=1e-6)
     assert not np.allclose(plain.decision_function(x), expected)
     np.testing.assert_allclose(tta.predict_proba(x), 1 / (1 + np.exp(-expected)), rtol=1e-5)
+
+
+def _lazy(x: np.ndarray):
+    """``x`` (physical, NaN for nodata) as a lazy PatchArray over an in-memory store."""
+    from soilsource.patches import PatchStore, _Part
+
+    n = len(x)
+    zeros = np.zeros(n, int)
+    part = _Part(None, zeros, zeros, np.nan_to_num(x, nan=0.0), np.isfinite(x).all(axis=1))
+    return PatchStore([part], ("a", "b"), x.shape[-1], np.zeros(n)).physical()
+
+
+@pytest.mark.parametrize("target", ["label", "value"])
+def test_lazy_patches_train_and_predict_exactly_as_arrays_in_batches(target, monkeypatch):
+    from soilsource.patches import PatchStore
+
+    x, y = blob_task(n=160)
+    x = x * 3.0 + 10.0
+    x[:5, :, :2, :2] = np.nan
+    labels = y if target == "label" else np.exp(y + np.random.default_rng(0).normal(size=160))
+
+    def trained(patches):
+        torch.manual_seed(0)
+        inner = TorchPatchClassifier(small_cnn(), settings=FAST, device="cpu", num_threads=1,
+                                     target=target)  # fmt: skip
+        model = Standardized(inner).fit(patches[np.arange(140)], labels[:140], seed=0)
+        limit = np.full(20, 1.5) if target == "value" else None
+        return model, model.predict_proba(patches[np.arange(140, 160)], limit)
+
+    dense_model, dense_p = trained(x)
+    sizes = []
+    read = PatchStore.read
+    monkeypatch.setattr(PatchStore, "read", lambda s, i=None: sizes.append(len(s)) or read(s, i))
+    lazy_model, lazy_p = trained(_lazy(x))
+    np.testing.assert_array_equal(dense_p, lazy_p)
+    for key, value in dense_model.inner.module.state_dict().items():
+        assert torch.equal(value, lazy_model.inner.module.state_dict()[key]), key
+    assert max(sizes) <= 64  # batches, never the 140 training patches at once

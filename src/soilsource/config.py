@@ -400,6 +400,16 @@ class ComputeConfig(_Section):
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
     scheduler: str | None = Field(default=None, description="Dask scheduler address; null = local.")
+    patch_cache_mb: int = Field(
+        default=2048,
+        ge=0,
+        description=(
+            "Most memory (MiB, and at most half the free memory) for patches kept after "
+            "they are first read; beyond it patches are read from the imagery each time "
+            "they are needed, so memory does not grow with the number of samples. "
+            "Results are the same either way."
+        ),
+    )
 
 
 class Config(_Section):

@@ -26,12 +26,15 @@ from soilsource.errors import InputError
 from soilsource.inputs import RasterInfo, assign_rasters, read_samples, reproject_points
 from soilsource.inputs.imagery import resolve_imagery
 from soilsource.labels import label_samples
-from soilsource.patches import Patches, extract_patches, one_patch_size, patch_size_px
+from soilsource.patches import (
+    CacheBudget,
+    Patches,
+    PatchStore,
+    one_patch_size,
+    patch_size_px,
+    sample_patches,
+)
 from soilsource.progress import warn
-
-PATCH_MEMORY_FACTOR = 4
-"""Copies of a region's patches alive at once in a run: the patches, their copy in
-physical units with NaN, a fold's standardised training set, a pooled concatenation."""
 
 
 @dataclass
@@ -48,7 +51,8 @@ class RegionSamples:
         One row per usable sample: sample_id, region, x, y (in the CRS of the
         sample's raster), value, limit, label (0/1), raster (index into ``rasters``).
     patches:
-        Patches in the order of ``table`` (physical units, validity mask).
+        Patches in the order of ``table`` (physical units, validity mask), read on
+        demand or from the cache (:class:`~soilsource.patches.PatchStore`).
     dropped:
         Samples left out, with the reason (``outside imagery`` or ``nodata``).
     """
@@ -56,7 +60,7 @@ class RegionSamples:
     name: str
     rasters: list[RasterInfo]
     table: pd.DataFrame
-    patches: Patches
+    patches: PatchStore
     dropped: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def __len__(self) -> int:
@@ -90,9 +94,9 @@ class Dataset:
     def __iter__(self):
         return iter(self.regions)
 
-    def concat(self) -> tuple[Patches, pd.DataFrame]:
-        """Patches and table of all regions together (scope ``pooled``)."""
-        patches = concat_patches([r.patches for r in self.regions])
+    def concat(self) -> tuple[PatchStore, pd.DataFrame]:
+        """Patches and table of all regions together (scope ``pooled``; no pixel copied)."""
+        patches = PatchStore.concat([r.patches for r in self.regions])
         return patches, pd.concat([r.table for r in self.regions], ignore_index=True)
 
 
@@ -111,8 +115,9 @@ def load_dataset(config: Config, *, threads: int = 2) -> Dataset:
     samples = samples.assign(limit=labels.limit, label=labels.positive.astype(np.int64))
     names = sorted(samples["region"].unique().tolist())
     imagery = resolve_imagery(config.imagery, names)
+    budget = cache_budget(config)
     regions = [
-        _region(name, samples[samples["region"] == name], imagery[name], config, threads)
+        _region(name, samples[samples["region"] == name], imagery[name], config, threads, budget)
         for name in names
     ]
     size = one_patch_size({r.patch_px for r in regions}, config.patch.size_m, _source(config))
@@ -120,12 +125,17 @@ def load_dataset(config: Config, *, threads: int = 2) -> Dataset:
 
 
 def _region(
-    name: str, samples: pd.DataFrame, rasters: list[RasterInfo], config: Config, threads: int
+    name: str,
+    samples: pd.DataFrame,
+    rasters: list[RasterInfo],
+    config: Config,
+    threads: int,
+    cache_budget: CacheBudget,
 ) -> RegionSamples:
     x = samples.geometry.x.to_numpy()
     y = samples.geometry.y.to_numpy()
     which = assign_rasters(x, y, samples.crs, rasters)
-    tables, patch_parts, dropped = [], [], []
+    tables, patch_parts, shares, dropped, sizes = [], [], [], [], []
     outside = samples.iloc[np.flatnonzero(which < 0)]
     if len(outside):
         dropped.append(_dropped(outside, "outside imagery"))
@@ -136,10 +146,14 @@ def _region(
         rx, ry = reproject_points(x[members], y[members], samples.crs, raster.crs)
         size = patch_size_px(config.patch.size_m, raster)
         if patch_parts:  # rasters of one region
-            one_patch_size({patch_parts[0].size_px, size}, config.patch.size_m, _source(config))
-        check_memory(len(members), raster.count, size, config)
-        patches = extract_patches(raster, np.column_stack([rx, ry]), size, threads=threads)
-        keep = patches.nodata_share <= config.patch.max_nodata_share
+            one_patch_size({sizes[0], size}, config.patch.size_m, _source(config))
+        sizes.append(size)
+        check_memory(raster.count, size, config)
+        cache = cache_budget.take(len(members) * (raster.count * 4 + 1) * size**2)
+        stored, share = sample_patches(
+            raster, np.column_stack([rx, ry]), size, cache=cache, threads=threads
+        )
+        keep = share <= config.patch.max_nodata_share
         part = samples.iloc[members]
         if not keep.all():
             dropped.append(_dropped(part.iloc[np.flatnonzero(~keep)], "nodata"))
@@ -160,34 +174,54 @@ def _region(
                 }
             )
         )
-        patch_parts.append(patches.subset(np.flatnonzero(keep)))
+        patch_parts.append(stored.keep(np.flatnonzero(keep)))
+        shares.append(share[keep])
     lost = pd.concat(dropped, ignore_index=True) if dropped else pd.DataFrame()
     for reason, count in lost.groupby("reason").size().items() if len(lost) else []:
         warn(f"region '{name}': {count} of {len(samples)} samples left out ({reason})")
     table = pd.concat(tables, ignore_index=True)
-    return RegionSamples(name, list(rasters), table, concat_patches(patch_parts), lost)
+    store = PatchStore(
+        patch_parts, rasters[0].band_names, sizes[0], np.concatenate(shares), threads=threads
+    )
+    return RegionSamples(name, list(rasters), table, store, lost)
 
 
-def check_memory(n: int, bands: int, size_px: int, config: Config) -> None:
-    """Refuse, before reading or training, patches that cannot fit in the free memory.
+WORKING_PATCHES = 4 * 512
+"""Patches held at once besides the cache, whatever the number of samples: a batch of
+512 as read (the forest's window statistics), its copy with NaN, scaled, and as a tensor."""
 
-    Needs ``n * bands * size_px**2 * 4`` bytes (float32) times
-    :data:`PATCH_MEMORY_FACTOR`; a run that would swap or be killed by the system
-    hours later fails now with a line naming ``patch.size_m``.
+
+def check_memory(bands: int, size_px: int, config: Config) -> None:
+    """Refuse, before reading or training, patches too large for the free memory.
+
+    Patches are read in batches (:class:`~soilsource.patches.PatchStore`), so what must
+    fit is :data:`WORKING_PATCHES` patches of ``bands * size_px**2 * 4`` bytes, not all
+    of them; a run that would swap or be killed hours later fails now, naming
+    ``patch.size_m``.
     """
-    need = n * bands * size_px**2 * 4 * PATCH_MEMORY_FACTOR
+    need = WORKING_PATCHES * bands * size_px**2 * 4
     free = psutil.virtual_memory().available
     if need > free:
         raise InputError(
             config.source or "config",
             "key 'patch.size_m'",
-            f"{n} patches of {size_px} x {size_px} px and {bands} bands need about "
-            f"{_size(need)} of memory, {_size(free)} is free; use a smaller patch.size_m",
+            f"patches of {size_px} x {size_px} px and {bands} bands need about {_size(need)} "
+            f"of memory in batches of {WORKING_PATCHES // 4}, {_size(free)} is free; "
+            "use a smaller patch.size_m",
         )
 
 
 def _size(n_bytes: float) -> str:
     return f"{n_bytes / 2**30:.1f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.1f} MiB"
+
+
+def cache_budget(config: Config) -> CacheBudget:
+    """How much of the patches stays in memory: ``compute.patch_cache_mb``, but at most
+    half the memory free now. Regions (in name order) are cached whole while they fit;
+    the rest are read from the imagery on demand (:class:`~soilsource.patches.PatchStore`),
+    so a run never needs memory in proportion to its samples."""
+    free_mb = psutil.virtual_memory().available / 2**20
+    return CacheBudget(min(config.compute.patch_cache_mb, free_mb / 2))
 
 
 def _source(config: Config) -> str:

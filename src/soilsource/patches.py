@@ -23,7 +23,7 @@ while it reads); see :class:`PatchReader`.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from os import PathLike
@@ -547,6 +547,16 @@ def _valid_pixels(src, block, window, mode, nodata, is_float) -> np.ndarray | No
     return ok
 
 
+STATS_CHUNK = 64
+"""Patches per step of :meth:`BandStats.fit` (bounds its float64 temporaries; fixed, so
+the sums, and the statistics, do not depend on how the patches are stored)."""
+
+
+def _split_physical(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Physical patches with NaN for nodata as (values with 0 there, validity mask)."""
+    return np.nan_to_num(x, nan=0.0), np.isfinite(x).all(axis=1)
+
+
 @dataclass(frozen=True)
 class BandStats:
     """Per-band mean and standard deviation of valid pixels of training patches.
@@ -570,14 +580,32 @@ class BandStats:
     def fit(cls, patches: Patches, index: np.ndarray | Sequence[int] | None = None) -> BandStats:
         """Statistics over the valid pixels of ``patches[index]`` (all when None)."""
         index = np.arange(len(patches)) if index is None else np.asarray(index)
-        channels = patches.data.shape[1]
+        chunks = (
+            (patches.data[part], patches.valid[part])
+            for part in (index[s : s + STATS_CHUNK] for s in range(0, len(index), STATS_CHUNK))
+        )
+        return cls._from_chunks(chunks, len(patches.band_names), patches.band_names)
+
+    @classmethod
+    def fit_physical(cls, x: np.ndarray | PatchArray) -> BandStats:
+        """Statistics of physical patches with NaN for nodata (an ndarray or a lazy
+        :class:`PatchArray`, read :data:`STATS_CHUNK` patches at a time): the same
+        numbers as :meth:`fit` on the patches they came from."""
+        chunks = (
+            _split_physical(batch_rows(x, np.arange(s, min(s + STATS_CHUNK, len(x)))))
+            for s in range(0, len(x), STATS_CHUNK)
+        )
+        names = tuple(f"band{i + 1}" for i in range(x.shape[1]))
+        return cls._from_chunks(chunks, x.shape[1], names)
+
+    @classmethod
+    def _from_chunks(cls, chunks, channels: int, band_names: tuple[str, ...]) -> BandStats:
         total = np.zeros(channels)
         squares = np.zeros(channels)
         count = 0
-        for start in range(0, len(index), 64):  # chunks bound the float64 temporaries
-            part = index[start : start + 64]
-            data = patches.data[part].astype(np.float64)
-            valid = patches.valid[part][:, None, :, :]
+        for part_data, part_valid in chunks:  # chunks bound the float64 temporaries
+            data = part_data.astype(np.float64)
+            valid = part_valid[:, None, :, :]
             data *= valid
             total += data.sum(axis=(0, 2, 3))
             squares += np.square(data).sum(axis=(0, 2, 3))
@@ -588,13 +616,20 @@ class BandStats:
         variance = np.maximum(squares / count - mean**2, 0.0)
         std = np.sqrt(variance)
         std[std == 0] = 1.0  # a constant band: centre it, do not divide by zero
-        return cls(mean.astype(np.float32), std.astype(np.float32), patches.band_names)
+        return cls(mean.astype(np.float32), std.astype(np.float32), band_names)
 
     def transform(self, patches: Patches) -> np.ndarray:
         """float32 ``(N, C, S, S)`` normalised data; invalid pixels are 0 (the band mean)."""
         out = (patches.data - self.mean[:, None, None]) / self.std[:, None, None]
         out *= patches.valid[:, None, :, :]
         return out.astype(np.float32, copy=False)
+
+    def transform_physical(self, x: np.ndarray) -> np.ndarray:
+        """:meth:`transform` of physical patches with NaN for nodata (an ndarray)."""
+        data, valid = _split_physical(x)
+        n = len(data)
+        zeros = np.zeros(n, dtype=np.int64)
+        return self.transform(Patches(data, valid, zeros, zeros, np.arange(n), self.band_names))
 
     def to_dict(self) -> dict:
         """Plain JSON-able form (for model files that load without executing code)."""
@@ -612,3 +647,315 @@ class BandStats:
             np.asarray(values["std"], dtype=np.float32),
             tuple(values["band_names"]),
         )
+
+
+# --- patches read on demand ----------------------------------------------------------------
+
+
+class CacheBudget:
+    """Bytes of patches that may still be kept in memory, handed out part by part.
+
+    >>> budget = CacheBudget(1)  # MiB
+    >>> budget.take(600_000), budget.take(600_000), budget.take(400_000)
+    (True, False, True)
+    """
+
+    def __init__(self, mb: float) -> None:
+        self.left = int(mb * 2**20)
+
+    def take(self, nbytes: int) -> bool:
+        """True (and the bytes are spent) when ``nbytes`` still fit."""
+        if nbytes > self.left:
+            return False
+        self.left -= nbytes
+        return True
+
+
+@dataclass
+class _Part:
+    """The patches of one raster: window origins, and their pixels when cached."""
+
+    raster: RasterInfo
+    row_off: np.ndarray
+    col_off: np.ndarray
+    data: np.ndarray | None = None
+    valid: np.ndarray | None = None
+
+    def keep(self, rows: np.ndarray) -> _Part:
+        """Only the patches at ascending positions ``rows``; cached pixels are moved down
+        in place, in chunks (no second copy of the part)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        data, valid = self.data, self.valid
+        if data is not None and valid is not None and len(rows) < len(data):
+            for start in range(0, len(rows), 256):  # rows[i] >= i: sources not yet overwritten
+                chunk = rows[start : start + 256]
+                data[start : start + len(chunk)] = data[chunk]
+                valid[start : start + len(chunk)] = valid[chunk]
+            data, valid = data[: len(rows)], valid[: len(rows)]
+        return _Part(self.raster, self.row_off[rows], self.col_off[rows], data, valid)
+
+
+def sample_patches(
+    raster: RasterInfo,
+    points_xy: np.ndarray,
+    size_px: int,
+    *,
+    cache: bool,
+    threads: int = 2,
+) -> tuple[_Part, np.ndarray]:
+    """The patches around ``points_xy`` as one part of a :class:`PatchStore`, and the
+    nodata share of each.
+
+    One pass over the windows in raster block order, 256 at a time in one reused
+    buffer (:func:`iter_patches`), so memory stays bounded; with ``cache`` the pixels
+    are kept too (one float32 copy and a mask, the values :func:`extract_patches` reads).
+    """
+    row_off, col_off = _origins(raster, points_xy, size_px)
+    n, bands = len(row_off), raster.count
+    share = np.zeros(n)
+    data = np.zeros((n, bands, size_px, size_px), np.float32) if cache else None
+    valid = np.zeros((n, size_px, size_px), bool) if cache else None
+    batches = iter_patches(raster, points_xy, size_px, threads=threads, reuse=True)
+    for batch in batches:
+        share[batch.index] = batch.nodata_share
+        if data is not None and valid is not None:
+            data[batch.index], valid[batch.index] = batch.data, batch.valid
+    return _Part(raster, row_off, col_off, data, valid), share
+
+
+class PatchStore:
+    """Patches of many samples, possibly from several rasters, read on demand.
+
+    It stands where :class:`Patches` stands for a region or a pooled scope
+    (``row_off``, ``col_off``, ``band_names``, ``size_px``, ``nodata_share``,
+    :meth:`subset`, and ``data`` / ``valid`` for small selections), but pixels are
+    only read when asked for: from a cache when the part was small enough to keep
+    (``compute.patch_cache_mb``, 2 GiB by default: the 20,000 samples of a 30 m scene,
+    43 px and 7 bands, take 1.0 GiB; 100,000 samples of 128 px and 6 bands would take
+    39 GB), else from the raster through a :class:`PatchReader`
+    that stays open. :meth:`subset` and :meth:`concat` copy no pixels, so memory does
+    not grow with the number of samples (issue 16): a selection is read, used and
+    dropped batch by batch (:meth:`physical` gives the lazy array the models take).
+    Reading the same windows gives the same values, so results do not depend on
+    whether a part is cached.
+    """
+
+    def __init__(
+        self,
+        parts: list[_Part],
+        band_names: tuple[str, ...],
+        size_px: int,
+        nodata_share: np.ndarray,
+        rows: np.ndarray | None = None,
+        *,
+        threads: int = 2,
+    ) -> None:
+        self._parts = parts
+        self.band_names = tuple(band_names)
+        self._size_px = int(size_px)
+        self._share = np.asarray(nodata_share, dtype=np.float64)
+        total = sum(len(p.row_off) for p in parts)
+        self._rows = np.arange(total) if rows is None else np.asarray(rows, dtype=np.int64)
+        self._starts = np.cumsum([0, *(len(p.row_off) for p in parts)])
+        self._row_all = np.concatenate([p.row_off for p in parts]).astype(np.int64)
+        self._col_all = np.concatenate([p.col_off for p in parts]).astype(np.int64)
+        self._threads = threads
+        self._readers: dict[int, PatchReader] = {}
+
+    # -- what Patches has --
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @property
+    def size_px(self) -> int:
+        """Side of each patch in pixels."""
+        return self._size_px
+
+    @property
+    def row_off(self) -> np.ndarray:
+        """Window origin rows in each patch's raster grid."""
+        return self._row_all[self._rows]
+
+    @property
+    def col_off(self) -> np.ndarray:
+        """Window origin columns in each patch's raster grid."""
+        return self._col_all[self._rows]
+
+    @property
+    def index(self) -> np.ndarray:
+        """Positions 0..N-1 (the store's own order)."""
+        return np.arange(len(self))
+
+    @property
+    def nodata_share(self) -> np.ndarray:
+        """Share of each patch's pixels without data (known without reading again)."""
+        return self._share[self._rows]
+
+    @property
+    def cached(self) -> bool:
+        """True when every pixel is held in memory."""
+        return all(p.data is not None for p in self._parts)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the patches as float32 values and a validity mask (what caching costs)."""
+        return len(self) * (len(self.band_names) * 4 + 1) * self._size_px**2
+
+    def subset(self, index: np.ndarray | Sequence[int]) -> PatchStore:
+        """The patches at positions ``index``: a view, no pixel is read or copied."""
+        return PatchStore(
+            self._parts,
+            self.band_names,
+            self._size_px,
+            self._share,
+            self._rows[np.asarray(index, dtype=np.int64)],
+            threads=self._threads,
+        )
+
+    @staticmethod
+    def concat(stores: Sequence[PatchStore]) -> PatchStore:
+        """Several stores one after the other (regions of a pooled scope): no copy."""
+        parts: list[_Part] = []
+        rows, shares, start = [], [], 0
+        for store in stores:
+            rows.append(store._rows + start)
+            parts.extend(store._parts)
+            shares.append(store._share)
+            start += int(store._starts[-1])
+        first = stores[0]
+        return PatchStore(
+            parts,
+            first.band_names,
+            first.size_px,
+            np.concatenate(shares),
+            np.concatenate(rows),
+            threads=first._threads,
+        )
+
+    @property
+    def data(self) -> np.ndarray:
+        """float32 ``(N, C, S, S)`` of every patch of this view, read now (as Patches.data)."""
+        return self.read().data
+
+    @property
+    def valid(self) -> np.ndarray:
+        """bool ``(N, S, S)`` of every patch of this view, read now (as Patches.valid)."""
+        return self.read().valid
+
+    def read(self, index: np.ndarray | slice | None = None) -> Patches:
+        """The pixels of the patches at ``index`` of this view (all when None)."""
+        rows = self._rows if index is None else self._rows[index]
+        n, size = len(rows), self._size_px
+        data = np.empty((n, len(self.band_names), size, size), dtype=np.float32)
+        valid = np.empty((n, size, size), dtype=bool)
+        part_of = np.searchsorted(self._starts, rows, side="right") - 1
+        for k in np.unique(part_of):
+            at = np.flatnonzero(part_of == k)
+            local = rows[at] - self._starts[k]
+            part = self._parts[k]
+            if part.data is not None and part.valid is not None:
+                data[at], valid[at] = part.data[local], part.valid[local]
+            else:
+                got = self._reader(int(k)).read(part.row_off[local], part.col_off[local])
+                data[at], valid[at] = got.data, got.valid
+        return Patches(
+            data, valid, self._row_all[rows], self._col_all[rows], np.arange(n), self.band_names
+        )
+
+    def physical(self) -> PatchArray:
+        """The lazy ``(N, C, S, S)`` array of physical values, NaN where there is no data."""
+        return PatchArray(self)
+
+    def _reader(self, k: int) -> PatchReader:
+        reader = self._readers.get(k)
+        if reader is None:
+            part = self._parts[k]
+            reader = self._readers[k] = PatchReader(
+                part.raster, self._size_px, threads=self._threads
+            )
+            reader.split_columns(part.col_off)
+        return reader
+
+    def close(self) -> None:
+        """Close the open rasters (they reopen when read again)."""
+        for reader in self._readers.values():
+            reader.close()
+        self._readers = {}
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_readers"] = {}  # open datasets do not travel; a copy opens its own
+        return state
+
+
+def physical_values(patches: Patches) -> np.ndarray:
+    """Patch values in physical units with NaN where there is no data (a new array)."""
+    data = patches.data.copy()
+    data[np.broadcast_to(~patches.valid[:, None], data.shape)] = np.nan
+    return data
+
+
+class PatchArray:
+    """A lazy ``(N, C, S, S)`` float32 array: a :class:`PatchStore`'s physical values
+    (NaN where there is no data), optionally passed through functions, read on demand.
+
+    Indexing with an integer array, a boolean mask or a slice gives another lazy
+    array (nothing is read); ``np.asarray`` reads the pixels. Models take it where
+    they take an ndarray and read it batch by batch (:func:`batch_rows`), so training
+    on 100,000 samples holds one batch of pixels, not 100,000 patches.
+
+    >>> data = np.arange(16, dtype=np.float32).reshape(4, 1, 2, 2)
+    >>> valid = np.ones((4, 2, 2), bool)
+    >>> valid[0, 0, 0] = False
+    >>> store = PatchStore([_Part(None, np.zeros(4, int), np.zeros(4, int), data, valid)],
+    ...                    ("b",), 2, np.zeros(4))
+    >>> lazy = store.physical()[np.array([0, 2])]
+    >>> lazy.shape, np.asarray(lazy)[:, 0, 0, 0].tolist()
+    ((2, 1, 2, 2), [nan, 8.0])
+    >>> np.asarray(lazy.map(np.nan_to_num))[0, 0, 0, 0]
+    np.float32(0.0)
+    """
+
+    ndim = 4
+    dtype = np.dtype(np.float32)
+
+    def __init__(
+        self,
+        store: PatchStore,
+        fns: tuple[Callable[[np.ndarray], np.ndarray], ...] = (),
+    ) -> None:
+        self.store = store
+        self.fns = fns
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        s = self.store.size_px
+        return (len(self.store), len(self.store.band_names), s, s)
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def __getitem__(self, index: np.ndarray | slice | Sequence[int]) -> PatchArray:
+        if isinstance(index, slice):
+            index = np.arange(len(self))[index]
+        index = np.asarray(index)
+        if index.dtype == bool:
+            index = np.flatnonzero(index)
+        if index.ndim != 1:
+            raise IndexError("a PatchArray is indexed by one array of positions, or a slice")
+        return PatchArray(self.store.subset(index), self.fns)
+
+    def map(self, fn: Callable[[np.ndarray], np.ndarray]) -> PatchArray:
+        """The same patches passed through ``fn`` (an array function applied per read)."""
+        return PatchArray(self.store, (*self.fns, fn))
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = physical_values(self.store.read())
+        for fn in self.fns:
+            out = fn(out)
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+
+def batch_rows(x: np.ndarray | PatchArray, index: np.ndarray) -> np.ndarray:
+    """``x[index]`` as an ndarray: read now for a lazy :class:`PatchArray`."""
+    return np.asarray(x[np.asarray(index)])

@@ -69,7 +69,7 @@ from soilsource.mapping import MapRule, write_probability_map
 from soilsource.modelio import save_model
 from soilsource.models import SILICNet
 from soilsource.models.baselines import make_baseline, random_forest
-from soilsource.patches import Patches
+from soilsource.patches import Patches, PatchStore
 from soilsource.pretrain import PretrainSettings, load_trunk, pretrained_trunk
 from soilsource.progress import info, warn
 from soilsource.report import write_report
@@ -300,7 +300,7 @@ def evaluate(
             trunk = trunks.get(key) if name == MODEL else None
             results[name][key] = cross_validate(
                 model_factory(name, dataset, config, settings, trunk),
-                physical(patches),
+                patches.physical(),
                 table["label"].to_numpy(),
                 table[["x", "y"]].to_numpy(),
                 table["region"].to_numpy(),
@@ -357,13 +357,6 @@ def prediction_area(region: RegionSamples, area: Path | None = None, n: int = 10
     if len(found) == 0:
         raise InputError(area, "", f"no valid pixel of mapping.area on region '{region.name}'")
     return found
-
-
-def physical(patches: Patches) -> np.ndarray:
-    """Patch values in physical units with NaN where there is no data."""
-    data = patches.data.copy()
-    data[np.broadcast_to(~patches.valid[:, None], data.shape)] = np.nan
-    return data
 
 
 def block_m(config: Config, table: pd.DataFrame) -> float:
@@ -430,7 +423,7 @@ def output_name(region: RegionSamples, k: int) -> str:
 
 def sensitivity_maps(
     model: Standardized,
-    patches: Patches,
+    patches: Patches | PatchStore,
     config: Config,
     pixel_m: float,
     batch: int = 16,
@@ -569,7 +562,7 @@ def explanation_rows(
 def _region_candidates(
     region: RegionSamples,
     members: np.ndarray,
-    patches: Patches,
+    patches: Patches | PatchStore,
     maps: np.ndarray,
     raster: Any,
     landuse: Any,
@@ -693,7 +686,7 @@ def region_applicability(
 ) -> Applicability:
     """The area of applicability of a region's final model: its samples' pooled features
     and their cross-validation folds (Meyer & Pebesma 2021)."""
-    features = pooled_features(model.inner.module, model.stats_.transform(region.patches))
+    features = pooled_features(model.inner.module, model.transform(region.patches.physical()))
     return Applicability(features, oof(cv, region, dataset)[1])
 
 

@@ -48,7 +48,7 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from torch import nn
 
 from soilsource.errors import InputError
-from soilsource.patches import BandStats, Patches
+from soilsource.patches import BandStats, PatchArray, batch_rows
 from soilsource.progress import track, warn
 from soilsource.target import LogNormalLink, Target, required_limit
 
@@ -322,6 +322,27 @@ def _as_tensor(patches: np.ndarray | torch.Tensor) -> torch.Tensor:
     return x
 
 
+Inputs = torch.Tensor | PatchArray
+"""What training and prediction index batch by batch: a tensor in memory, or a lazy
+:class:`~soilsource.patches.PatchArray` read batch by batch (many samples)."""
+
+
+def _as_input(patches: np.ndarray | torch.Tensor | PatchArray) -> Inputs:
+    return patches if isinstance(patches, PatchArray) else _as_tensor(patches)
+
+
+def _take(x: Inputs, index: torch.Tensor | np.ndarray | slice) -> torch.Tensor:
+    """The patches at ``index`` as a float32 tensor (read now from a lazy array, whose
+    batches are checked for NaN as they come: the whole is never in memory)."""
+    if isinstance(x, torch.Tensor):
+        return x[index]
+    rows = np.arange(len(x))[index] if isinstance(index, slice) else np.asarray(index)
+    out = _as_tensor(batch_rows(x, rows))
+    if not torch.isfinite(out).all():
+        raise ValueError("patches contain NaN or infinity: standardise them first (Standardized)")
+    return out
+
+
 def _batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     """Split a permutation into batches; a last batch of one joins the previous one.
 
@@ -349,7 +370,7 @@ def _compute_context(device: torch.device, num_threads: int | None) -> Iterator[
 
 
 def _logits(
-    model: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int, tta: bool = False
+    model: nn.Module, x: Inputs, device: torch.device, batch_size: int, tta: bool = False
 ) -> torch.Tensor:
     """Model outputs in evaluation mode, batch by batch, on the CPU (``tta``: the mean
     output over the 8 rotations and flips of each patch)."""
@@ -358,7 +379,7 @@ def _logits(
     views = range(DIHEDRAL_ORDER) if tta else range(1)
     with torch.inference_mode():
         for start in range(0, x.shape[0], batch_size):
-            xb = x[start : start + batch_size].to(device)
+            xb = _take(x, slice(start, start + batch_size)).to(device)
             mean = sum(model(dihedral(xb, k)).float().reshape(-1) for k in views) / len(views)
             out.append(mean.cpu())
     return torch.cat(out) if out else torch.empty(0)
@@ -432,7 +453,8 @@ def fit(
     regression = target == "value"
     if not regression and not _both_classes(labels):
         raise ValueError("training needs both classes in labels")
-    if not torch.isfinite(_as_tensor(patches)).all():
+    x_all = _as_input(patches)
+    if isinstance(x_all, torch.Tensor) and not torch.isfinite(x_all).all():
         raise ValueError("patches contain NaN or infinity: standardise them first (Standardized)")
     device = resolve_device(device)
     start = time.perf_counter()
@@ -452,7 +474,6 @@ def fit(
     y_train = labels[train_idx]
     pos_weight = 1.0 if regression else float((y_train == 0).sum() / max((y_train == 1).sum(), 1))
 
-    x_all = _as_tensor(patches)
     y_all = torch.as_tensor(labels, dtype=torch.float32)
     x_val, y_val = x_all[val_idx], labels[val_idx]
 
@@ -491,7 +512,7 @@ def fit(
             total, seen = 0.0, 0
             order = train_t[torch.randperm(len(train_t), generator=generator)]
             for batch in _batches(order, settings.batch_size):
-                xb = x_all[batch].to(device, non_blocking=True)
+                xb = _take(x_all, batch).to(device, non_blocking=True)
                 if settings.augment:
                     xb = augment(xb, generator)
                 yb = y_all[batch].to(device)
@@ -542,7 +563,7 @@ def fit(
 
 def _validate(
     model: nn.Module,
-    x_val: torch.Tensor,
+    x_val: Inputs,
     y_val: np.ndarray,
     loss_fn: nn.Module,
     device: torch.device,
@@ -587,7 +608,7 @@ def predict_proba(
     _check_arrays(patches)
     device = resolve_device(device)
     model.to(device)
-    logits = _logits(model, _as_tensor(patches), device, batch_size, tta)
+    logits = _logits(model, _as_input(patches), device, batch_size, tta)
     return torch.sigmoid(logits).double().numpy()
 
 
@@ -665,7 +686,7 @@ class TorchPatchClassifier:
         self.module.to(device)
         out = _logits(
             self.module,
-            _as_tensor(patches),
+            _as_input(patches),
             device,
             self.settings.predict_batch_size,
             self.settings.tta,
@@ -729,7 +750,7 @@ class Standardized:
         seed: int = 0,
     ) -> Self:
         """Fit the band statistics on ``patches``, then the inner estimator on them scaled."""
-        self.stats_ = BandStats.fit(_as_patches(patches))
+        self.stats_ = BandStats.fit_physical(patches)
         self.inner.fit(self.transform(patches), labels, groups=groups, seed=seed)
         return self
 
@@ -737,7 +758,9 @@ class Standardized:
         """Standardised float32 patches; pixels without data become 0 (the band mean)."""
         if self.stats_ is None:
             raise RuntimeError("Standardized is not fitted")
-        return self.stats_.transform(_as_patches(patches))
+        if isinstance(patches, PatchArray):  # scaled as each batch is read
+            return patches.map(self.stats_.transform_physical)
+        return self.stats_.transform_physical(patches)
 
     def predict_proba(self, patches: np.ndarray, limit: np.ndarray | None = None) -> np.ndarray:
         """Probability of the positive class of the inner estimator, (N,)."""
@@ -749,12 +772,3 @@ class Standardized:
         """Predicted median concentration of the inner estimator, or None."""
         predict = getattr(self.inner, "predict_value", None)
         return None if predict is None else predict(self.transform(patches))
-
-
-def _as_patches(data: np.ndarray) -> Patches:
-    """Physical-unit patches with NaN for nodata as :class:`~soilsource.patches.Patches`."""
-    valid = np.isfinite(data).all(axis=1)
-    n = len(data)
-    zeros = np.zeros(n, dtype=np.int64)
-    names = tuple(f"band{i + 1}" for i in range(data.shape[1]))
-    return Patches(np.nan_to_num(data, nan=0.0), valid, zeros, zeros, np.arange(n), names)

@@ -28,6 +28,7 @@ from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 from torch import nn
 from torchvision import models as tvm
 
+from soilsource.patches import PatchArray, batch_rows
 from soilsource.target import LogNormalLink, Target, log_values, required_limit
 from soilsource.training import available_cpus
 
@@ -89,7 +90,14 @@ def window_feature_names(n_bands: int, scales: tuple[int, ...]) -> list[str]:
     return [f"b{b}_w{s}_{stat}" for s in scales for b in range(n_bands) for stat in _statistics(s)]
 
 
-def window_statistics(patches: np.ndarray, scales: tuple[int, ...] | None = None) -> np.ndarray:
+FEATURE_BATCH = 512
+"""Patches of a lazy :class:`~soilsource.patches.PatchArray` read per step of
+:func:`window_statistics` (512 patches of 128 px and 6 bands: 200 MB)."""
+
+
+def window_statistics(
+    patches: np.ndarray | PatchArray, scales: tuple[int, ...] | None = None
+) -> np.ndarray:
     """Per band, statistics in centred windows of each side in ``scales``: (N, F) float32.
 
     The window of side ``s`` starts at row and column ``H // 2 - s // 2``, the pixel
@@ -100,6 +108,10 @@ def window_statistics(patches: np.ndarray, scales: tuple[int, ...] | None = None
     >>> window_statistics(x, (1, 3)).astype("float64").round(3).tolist()
     [[4.0, 4.0, 2.582]]
     """
+    if isinstance(patches, PatchArray) and len(patches) > FEATURE_BATCH:  # read in batches
+        n = len(patches)
+        parts = (np.arange(s, min(s + FEATURE_BATCH, n)) for s in range(0, n, FEATURE_BATCH))
+        return np.concatenate([window_statistics(batch_rows(patches, i), scales) for i in parts])
     patches = np.asarray(patches)
     if patches.ndim != 4 or patches.shape[-1] != patches.shape[-2]:
         raise ValueError(f"patches must be (N, C, H, H), got {patches.shape}")
