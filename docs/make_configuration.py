@@ -25,7 +25,8 @@ PACKAGED = Path(__file__).resolve().parents[1] / "src" / "soilsource" / "configu
 """The same page inside the package, so an installed wheel carries the reference."""
 
 MEANINGS = {
-    "metal": "The metal measured in `samples.value`; picks the GB 15618 screening values.",
+    "sources": "Source apportionment (positive matrix factorisation, EPA PMF 5.0 "
+    "uncertainties) over at least 3 metals; absent = none.",
     "samples": "Where the soil samples are and which columns hold what.",
     "samples.path": "Samples file: CSV (or .txt/.tsv), GeoPackage, GeoJSON or Shapefile.",
     "samples.x": "CSV column of the x coordinate (longitude for EPSG:4326); CSV only.",
@@ -44,8 +45,6 @@ MEANINGS = {
     "label": "When a sample counts as contaminated: its value strictly above the rule.",
     "label.rule": "`threshold` (mg/kg), `gb15618` (China's pH-dependent risk screening "
     "values), `background` (factor x background) or `quantile` (of all samples).",
-    "label.threshold": "mg/kg; required by and only for rule `threshold`.",
-    "label.background": "Background value in mg/kg; required by and only for rule `background`.",
     "label.factor": "Multiple of `background`; rule `background` only, default 1.5 "
     "(Müller's geoaccumulation index: Igeo > 0).",
     "label.q": "Quantile of all samples' values; rule `quantile` only, default 0.75.",

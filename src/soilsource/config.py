@@ -60,7 +60,12 @@ class SamplesConfig(_Section):
     """
 
     path: Path
-    value: str = Field(description="Column with the measured concentration, mg/kg.")
+    value: str | dict[str, str] = Field(
+        description=(
+            "Column with the measured concentration, mg/kg; with several metals a mapping "
+            "metal -> column (e.g. {Cd: cd_mgkg, Pb: pb_mgkg})."
+        )
+    )
     x: str = "x"
     y: str = "y"
     crs: str | None = None
@@ -152,8 +157,20 @@ class LabelConfig(_Section):
     """
 
     rule: LabelRule
-    threshold: PositiveFloat | None = None
-    background: PositiveFloat | None = None
+    threshold: PositiveFloat | dict[str, PositiveFloat] | None = Field(
+        default=None,
+        description=(
+            "mg/kg; required by and only for rule `threshold`: one number, or a mapping "
+            "metal -> value."
+        ),
+    )
+    background: PositiveFloat | dict[str, PositiveFloat] | None = Field(
+        default=None,
+        description=(
+            "Background value in mg/kg; required by and only for rule `background`: one "
+            "number for one metal, a mapping metal -> value for several."
+        ),
+    )
     factor: PositiveFloat | None = None
     q: Share | None = None
 
@@ -395,6 +412,44 @@ class ReportConfig(_Section):
     )
 
 
+class SourcesConfig(_Section):
+    """Receptor-model source apportionment (positive matrix factorisation) over the metals.
+
+    Runs when present, with at least 3 metals in ``metal``. Uncertainties follow the
+    equations of EPA PMF 5.0 (Norris et al. 2014): ``5/6 x MDL`` at or below the
+    detection limit (MDL), else ``sqrt((error_fraction x c)^2 + (0.5 x MDL)^2)``. A metal
+    without a ``detection_limit`` gets its smallest measured positive value as MDL, so
+    no sample counts as below detection for it.
+    """
+
+    factors: Literal["auto"] | Annotated[int, Field(ge=1, le=12)] = Field(
+        default="auto",
+        description=(
+            "Number of source factors; auto = chosen by Q / Q_expected and the stability "
+            "of the factors over random starts."
+        ),
+    )
+    detection_limit: dict[str, PositiveFloat] = Field(
+        default_factory=dict, description="Method detection limit per metal, mg/kg."
+    )
+    error_fraction: PositiveFloat | dict[str, PositiveFloat] = Field(
+        default=0.1,
+        description="Relative analytical error: one number, or a mapping metal -> value.",
+    )
+    starts: int = Field(default=10, ge=1, le=200, description="Random starts per factor count.")
+    bootstrap: int = Field(
+        default=50, ge=0, le=2000, description="Bootstrap resamples for profile uncertainty."
+    )
+    explain: bool = Field(
+        default=True,
+        description=(
+            "Learn each factor's per-sample contribution from the imagery (a single-metal "
+            "style run per factor under sources/factor_K/: maps, occlusion, land use, "
+            "candidate sources)."
+        ),
+    )
+
+
 class ComputeConfig(_Section):
     """Where the work runs."""
 
@@ -415,7 +470,17 @@ class ComputeConfig(_Section):
 class Config(_Section):
     """A whole soilsource configuration (see ``SPEC.md``)."""
 
-    metal: Metal = "Cd"
+    metal: Metal | list[Metal] = Field(
+        default="Cd",
+        description="The metal, or a list of metals: one analysis per metal under METAL/.",
+    )
+    name: str | None = Field(
+        default=None,
+        description=(
+            "What the values are, for titles and legends (default: the metal); e.g. the "
+            "source factor a run under sources/ learns."
+        ),
+    )
     samples: SamplesConfig
     imagery: ImageryConfig
     landuse: LanduseConfig | None = None
@@ -427,17 +492,96 @@ class Config(_Section):
     mapping: MappingConfig = Field(default_factory=MappingConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
     compute: ComputeConfig = Field(default_factory=ComputeConfig)
+    sources: SourcesConfig | None = None
 
     _source: Path | None = PrivateAttr(default=None)
 
     @field_validator("metal", mode="before")
     @classmethod
     def _metal_case(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            for metal in Metal.__args__:  # type: ignore[attr-defined]
-                if metal.lower() == value.strip().lower():
-                    return metal
-        return value
+        # One readable line for a wrong metal, not one per member of the union.
+        names = value if isinstance(value, list) else [value]
+        if not names:
+            raise PydanticCustomError("metals", "lists no metal")
+        known = Metal.__args__  # type: ignore[attr-defined]
+        for name in names:
+            if _metal_name(name) not in known:
+                raise PydanticCustomError(
+                    "metals",
+                    "got '{name}'; input should be {known}",
+                    {
+                        "name": str(name),
+                        "known": ", ".join(f"'{m}'" for m in known[:-1]) + f" or '{known[-1]}'",
+                    },
+                )
+        names = [_metal_name(v) for v in names]
+        return names[0] if len(names) == 1 else names
+
+    @model_validator(mode="after")
+    def _per_metal_keys(self) -> Config:
+        metals = self.metals
+        if len(set(metals)) < len(metals):
+            raise PydanticCustomError(
+                "metals", "lists a metal twice: {metals}", {"key": "metal",
+                                                            "metals": ", ".join(metals)}
+            )  # fmt: skip
+        self.samples.value = _per_metal(self.samples.value, metals, "samples.value", "column")
+        if isinstance(self.label.threshold, dict):
+            self.label.threshold = _per_metal(
+                self.label.threshold, metals, "label.threshold", "value"
+            )
+        if self.label.background is not None:  # metals differ in background by orders
+            self.label.background = _per_metal(
+                self.label.background, metals, "label.background", "background"
+            )
+        if self.sources is not None:
+            if len(metals) < 3:
+                raise PydanticCustomError(
+                    "sources",
+                    "source apportionment needs at least 3 metals in 'metal' (given: {metals})",
+                    {"key": "sources", "metals": ", ".join(metals)},
+                )
+            for key in ("detection_limit", "error_fraction"):
+                given = getattr(self.sources, key)
+                if isinstance(given, dict):
+                    setattr(self.sources, key, _known_metals(given, metals, f"sources.{key}"))
+        return self
+
+    @property
+    def metals(self) -> list[str]:
+        """The metals of the run, in the order given (one for a single-metal run)."""
+        return list(self.metal) if isinstance(self.metal, list) else [self.metal]
+
+    @property
+    def several(self) -> bool:
+        """True when the run covers several metals (one single-metal run per metal)."""
+        return len(self.metals) > 1
+
+    @property
+    def title(self) -> str:
+        """What the run's values are, for titles and legends: ``name`` or the metal."""
+        return self.name or "-".join(self.metals)
+
+    def value_column(self, metal: str) -> str:
+        """The samples column with ``metal``'s measured concentration."""
+        value = self.samples.value
+        return value[metal] if isinstance(value, dict) else value
+
+    def for_metal(self, metal: str) -> Config:
+        """The single-metal configuration of ``metal`` within a several-metal one."""
+        if metal not in self.metals:
+            raise KeyError(metal)
+        data = self.model_dump()
+        data["metal"] = metal
+        data["sources"] = None
+        data["samples"]["value"] = self.value_column(metal)
+        for key in ("threshold", "background"):
+            given = getattr(self.label, key)
+            if isinstance(given, dict):
+                data["label"][key] = given[metal]
+        single = Config.model_validate(data)
+        single._source = self._source
+        return single
 
     @model_validator(mode="after")
     def _window_fits_patch(self) -> Config:
@@ -459,6 +603,57 @@ class Config(_Section):
     def to_yaml(self) -> str:
         """The resolved configuration as YAML (absolute paths), e.g. for a run directory."""
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def _metal_name(value: Any) -> Any:
+    """A metal name in the spelling of :data:`Metal` (``cd`` -> ``Cd``); others unchanged."""
+    if isinstance(value, str):
+        for metal in Metal.__args__:  # type: ignore[attr-defined]
+            if metal.lower() == value.strip().lower():
+                return metal
+    return value
+
+
+def _known_metals(given: dict[str, Any], metals: list[str], key: str) -> dict[str, Any]:
+    """``given`` with its keys spelt as metals, every key one of ``metals``."""
+    out = {}
+    for name, value in given.items():
+        metal = _metal_name(name)
+        if metal not in metals:
+            raise PydanticCustomError(
+                "metals",
+                "'{name}' is not one of the run's metals ({metals})",
+                {"key": key, "name": str(name), "metals": ", ".join(metals)},
+            )
+        out[metal] = value
+    return out
+
+
+def _per_metal(given: Any, metals: list[str], key: str, what: str) -> Any:
+    """A per-metal setting (one value or a mapping metal -> value) checked against ``metals``.
+
+    One value serves a single metal; several metals need a mapping with every metal
+    (one column cannot hold several metals). A one-metal mapping becomes the value.
+    """
+    if not isinstance(given, dict):
+        if len(metals) > 1 and what in ("column", "background"):
+            raise PydanticCustomError(
+                "metals",
+                "one {what} for {n} metals; give a mapping metal -> {what}, e.g. "
+                "'{first}: {example}'",
+                {"key": key, "n": len(metals), "first": metals[0], "what": what,
+                 "example": f"{metals[0].lower()}_mgkg" if what == "column" else "0.2"},
+            )  # fmt: skip
+        return given
+    known = _known_metals(given, metals, key)
+    missing = [m for m in metals if m not in known]
+    if missing:
+        raise PydanticCustomError(
+            "metals",
+            "no {what} for {missing}",
+            {"key": key, "what": what, "missing": ", ".join(missing)},
+        )
+    return known[metals[0]] if len(metals) == 1 else known
 
 
 def is_csv(path: str | PathLike[str]) -> bool:
@@ -554,10 +749,24 @@ def _input_error(exc: ValidationError, source: str | PathLike[str]) -> InputErro
     """The first validation error as one line: file, dotted key, what is wrong."""
     errors = exc.errors(include_url=False)
     first = errors[0]
+    loc = _field_loc(first["loc"])
+    # A mapping that fits a union's mapping member but for one entry: name the entry.
+    deeper = [e for e in errors if _field_loc(e["loc"])[: len(loc)] == loc]
+    first = max(deeper, key=lambda e: len(_field_loc(e["loc"])))
+    loc = _field_loc(first["loc"])
+    # A value that fits no member of a union (e.g. 'auto' or a number): one line that
+    # says what each member wanted, not one error per member.
+    union = [e for e in errors if _field_loc(e["loc"]) == loc and len(e["loc"]) > len(loc)]
     key = ""
     extra = (first.get("ctx") or {}).get("key")  # model-level checks name their key
-    for part in (*first["loc"], *([extra] if extra else [])):
+    for part in (*loc, *([extra] if extra else [])):
         key += f"[{part}]" if isinstance(part, int) else f".{part}" if key else str(part)
+    if len(union) > 1:
+        wanted = " or ".join(_wanted(e["msg"]) for e in union)
+        more = len(errors) - len(union)
+        tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+        got = f"got {first['input']!r}; " if not isinstance(first["input"], dict) else ""
+        return InputError(source, f"key '{key}'", f"{got}input should be {wanted}{tail}")
     kind = first["type"]
     if kind == "extra_forbidden":
         message = "unknown key" + _suggestion(first["loc"])
@@ -575,6 +784,26 @@ def _input_error(exc: ValidationError, source: str | PathLike[str]) -> InputErro
     if more:
         message += f" (and {more} more problem{'s' if more > 1 else ''})"
     return InputError(source, f"key '{key}'" if key else "", message)
+
+
+def _wanted(message: str) -> str:
+    """What one member of a union wanted, e.g. 'a valid string' from pydantic's message."""
+    if message.startswith("Input is not a valid path"):
+        return "a valid path"
+    return message.removeprefix("Input should be ")
+
+
+def _field_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``loc`` without pydantic's union-member tags (``literal['auto']``, ``constrained-int``).
+
+    Our keys never hold ``[``, ``-`` or a bare type name, so those parts are tags.
+    """
+    tags = {"str", "int", "float", "bool", "dict", "list"}
+    return tuple(
+        part
+        for part in loc
+        if not (isinstance(part, str) and ("[" in part or "-" in part or part in tags))
+    )
 
 
 def _suggestion(loc: tuple[Any, ...]) -> str:
