@@ -29,6 +29,7 @@ from scipy.stats import spearmanr
 
 from soilsource.applicability import Applicability, pooled_features, write_applicability
 from soilsource.atomic import write_text_atomic
+from soilsource.check import check as check_inputs
 from soilsource.check import mapping_inputs
 from soilsource.compute import Session, check_scheduler, compute_session
 from soilsource.config import Config, load_config
@@ -74,8 +75,15 @@ from soilsource.pretrain import PretrainSettings, load_trunk, pretrained_trunk
 from soilsource.progress import info, warn
 from soilsource.report import write_report
 from soilsource.resume import Checkpoints
-from soilsource.rundir import mark, prepare, safe_stem
+from soilsource.rundir import is_complete, mark, prepare, read_status, safe_stem
 from soilsource.rundir import resume as resume_run
+from soilsource.sources.join import (
+    factor_config,
+    factor_label,
+    factor_loads,
+    metal_table,
+    write_factor_samples,
+)
 from soilsource.training import Standardized, TorchPatchClassifier, TrainSettings, derive_seed
 from soilsource.zones import (
     mark_drivers,
@@ -134,8 +142,169 @@ def run(
     """
     if not isinstance(config, Config):
         config = load_config(config)
+    if config.several:
+        return run_several(
+            config, out, force=force, device=device, settings=settings, resume=resume
+        )
     out = resume_run(out, force=force) if resume else prepare(out, force=force)
     return execute(config, out, device=device, settings=settings, resume=resume)
+
+
+# --- several metals, and their source factors ---------------------------------------------
+
+
+@dataclass
+class SeveralResult:
+    """What :func:`run_several` returns: the run directory, its metrics, each run's result.
+
+    ``runs`` maps a metal (or ``sources/factor_K``) to its single-metal
+    :class:`RunResult`, or to None when a resumed run found it complete already.
+    """
+
+    out: Path
+    metrics: dict[str, Any]
+    runs: dict[str, RunResult | None] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def run_several(
+    config: Config,
+    out: str | PathLike[str],
+    *,
+    force: bool = False,
+    device: str | None = None,
+    settings: TrainSettings | None = None,
+    resume: bool = False,
+) -> SeveralResult:
+    """Several metals: one complete single-metal run per metal under ``out/METAL/``.
+
+    With a ``sources:`` section, the samples x metals table is also factorised
+    (:mod:`soilsource.sources`, written to ``out/sources/``) and each factor's load is
+    learned from the imagery as a metal is (``out/sources/factor_K/``,
+    :mod:`soilsource.sources.join`). The top-level ``metrics.json`` and ``report.html``
+    cover them all. Every metal's inputs are checked before anything is trained or
+    written; ``resume`` keeps the runs that are complete and continues the rest.
+    """
+    singles = {metal: config.for_metal(metal) for metal in config.metals}
+    for single in singles.values():  # every metal's inputs and rule, before any training
+        check_inputs(single)
+    samples, values = metal_table(config)
+    out = resume_run(out, force=force) if resume else prepare(out, force=force)
+    _write_config(out / "config.yaml", config)
+    seconds: dict[str, float] = {}
+    result = SeveralResult(out, {}, seconds=seconds)
+    apportionment = None
+    if config.sources is not None:
+        with _timed(seconds, "sources"):
+            apportionment = apportion_sources(config, values, out / "sources")
+    for metal, single in singles.items():
+        with _timed(seconds, metal):
+            info(f"{metal}: single-metal run into {out / metal}")
+            result.runs[metal] = _sub_run(single, out / metal, device, settings, resume)
+    if apportionment is not None and config.sources is not None and config.sources.explain:
+        for key, factor_cfg in factor_runs(config, samples, apportionment, out / "sources"):
+            with _timed(seconds, key):
+                info(f"{key}: learning the factor's load from the imagery")
+                result.runs[key] = _sub_run(factor_cfg, out / key, device, settings, resume)
+    result.metrics = several_metrics(config, out, apportionment)
+    write_text_atomic(out / "metrics.json", json.dumps(result.metrics, indent=2) + "\n")
+    with _timed(seconds, "report"):
+        write_report(out, seconds=seconds)
+    mark(out, "complete", seconds=seconds, several=True)
+    return result
+
+
+def _sub_run(
+    config: Config,
+    out: Path,
+    device: str | None,
+    settings: TrainSettings | None,
+    resume: bool,
+) -> RunResult | None:
+    """One single-metal run inside a several-metal one (kept when resumed and complete)."""
+    if resume and is_complete(out):
+        return None
+    unfinished = resume and read_status(out) is not None
+    sub = resume_run(out) if unfinished else prepare(out, force=True)
+    return execute(config, sub, device=device, settings=settings, resume=unfinished)
+
+
+def apportion_sources(config: Config, values: pd.DataFrame, folder: Path):
+    """Positive matrix factorisation of the samples x metals table, written to ``folder``."""
+    from soilsource.sources import apportion
+
+    assert config.sources is not None
+    result = apportion(
+        values,
+        detection_limit=config.sources.detection_limit,
+        error_fraction=config.sources.error_fraction,
+        factors=config.sources.factors,
+        starts=config.sources.starts,
+        bootstrap=config.sources.bootstrap,
+        seed=config.train.seed,
+    )
+    result.write(folder)
+    return result
+
+
+def factor_runs(
+    config: Config, samples: pd.DataFrame, apportionment: Any, folder: Path
+) -> list[tuple[str, Config]]:
+    """``(sources/factor_K, configuration)`` of each factor's imagery run."""
+    profiles = apportionment.profiles
+    loads = factor_loads(profiles, apportionment.contributions)
+    crs, columns = write_factor_samples(samples, loads, folder / "samples.csv")
+    runs = []
+    for factor, column in zip(loads.columns, columns, strict=True):
+        rows = profiles[profiles["factor"] == factor]
+        main = str(rows.sort_values("share", ascending=False)["metal"].iloc[0])
+        title = f"factor {int(factor)} ({factor_label(profiles, int(factor))}) load"
+        runs.append(
+            (
+                f"sources/{column}",
+                factor_config(config, folder / "samples.csv", crs, column, main, title),
+            )
+        )
+    return runs
+
+
+def several_metrics(config: Config, out: Path, apportionment: Any = None) -> dict[str, Any]:
+    """The top-level ``metrics.json`` of a several-metal run, from the runs under ``out``.
+
+    Per run (metal or factor): its folder, rule, and per region n, positives, AUC with
+    interval (or the reason it has none, e.g. one class only), and skill; the
+    ``sources`` summary with each factor's metals and shares.
+    """
+    runs: dict[str, Any] = {}
+    keys = list(config.metals)
+    if (out / "sources").is_dir():
+        keys += sorted(f"sources/{p.name}" for p in (out / "sources").iterdir() if p.is_dir())
+    for key in keys:
+        metrics = json.loads((out / key / "metrics.json").read_text(encoding="utf-8"))
+        runs[key] = {
+            "path": key,
+            "rule": metrics["rule"],
+            "title": metrics.get("title", metrics["metal"]),
+            "regions": {
+                name: {
+                    k: entry.get(k)
+                    for k in ("n", "n_pos", "auc", "auc_ci95", "auc_null_reason", "skill")
+                    if k in entry
+                }
+                for name, entry in metrics["regions"].items()
+            },
+        }
+    record: dict[str, Any] = {
+        "metals": config.metals,
+        "several": True,
+        "target": config.model.target,
+        "seed": config.train.seed,
+        "runs": runs,
+    }
+    summary = out / "sources" / "summary.json"
+    if summary.is_file():
+        record["sources"] = json.loads(summary.read_text(encoding="utf-8"))
+    return record
 
 
 def execute(
@@ -768,6 +937,7 @@ def build_metrics(
         overall[key] = result.metrics()["overall"]
     return {
         "metal": config.metal,
+        **({"title": config.name} if config.name else {}),
         "rule": dataset.rule,
         "target": config.model.target,
         "scope": config.train.scope,
@@ -943,4 +1113,4 @@ def _timed(seconds: dict[str, float], name: str) -> Iterator[None]:
     seconds[name] = round(time.perf_counter() - start, 2)
 
 
-__all__ = ["MODEL", "RunResult", "evaluate", "execute", "run"]
+__all__ = ["MODEL", "RunResult", "SeveralResult", "evaluate", "execute", "run", "run_several"]
