@@ -125,6 +125,32 @@ def reliability_png(groups: Mapping[str, tuple[np.ndarray, np.ndarray]], bins: i
     return buffer.getvalue()
 
 
+def profile_bars_png(shares: Mapping[str, Mapping[str, float]]) -> bytes:
+    """Source profiles as stacked bars (PNG): per metal, each factor's share of its total.
+
+    ``shares`` maps a factor's label (``factor 1 (Cd-Zn)``) to its share of each metal
+    (0-1; the shares of a metal over all factors sum to 1, as in ``sources/profiles.csv``).
+    """
+    factors = list(shares)
+    metals = list(dict.fromkeys(m for f in factors for m in shares[f]))
+    fig, ax = plt.subplots(figsize=(1.2 + 0.7 * len(metals), 3.4), dpi=110)
+    bottom = np.zeros(len(metals))
+    colours = plt.get_cmap("tab10")
+    for k, factor in enumerate(factors):
+        share = np.array([shares[factor].get(m, 0.0) for m in metals]) * 100
+        ax.bar(metals, share, bottom=bottom, color=colours(k % 10), label=factor, width=0.7)
+        bottom += share
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("share of the metal's modelled total, %")
+    ax.set_title("Source profiles", fontsize=10)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
 # --- map layers of the report ------------------------------------------------------------------
 
 MAP_MAX_PX = 900

@@ -51,6 +51,7 @@ from soilsource.figures import (
     map_grid,
     overlay_png,
     read_on_grid,
+    profile_bars_png,
     reliability_png,
     svg_paths,
     symmetric_norm,
@@ -62,6 +63,7 @@ from soilsource.inputs.imagery import describe_raster, region_path
 from soilsource.inputs.reference import read_reference
 from soilsource.progress import track
 from soilsource.rundir import safe_stem
+from soilsource.sources.join import factor_label
 
 REPORT_FILE = "report.html"
 SIGNIFICANCE = 0.05
@@ -136,8 +138,11 @@ def write_report(run_dir: str | PathLike[str], *, seconds: dict[str, float] | No
         ``run_dir`` is not a run directory (no ``config.yaml`` or ``metrics.json``).
     """
     run_dir = Path(run_dir)
-    context = gather(run_dir, seconds=seconds)
-    html = render(context)
+    metrics = _read_json(run_dir / "metrics.json")
+    if metrics is not None and metrics.get("several"):
+        html = render(gather_several(run_dir, seconds=seconds), "several.html.j2")
+    else:
+        html = render(gather(run_dir, seconds=seconds))
     return write_text_atomic(run_dir / REPORT_FILE, html)
 
 
@@ -255,7 +260,7 @@ def gather(run_dir: Path, *, seconds: dict[str, float] | None = None) -> dict[st
             n for n in ("landuse_sensitivity.csv", "geodetector.csv") if not (run_dir / n).exists()
         ]
     return {
-        "title": f"soilsource report: {metrics.get('metal', config.metal)}",
+        "title": f"soilsource report: {metrics.get('title', metrics.get('metal', config.metal))}",
         "run_dir": str(run_dir.resolve()),
         "built": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "status": "complete" if seconds is not None else status.get("status", "unknown"),
@@ -272,7 +277,7 @@ def gather(run_dir: Path, *, seconds: dict[str, float] | None = None) -> dict[st
         "cv_rows": _cv_rows(metrics),
         "explained_subsets": _explained_subsets(metrics),
         "truth": _truth_scores(run_dir, config, candidates),
-        "value_bar": _value_bar(predictions, config.metal),
+        "value_bar": _value_bar(predictions, config.title),
         "landuse": _landuse_tables(landuse, regions),
         "has_landuse": config.landuse is not None,
         "geodetector": [] if geodetector is None else geodetector.to_dict("records"),
@@ -284,6 +289,93 @@ def gather(run_dir: Path, *, seconds: dict[str, float] | None = None) -> dict[st
         "significance": SIGNIFICANCE,
         "relative": getattr(config.explain, "aggregation", "mean") == "relative",
         "weighted": getattr(config.explain, "aggregation", "mean") == "exceedance",
+    }
+
+
+def gather_several(run_dir: Path, *, seconds: dict[str, float] | None = None) -> dict[str, Any]:
+    """The context of a several-metal run's overview: each run's accuracy and a link to
+    its own report, and with ``sources/`` the factor profiles (stacked bars), what each
+    factor is tied to on the ground (land use, candidate sources) and its maps."""
+    config, config_text = _read_config(run_dir)
+    metrics = _read_json(run_dir / "metrics.json", required=True)
+    status = _read_json(run_dir / "run.json") or {}
+    rows = []
+    for key, run in metrics.get("runs", {}).items():
+        for region, entry in run.get("regions", {}).items():
+            rows.append(
+                {
+                    "run": key,
+                    "title": run.get("title", key),
+                    "rule": run.get("rule", ""),
+                    "region": region,
+                    "n": entry.get("n"),
+                    "n_pos": entry.get("n_pos"),
+                    "auc": _auc_text(entry),
+                    "skill": entry.get("skill"),
+                    "reason": entry.get("auc_null_reason", ""),
+                    "link": f"{key}/{REPORT_FILE}",
+                    "has_report": (run_dir / key / REPORT_FILE).is_file(),
+                }
+            )
+    return {
+        "title": f"soilsource report: {', '.join(metrics.get('metals', config.metals))}",
+        "run_dir": str(run_dir.resolve()),
+        "built": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "status": "complete" if seconds is not None else status.get("status", "unknown"),
+        "metrics": metrics,
+        "rows": rows,
+        "sources": _sources_section(run_dir, metrics),
+        "config_text": config_text,
+        "versions": _versions(),
+        "seconds": seconds if seconds is not None else status.get("seconds", {}),
+    }
+
+
+def _sources_section(run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any] | None:
+    """Profiles, the factor-by-land-use table and each factor's maps (None without sources)."""
+    profiles = _read_csv(run_dir / "sources" / "profiles.csv")
+    if profiles is None:
+        return None
+    summary = metrics.get("sources", {})
+    factors = []
+    shares: dict[str, dict[str, float]] = {}
+    maps: list[tuple[RegionMap, str | None]] = []
+    for factor, rows in profiles.groupby("factor", sort=True):
+        rows = rows.sort_values("share", ascending=False)
+        label = f"factor {int(factor)} ({factor_label(profiles, int(factor))})"
+        shares[label] = dict(zip(rows["metal"], rows["share"].astype(float), strict=True))
+        key = f"sources/factor_{int(factor)}"
+        entry = {
+            "label": label,
+            "shares": ", ".join(f"{m} {v:.0%}" for m, v in zip(rows["metal"], rows["share"],
+                                                             strict=True)),
+            "regions": [],
+        }  # fmt: skip
+        folder = run_dir / key
+        run = metrics.get("runs", {}).get(key)
+        if run is not None and (folder / "metrics.json").is_file():
+            factor_metrics = _read_json(folder / "metrics.json", required=True)
+            landuse = _read_csv(folder / "landuse_sensitivity.csv")
+            candidates = _read_layer(folder / "candidates.gpkg")
+            for finding in _findings(factor_metrics, landuse, candidates):
+                entry["regions"].append(finding)
+            if (folder / "config.yaml").is_file():
+                factor_config = read_run_config(folder)
+                regions = list(factor_metrics.get("regions", {}))
+                predictions = _read_csv(folder / "predictions.csv")
+                bar = _value_bar(predictions, factor_config.title)
+                for region_map in _maps(
+                    folder, factor_config, regions, predictions, factor_metrics, candidates
+                ):
+                    region_map.key = f"{label}: {region_map.key}"
+                    maps.append((region_map, bar))
+            entry["link"] = f"{key}/{REPORT_FILE}"
+        factors.append(entry)
+    return {
+        "summary": summary,
+        "factors": factors,
+        "profile_png": _data_uri(profile_bars_png(shares)),
+        "maps": maps,
     }
 
 
@@ -494,7 +586,7 @@ def _maps(
             outputs = [p for p in rasters.values() if p.is_file()]
             imagery = _imagery_path(config, region, key, outputs)
             region_map = build_map(
-                key, region, imagery, rasters, value_norm, reference, config.metal
+                key, region, imagery, rasters, value_norm, reference, config.title
             )
             if entry.get("skill") is False:
                 region_map.no_skill = entry.get("skill_reason") or "the AUC interval reaches 0.5"

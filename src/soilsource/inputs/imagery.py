@@ -184,7 +184,7 @@ def prediction_points(raster: RasterInfo, n: int = 1000) -> np.ndarray:
     r, c = np.nonzero(valid)
     step = max(1, len(r) // n)
     r, c = r[::step] + 0.5, c[::step] + 0.5
-    x, y = raster.transform * (c * raster.width / cols, r * raster.height / rows)
+    x, y = raster.transform @ (c * raster.width / cols, r * raster.height / rows)
     return np.column_stack([x, y]).astype(np.float64)
 
 

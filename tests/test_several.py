@@ -1,0 +1,123 @@
+"""Several metals in one run: one complete single-metal layout per metal, and an overview.
+
+A small synthetic city region with Cd as measured, Pb that follows Cd (so it has both
+classes) and Zn below its threshold everywhere (one class only: reported with the
+reason, never dropped).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from soilsource.cli import main
+from soilsource.config import load_config
+from soilsource.pipeline import run
+from soilsource.rundir import is_complete
+from soilsource.training import TrainSettings
+
+FAST = TrainSettings(max_epochs=1, batch_size=16, patience=1)
+REGION = "industrial_town"
+
+
+def _metals_config(city: Path, folder: Path, **extra) -> Path:
+    """One region of the city with Cd, Pb and Zn columns and small, quick settings."""
+    samples = pd.read_csv(city / "samples.csv")
+    samples = samples[samples["region"] == REGION].copy()
+    rng = np.random.default_rng(1)
+    samples["pb_mgkg"] = (samples["cd_mgkg"] * 150 * rng.lognormal(0, 0.1, len(samples))).round(2)
+    samples["zn_mgkg"] = rng.uniform(20, 40, len(samples)).round(1)
+    samples.to_csv(folder / "samples.csv", index=False)
+    raw = yaml.safe_load((city / "config.yaml").read_text())
+    raw["metal"] = ["Cd", "pb", "Zn"]
+    raw["samples"].update(path=str(folder / "samples.csv"),
+                          value={"Cd": "cd_mgkg", "Pb": "pb_mgkg", "Zn": "zn_mgkg"})  # fmt: skip
+    del raw["samples"]["ph"], raw["samples"]["paddy"]
+    raw["imagery"]["path"] = str(city / "imagery" / "{region}.tif")
+    raw["landuse"] = {"path": str(city / "landuse" / "{region}.tif"),
+                      "classes": str(city / "landuse" / "classes.csv")}  # fmt: skip
+    raw["label"] = {"rule": "threshold",
+                    "threshold": {"Cd": float(samples["cd_mgkg"].median()),
+                                  "Pb": float(samples["pb_mgkg"].median()), "Zn": 200.0}}  # fmt: skip
+    raw["patch"] = {"size_m": 320.0}
+    raw["explain"] = {"window_m": 80.0, "stride_m": 40.0, "max_samples": 20}
+    raw["model"] = {"baselines": [], "pretrain": False, "members": 1}
+    raw["train"] = {"folds": 2, "seed": 0, "min_steps": 0, "max_epochs": 1}
+    raw.update(extra)
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def several_run(small_city, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("several")
+    config = _metals_config(small_city, folder)
+    return config, run(config, folder / "out", settings=FAST, device="cpu")
+
+
+def test_config_names_each_metal_and_its_column(small_city, tmp_path):
+    config = load_config(_metals_config(small_city, tmp_path))
+    assert config.metals == ["Cd", "Pb", "Zn"] and config.several
+    pb = config.for_metal("Pb")
+    assert (pb.metal, pb.samples.value, pb.label.threshold) == (
+        "Pb", "pb_mgkg", config.label.threshold["Pb"]
+    )  # fmt: skip
+    assert not pb.several and pb.sources is None
+
+
+@pytest.mark.slow
+def test_each_metal_gets_a_complete_single_metal_layout(several_run):
+    _, result = several_run
+    out = result.out
+    assert is_complete(out)
+    for metal in ("Cd", "Pb", "Zn"):
+        assert is_complete(out / metal), metal
+        metrics = json.loads((out / metal / "metrics.json").read_text())
+        assert metrics["metal"] == metal
+        for name in ("predictions.csv", "report.html", "config.yaml"):
+            assert (out / metal / name).is_file(), (metal, name)
+    top = json.loads((out / "metrics.json").read_text())
+    assert top["metals"] == ["Cd", "Pb", "Zn"]
+    assert set(top["runs"]) == {"Cd", "Pb", "Zn"}
+    zn = top["runs"]["Zn"]["regions"][REGION]
+    assert zn["auc"] is None and zn["auc_null_reason"].startswith("one class only"), zn
+    assert top["runs"]["Pb"]["regions"][REGION]["auc"] is not None
+    html = (out / "report.html").read_text()
+    assert "one class only" in html and 'href="Pb/report.html"' in html
+
+
+@pytest.mark.slow
+def test_resume_keeps_the_complete_metals(several_run, tmp_path):
+    config, result = several_run
+    import shutil
+
+    copy = tmp_path / "out"
+    shutil.copytree(result.out, copy)
+    (copy / "run.json").write_text(json.dumps({"status": "running"}))
+    (copy / "Zn" / "run.json").write_text(json.dumps({"status": "running"}))
+    before = (copy / "Cd" / "metrics.json").read_bytes()
+    again = run(config, copy, settings=FAST, device="cpu", resume=True)
+    assert again.runs["Cd"] is None and again.runs["Pb"] is None  # complete: kept
+    assert again.runs["Zn"] is not None
+    assert (copy / "Cd" / "metrics.json").read_bytes() == before
+    assert is_complete(copy)
+
+
+def test_bad_several_metal_settings_are_one_line_before_anything_is_written(
+    small_city, tmp_path, capsys
+):
+    config = _metals_config(small_city, tmp_path)
+    raw = yaml.safe_load(config.read_text())
+    raw["samples"]["value"] = {"Cd": "cd_mgkg", "Pb": "no_such_column", "Zn": "zn_mgkg"}
+    config.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "out"
+    assert main(["run", str(config), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no_such_column" in err, err
+    assert not out.exists()
