@@ -41,9 +41,9 @@ def _metals_config(city: Path, folder: Path, **extra) -> Path:
     raw["imagery"]["path"] = str(city / "imagery" / "{region}.tif")
     raw["landuse"] = {"path": str(city / "landuse" / "{region}.tif"),
                       "classes": str(city / "landuse" / "classes.csv")}  # fmt: skip
-    raw["label"] = {"rule": "threshold",
-                    "threshold": {"Cd": float(samples["cd_mgkg"].median()),
-                                  "Pb": float(samples["pb_mgkg"].median()), "Zn": 200.0}}  # fmt: skip
+    threshold = {"Cd": float(samples["cd_mgkg"].median()),
+                 "Pb": float(samples["pb_mgkg"].median()), "Zn": 200.0}  # fmt: skip
+    raw["label"] = {"rule": "threshold", "threshold": threshold}
     raw["patch"] = {"size_m": 320.0}
     raw["explain"] = {"window_m": 80.0, "stride_m": 40.0, "max_samples": 20}
     raw["model"] = {"baselines": [], "pretrain": False, "members": 1}
