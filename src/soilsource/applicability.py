@@ -47,6 +47,7 @@ from soilsource.progress import track
 __all__ = [
     "Applicability",
     "dissimilarity",
+    "mean_distance",
     "pooled_features",
     "threshold",
     "write_applicability",
@@ -79,7 +80,7 @@ class Applicability:
         sd = features.std(axis=0)
         self.sd = np.where(sd > 0, sd, 1.0)
         self.train = (features - self.mean) / self.sd
-        self.d_bar = float(np.mean(pdist(self.train))) or 1.0
+        self.d_bar = mean_distance(self.train) or 1.0
         self.tree = cKDTree(self.train)
         self.training_di = _cv_di(self.train, np.asarray(folds), self.d_bar)
         self.threshold = threshold(self.training_di)
@@ -87,6 +88,37 @@ class Applicability:
     def di(self, features: np.ndarray) -> np.ndarray:
         """Dissimilarity index of new feature vectors ``(M, D)``."""
         return dissimilarity(features, self)
+
+
+EXACT_PAIRS_MAX = 4000
+"""Up to this many training samples ``d_bar`` averages every pair (8 million pairs, 64 MB);
+beyond, :data:`SAMPLED_PAIRS` random pairs: all pairs of 20,000 samples would be 1.6 GB."""
+SAMPLED_PAIRS = 2_000_000
+
+
+def mean_distance(train: np.ndarray, seed: int = 0) -> float:
+    """``d_bar``: the mean distance between training samples in feature space.
+
+    Exact up to :data:`EXACT_PAIRS_MAX` samples; beyond, the mean over
+    :data:`SAMPLED_PAIRS` pairs drawn at random (fixed ``seed``), whose relative standard
+    error is below 0.1 % for any spread of distances with a coefficient of variation
+    under 1.4, so the DI and its threshold move by less than that.
+
+    >>> rng = np.random.default_rng(1); x = rng.normal(size=(5000, 3))
+    >>> round(mean_distance(x), 3), round(float(np.mean(pdist(x))), 3)  # sampled vs all pairs
+    (2.249, 2.248)
+    """
+    n = len(train)
+    if n <= EXACT_PAIRS_MAX:
+        return float(np.mean(pdist(train)))
+    rng = np.random.default_rng(seed)
+    i = rng.integers(0, n, SAMPLED_PAIRS)
+    j = (i + rng.integers(1, n, SAMPLED_PAIRS)) % n  # never i itself
+    total = 0.0
+    for start in range(0, SAMPLED_PAIRS, 250_000):  # 250k pairs at a time: 2 x 8 MB x D
+        a, b = i[start : start + 250_000], j[start : start + 250_000]
+        total += float(np.linalg.norm(train[a] - train[b], axis=1).sum())
+    return total / SAMPLED_PAIRS
 
 
 def _cv_di(train: np.ndarray, folds: np.ndarray, d_bar: float) -> np.ndarray:

@@ -73,6 +73,8 @@ MIN_NEGATIVES = 5
 MIN_TRAIN = 10
 """Fewest training samples a fold trains on; a buffer that leaves fewer predicts nothing."""
 N_BOOTSTRAP = 2000
+BOOT_CHUNK = 100
+"""Bootstrap resamples scored at once: 100 x 20,000 samples x 8 bytes = 16 MB."""
 ALL = "all"
 """Region name used when no regions are given."""
 
@@ -124,12 +126,27 @@ def bootstrap_auc(
     pos, neg = proba[labels], proba[~labels]
     if pos.size == 0 or neg.size == 0:
         raise ValueError("bootstrap_auc needs both classes")
-    # kernel[i, j] = 1 if positive i outranks negative j, 1/2 on a tie
-    kernel = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
     rng = np.random.default_rng(seed)
     w_pos = rng.multinomial(pos.size, np.full(pos.size, 1.0 / pos.size), size=n_boot)
     w_neg = rng.multinomial(neg.size, np.full(neg.size, 1.0 / neg.size), size=n_boot)
-    return np.einsum("bi,ij,bj->b", w_pos, kernel, w_neg) / (pos.size * neg.size)
+    # Positive i outranks the negatives below it and ties with those equal to it: with
+    # the negatives sorted, both are prefix sums of the resample's negative counts, so
+    # each resample costs O(n), not the O(n_pos x n_neg) of a pairwise kernel (20,000
+    # samples: 0.8 GB and minutes). Counts and half counts are exact in float64, so the
+    # AUCs are the kernel's to the last bit.
+    order = np.argsort(neg, kind="stable")
+    below = np.searchsorted(neg[order], pos, side="left")
+    upto = np.searchsorted(neg[order], pos, side="right")
+    aucs = np.empty(n_boot)
+    for start in range(0, n_boot, BOOT_CHUNK):
+        counts = w_neg[start : start + BOOT_CHUNK, order]
+        cum = np.zeros((len(counts), neg.size + 1))
+        np.cumsum(counts, axis=1, out=cum[:, 1:])
+        wins = cum[:, below] + 0.5 * (cum[:, upto] - cum[:, below])
+        aucs[start : start + BOOT_CHUNK] = np.einsum(
+            "bi,bi->b", w_pos[start : start + BOOT_CHUNK], wins
+        )
+    return aucs / (pos.size * neg.size)
 
 
 def roc_auc(
