@@ -418,8 +418,8 @@ class SourcesConfig(_Section):
     Runs when present, with at least 3 metals in ``metal``. Uncertainties follow the
     equations of EPA PMF 5.0 (Norris et al. 2014): ``5/6 x MDL`` at or below the
     detection limit (MDL), else ``sqrt((error_fraction x c)^2 + (0.5 x MDL)^2)``. A metal
-    without a ``detection_limit`` gets its smallest measured positive value as MDL, so
-    no sample counts as below detection for it.
+    without a ``detection_limit`` gets half its smallest measured positive value as MDL,
+    so no sample counts as below detection for it.
     """
 
     factors: Literal["auto"] | Annotated[int, Field(ge=1, le=12)] = Field(

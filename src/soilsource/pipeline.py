@@ -234,17 +234,29 @@ def apportion_sources(config: Config, values: pd.DataFrame, folder: Path):
     from soilsource.sources import apportion
 
     assert config.sources is not None
+    given = config.sources.detection_limit
+    detection = {  # a metal without one: its smallest measured positive value (SourcesConfig)
+        metal: float(given[metal]) if metal in given else _smallest_positive(values[metal])
+        for metal in values.columns
+    }
     result = apportion(
         values,
-        detection_limit=config.sources.detection_limit,
-        error_fraction=config.sources.error_fraction,
-        factors=config.sources.factors,
-        starts=config.sources.starts,
-        bootstrap=config.sources.bootstrap,
-        seed=config.train.seed,
+        detection,
+        config.sources.error_fraction,
+        config.sources.factors,
+        config.train.seed,
+        n_starts=config.sources.starts,
+        n_bootstrap=config.sources.bootstrap,
+        source=str(config.samples.path),
     )
     result.write(folder)
     return result
+
+
+def _smallest_positive(values: pd.Series) -> float:
+    """Half the smallest measured positive value: a detection limit no sample is below."""
+    positive = values[values > 0]
+    return 0.5 * float(positive.min()) if len(positive) else 1e-6
 
 
 def factor_runs(
