@@ -314,3 +314,27 @@ def test_patch_array_indexing_and_refusals():
     np.testing.assert_array_equal(np.asarray(lazy[::2]), data[::2])
     with pytest.raises(IndexError):
         lazy[np.zeros((2, 2), int)]
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "int16", "uint8", "float32"])
+def test_cache_keeps_16_bit_imagery_in_16_bits_and_reads_the_same(tmp_path, dtype):
+    from soilsource.patches import cache_bytes, cache_dtype
+
+    rng = np.random.default_rng(3)
+    top = 255 if dtype == "uint8" else 30000
+    data = rng.integers(1, top, (3, 64, 64)).astype(dtype)
+    path = write_raster(tmp_path / "r.tif", data, nodata=0)
+    raster = describe_raster(path)
+    points = np.column_stack(
+        [ORIGIN[0] + rng.uniform(-40, 680, 50), ORIGIN[1] - rng.uniform(-40, 680, 50)]
+    )
+    part, _ = sample_patches(raster, points, 9, cache=True)
+    expected = np.dtype(dtype) if dtype != "float32" else np.dtype(np.float32)
+    assert part.data.dtype == cache_dtype(raster) == expected
+    assert cache_bytes(raster, 9) == (3 * expected.itemsize + 1) * 81
+    streamed, _ = sample_patches(raster, points, 9, cache=False)
+    cached = PatchStore([part], raster.band_names, 9, np.zeros(50))
+    read = PatchStore([streamed], raster.band_names, 9, np.zeros(50))
+    assert cached.data.dtype == np.float32
+    np.testing.assert_array_equal(cached.data, read.data)
+    np.testing.assert_array_equal(cached.data, extract_patches(path, points, 9).data)

@@ -30,6 +30,7 @@ from soilsource.patches import (
     CacheBudget,
     Patches,
     PatchStore,
+    cache_bytes,
     one_patch_size,
     patch_size_px,
     sample_patches,
@@ -149,7 +150,7 @@ def _region(
             one_patch_size({sizes[0], size}, config.patch.size_m, _source(config))
         sizes.append(size)
         check_memory(raster.count, size, config)
-        cache = cache_budget.take(len(members) * (raster.count * 4 + 1) * size**2)
+        cache = cache_budget.take(len(members) * cache_bytes(raster, size))
         stored, share = sample_patches(
             raster, np.column_stack([rx, ry]), size, cache=cache, threads=threads
         )

@@ -708,12 +708,13 @@ def sample_patches(
 
     One pass over the windows in raster block order, 256 at a time in one reused
     buffer (:func:`iter_patches`), so memory stays bounded; with ``cache`` the pixels
-    are kept too (one float32 copy and a mask, the values :func:`extract_patches` reads).
+    are kept too (the values :func:`extract_patches` reads, and a mask), in
+    :func:`cache_dtype`: 16-bit imagery is kept in 16 bits, half of float32.
     """
     row_off, col_off = _origins(raster, points_xy, size_px)
     n, bands = len(row_off), raster.count
     share = np.zeros(n)
-    data = np.zeros((n, bands, size_px, size_px), np.float32) if cache else None
+    data = np.zeros((n, bands, size_px, size_px), cache_dtype(raster)) if cache else None
     valid = np.zeros((n, size_px, size_px), bool) if cache else None
     batches = iter_patches(raster, points_xy, size_px, threads=threads, reuse=True)
     for batch in batches:
@@ -721,6 +722,22 @@ def sample_patches(
         if data is not None and valid is not None:
             data[batch.index], valid[batch.index] = batch.data, batch.valid
     return _Part(raster, row_off, col_off, data, valid), share
+
+
+def cache_dtype(raster: RasterInfo) -> np.dtype:
+    """How cached patch pixels are stored: the raster's own integer type up to 16 bits
+    (its raw values, and the 0 outside the raster, convert back to float32 exactly),
+    else float32. Landsat and Sentinel-2 are uint16: a cache half the size.
+
+    The bytes per cached patch are :func:`cache_bytes`.
+    """
+    dtype = np.dtype(raster.dtype)
+    return dtype if dtype.kind in "iu" and dtype.itemsize <= 2 else np.dtype(np.float32)
+
+
+def cache_bytes(raster: RasterInfo, size_px: int) -> int:
+    """Bytes of one cached patch of ``raster``: its pixels and its valid mask."""
+    return (raster.count * cache_dtype(raster).itemsize + 1) * size_px**2
 
 
 class PatchStore:
