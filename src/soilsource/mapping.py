@@ -60,6 +60,13 @@ __all__ = [
 ]
 
 
+TILE_PX = 256
+"""Default side of a map tile: smaller tiles hold fewer activations and, measured, are
+faster too, until the patch's halo dominates (``benchmarks/bench_map_tiles.py``, in
+docs/benchmarks.md: seconds per million pixels and MB per tile for 128, 256 and 512 px
+tiles, 43 and 128 px patches). The map is the same whatever the tile."""
+
+
 def patch_halo(patch_px: int) -> tuple[int, int]:
     """Pixels of context a patch needs before and after its centre pixel, per axis.
 
@@ -205,7 +212,7 @@ def probability_map(
     image: np.ndarray | Tensor,
     patch_px: int | None = None,
     *,
-    tile_px: int = 512,
+    tile_px: int = TILE_PX,
     progress: bool = False,
     raw: bool = False,
 ) -> np.ndarray:
@@ -220,7 +227,7 @@ def probability_map(
     patch_px:
         Optional check that the model was built for this patch size.
     tile_px:
-        Side of the output tiles computed at once; memory grows with
+        Side of the output tiles computed at once (:data:`TILE_PX`); memory grows with
         ``(tile_px + patch_px) ** 2``.
     progress:
         Show a progress bar on stderr.
@@ -358,7 +365,7 @@ def write_probability_map(
     raster: RasterInfo,
     *,
     max_nodata_share: float = 0.5,
-    tile_px: int = 512,
+    tile_px: int = TILE_PX,
     threads: int = 1,
     progress: bool = True,
     session: Session | None = None,
@@ -387,7 +394,7 @@ def write_probability_map(
     Parameters
     ----------
     tile_px:
-        Side of the output tiles (one task each); a task holds about
+        Side of the output tiles (one task each, :data:`TILE_PX`); a task holds about
         ``(tile_px + patch_px) ** 2`` pixels of trunk activations.
     threads:
         GDAL reading threads per task.
