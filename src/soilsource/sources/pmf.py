@@ -38,6 +38,7 @@ against known answers (tests/test_sources.py).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -253,13 +254,15 @@ def choose_factors(
 
     For each count p: ``n_starts`` random starts, the best one's Q_robust / Q_expected
     (r_p) and the stability across starts (:func:`stability`). The elbow is the
-    smallest p after which r stops falling substantially: r_{p+1} > (1 - ELBOW_DROP)
-    x r_p (less than a 25 % drop; a factor that only fits noise lowers Q by about
-    its n + m parameters, which Q_expected already subtracts, so r stays about flat),
-    or r_p < NEAR_ZERO (noise-free data). Without an elbow in the range, its largest
-    count. If the elbow's stability is below MIN_STABILITY (0.9), the largest
-    smaller count that is stable is taken instead (starts that agree on Q but not on
-    the profiles: more factors than the data pin down); if none is, the elbow stays.
+    smallest p after which r stops falling substantially: the last p whose factor
+    lowered r by ELBOW_DROP (25 %) or more, every later one lowering it by less (a
+    factor that only fits noise lowers Q by about its n + m parameters, which
+    Q_expected already subtracts, so r stays about flat; an early small drop followed
+    by large ones is not an elbow). Noise-free data: the first p with r_p < NEAR_ZERO.
+    Without any such drop, the smallest count. If the elbow's stability is below
+    MIN_STABILITY (0.9), the largest smaller count that is stable is taken instead
+    (starts that agree on Q but not on the profiles: more factors than the data pin
+    down); if none is, the elbow stays.
 
     The thresholds were set on constructed data only (``_constructed`` in
     tests/test_sources.py, seeds 12-14 and 52-54: 150-400 samples, 6-8 metals, 2-4
@@ -285,19 +288,24 @@ def choose_factors(
                 best,
             )
         )
-    elbow, reason = cands[-1], "no elbow in the range: its largest count"
-    for a, b in zip(cands, [*cands[1:], None], strict=True):
-        if a.ratio < NEAR_ZERO:
-            elbow, reason = a, f"Q_robust/Q_expected {a.ratio:.2g} < {NEAR_ZERO}: exact fit"
-            break
-        if b is not None and b.ratio > (1 - ELBOW_DROP) * a.ratio:
-            drop = 1 - b.ratio / a.ratio
-            elbow = a
-            reason = (
-                f"elbow: Q_robust/Q_expected falls {drop:.0%} from {a.factors} to {b.factors} "
-                f"factors (< {ELBOW_DROP:.0%})"
-            )
-            break
+    exact = [c for c in cands if c.ratio < NEAR_ZERO]
+    if exact:
+        elbow = exact[0]
+        reason = (
+            f"Q_robust/Q_expected {elbow.ratio:.2g} < {NEAR_ZERO} at {elbow.factors}: exact fit"
+        )
+    else:
+        # The last count that still lowered r by ELBOW_DROP or more: after it, r stops
+        # falling substantially (an early small drop followed by big ones is no elbow).
+        elbow, reason = cands[0], f"no count lowers Q_robust/Q_expected by {ELBOW_DROP:.0%}"
+        for a, b in itertools.pairwise(cands):
+            if b.ratio <= (1 - ELBOW_DROP) * a.ratio:
+                elbow = b
+                reason = (
+                    f"elbow: {b.factors} factors lower Q_robust/Q_expected by "
+                    f"{1 - b.ratio / a.ratio:.0%}, every larger count by less than "
+                    f"{ELBOW_DROP:.0%}"
+                )
     chosen = elbow
     if elbow.stability < MIN_STABILITY:
         stable = [c for c in cands if c.factors < elbow.factors and c.stability >= MIN_STABILITY]
