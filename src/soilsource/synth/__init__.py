@@ -1,7 +1,8 @@
 """The synthetic six-region city: a Pearl-River-Delta-like study area with known truth.
 
-``write_city(out, seed=0, size_px=None)`` writes imagery, land use, soil samples, the
-truth (sources, anthropogenic contribution, source profiles and contributions, summary) and a ready ``config.yaml``.
+``write_city(out, seed=0, size_px=None)`` writes imagery, land use, soil samples (Cd and
+seven other metals), the truth (sources, anthropogenic contribution, the metals' source
+profiles and contributions, summary) and a ready ``config.yaml``.
 The modules follow the generation order:
 
 - :mod:`~soilsource.synth.recipes`: the six regions as parameters, land-use codes;
