@@ -289,7 +289,9 @@ def choose_factors(
             )
         )
     exact = [c for c in cands if c.ratio < NEAR_ZERO]
-    if exact:
+    if len(cands) == 1:
+        elbow, reason = cands[0], f"the only count tried (2 .. m - 1 for {x.shape[1]} metals)"
+    elif exact:
         elbow = exact[0]
         reason = (
             f"Q_robust/Q_expected {elbow.ratio:.2g} < {NEAR_ZERO} at {elbow.factors}: exact fit"
