@@ -260,6 +260,7 @@ def test_apportion_runs_on_meuse():
         (lambda f: f, {"factors": "three"}, "must be 'auto' or a whole number"),
         (lambda f: f, {"error_fraction": -0.1}, "error_fraction: must be a finite number >= 0"),
         (lambda f: f.assign(m2="x"), {}, "m2 rows 1, 2, 3"),
+        (lambda f: f.set_axis(["a"] * len(f)), {}, "duplicate sample id 'a'"),
     ],
 )
 def test_bad_inputs(change, kwargs, message):

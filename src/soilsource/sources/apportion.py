@@ -266,6 +266,9 @@ def _check_values(values: pd.DataFrame, source: str) -> pd.DataFrame:
         )
     if values.columns.duplicated().any():
         raise InputError("config", "sources", "a metal is given twice")
+    if values.index.astype(str).duplicated().any():
+        first = values.index[values.index.astype(str).duplicated()][0]
+        raise InputError(source, "sample ids", f"duplicate sample id {str(first)!r}")
     if len(values) < MIN_SAMPLES:
         raise InputError(
             source, "", f"{len(values)} samples; source apportionment needs at least {MIN_SAMPLES}"
