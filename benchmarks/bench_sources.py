@@ -17,7 +17,8 @@ constructed data and on a city of seed 100, never on these seeds.
 Then Meuse (examples/meuse/samples.csv: Cd, Cu, Pb, Zn of 155 floodplain samples,
 Cd reported down to 0.2 mg/kg): the factors found, their shares of each metal, and
 how each factor's contributions follow the distance to the river (Spearman), the
-flood-borne signature.
+flood-borne signature; and the same for a fixed 2-factor solution, to see whether
+one factor would dominate with fewer.
 
 Usage: ``python benchmarks/bench_sources.py [--city-seeds 0,1,2] [--pmf-seeds 0,1]
 [--size-px 512] [--bootstrap 50]``
@@ -112,26 +113,38 @@ def meuse(bootstrap: int) -> None:
         f"\nRule: {result.summary['factors_reason']}. PMF {seconds:.1f} s "
         f"({bootstrap} bootstrap resamples).\n"
     )
+    dist = table["dist"]
+    _meuse_table(result, dist, f"{result.factors} factors (auto)")
+    fixed = apportion(values, limits, 0.1, 2, seed=0, n_bootstrap=bootstrap)
+    _meuse_table(fixed, dist, "2 factors (fixed, for comparison)")
+
+
+def _meuse_table(result, dist: pd.Series, title: str) -> None:
+    """Shares per factor, the tie of its contributions to the river, and the verdict."""
     share = result.profile_matrix("share")
     g = result.contribution_matrix()
+    print(f"\n{title}:\n")
     print(
         "| factor | "
         + " | ".join(f"{m} share" for m in share.columns)
-        + " | mean share | Spearman with distance to river | bootstrap mapped |"
+        + " | Spearman with distance to river | bootstrap mapped |"
     )
-    print("| ---: |" + " ---: |" * (len(share.columns) + 3))
+    print("| ---: |" + " ---: |" * (len(share.columns) + 2))
     boot = result.summary["bootstrap"].get("factors", {})
+    rhos = {}
     for k in share.index:
-        rho = spearmanr(g[k].to_numpy(), table.loc[g.index, "dist"].to_numpy()).statistic
+        rhos[k] = spearmanr(g[k].to_numpy(), dist.loc[g.index].to_numpy()).statistic
         cells = " | ".join(f"{v:.2f}" for v in share.loc[k])
         mapped = boot.get(str(k), {}).get("mapped_share", float("nan"))
-        print(f"| {k} | {cells} | {share.loc[k].mean():.2f} | {rho:+.2f} | {mapped:.2f} |")
+        print(f"| {k} | {cells} | {rhos[k]:+.2f} | {mapped:.2f} |")
     top = share.mean(axis=1).idxmax()
     dominant = (share.loc[top] > 0.5).all()
-    verdict = "it dominates every metal (> 50 %)" if dominant else "not every metal (> 50 %)"
+    near_river = [k for k, r in rhos.items() if r < -0.3]
     print(
-        f"\nFactor {top} carries the largest share of the four metals "
-        f"({', '.join(f'{m} {v:.0%}' for m, v in share.loc[top].items())}); {verdict}."
+        f"\nLargest factor {top} ({', '.join(f'{m} {v:.0%}' for m, v in share.loc[top].items())})"
+        f" {'dominates every metal (> 50 %)' if dominant else 'does not dominate every metal'}; "
+        f"{len(near_river)} of {len(share)} factors fall with distance from the river "
+        f"(Spearman < -0.3)."
     )
 
 
