@@ -235,7 +235,7 @@ def factor_range(n: int, m: int, most: int = MAX_AUTO_FACTORS) -> list[int]:
     """Counts ``auto`` tries: 2 .. min(m - 1, ``most``), each with Q_expected > 0.
 
     >>> factor_range(100, 4), factor_range(1000, 8), factor_range(12, 8)
-    ([2, 3], [2, 3, 4, 5, 6], [2, 3])
+    ([2, 3], [2, 3, 4, 5, 6], [2, 3, 4])
     """
     return [p for p in range(2, min(m - 1, most) + 1) if q_expected(n, m, p) > 0]
 

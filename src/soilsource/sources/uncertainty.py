@@ -68,7 +68,7 @@ def equation_uncertainty(
     """EPA PMF 5.0 equation-based uncertainty (mg/kg) of concentrations ``conc``.
 
     >>> equation_uncertainty(np.array([0.01, 0.02, 1.0]), 0.02, 0.1).round(5).tolist()
-    [0.01667, 0.01667, 0.10005]
+    [0.01667, 0.01667, 0.1005]
     """
     conc = np.asarray(conc, float)
     mdl = np.broadcast_to(np.asarray(detection_limit, float), conc.shape)
