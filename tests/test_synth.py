@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from soilsource.synth.cadmium import (
 )
 from soilsource.synth.fields import distance_m, smooth_noise
 from soilsource.synth.landscape import build_landscape, subdivide
+from soilsource.synth.metals import COLUMNS, DETECTION_LIMIT_MGKG, METALS, SOURCES
 from soilsource.synth.recipes import BANDS, SOIL_CLASSES
 
 NAMES = [r.name for r in REGIONS]
@@ -134,6 +136,13 @@ def test_samples_table(small_city):
         "lon",
         "lat",
         "cd_mgkg",
+        "pb_mgkg",
+        "zn_mgkg",
+        "cu_mgkg",
+        "ni_mgkg",
+        "cr_mgkg",
+        "as_mgkg",
+        "hg_mgkg",
         "ph",
         "is_paddy",
         "landuse",
@@ -202,6 +211,87 @@ def test_truth_agrees_with_samples_and_rasters(small_city):
                 assert src.dtypes == ("float32",) and src.crs.to_epsg() == 32649
                 values = np.array([v[0] for v in src.sample(xy)])
             np.testing.assert_allclose(values, group[column], atol=1e-4)
+
+
+# Seed 0 at 128 px as main wrote it before the other metals existed (commit 1e0f8c5): the
+# sha256 of samples.csv and truth/samples.csv restricted to their columns of then.
+OLD_SAMPLES_SHA256 = "fdadd89f445f10a2b6cf0e7837595ae8256885f9a2cd8a7a9b1d1793972dc8bd"
+OLD_TRUTH_SHA256 = "661af734510e9917e553067363e7aafca41299cdce0b1c97ca70b3c99393e17e"
+OLD_TRUTH_COLUMNS = [
+    "sample_id",
+    "region",
+    "x",
+    "y",
+    "landuse",
+    "background",
+    "contribution",
+    "site",
+    "atmospheric",
+    "traffic",
+    "irrigation",
+    "true_cd",
+    "cd_mgkg",
+    "screening_value",
+    "label",
+]
+
+
+def _sha256(table: pd.DataFrame) -> str:
+    return hashlib.sha256(table.to_csv(index=False, lineterminator="\n").encode()).hexdigest()
+
+
+def test_cd_is_unchanged_by_the_other_metals(small_city):
+    """The other metals come from a generator of their own: Cd, the samples and their
+    truth are byte for byte what they were before."""
+    samples = pd.read_csv(small_city / "samples.csv")
+    old = [c for c in samples.columns if c not in {COLUMNS[m] for m in METALS[1:]}]
+    assert _sha256(samples[old]) == OLD_SAMPLES_SHA256
+    truth = pd.read_csv(small_city / "truth" / "samples.csv")
+    assert _sha256(truth[OLD_TRUTH_COLUMNS]) == OLD_TRUTH_SHA256
+
+
+def test_other_metals_are_measured_like_cd(small_city):
+    samples = pd.read_csv(small_city / "samples.csv")
+    truth = pd.read_csv(small_city / "truth" / "samples.csv")
+    for metal in METALS[1:]:
+        reported = samples[COLUMNS[metal]]
+        limit = DETECTION_LIMIT_MGKG[metal]
+        assert ((reported >= limit) | (reported == limit / 2)).all(), metal
+        true = truth[f"true_{metal.lower()}"]
+        above = reported >= limit
+        log_ratio = np.log(reported[above] / true[above])
+        assert abs(log_ratio.mean()) < 0.05, metal
+        assert log_ratio.std() < 0.3, metal
+    # Metals follow their sources: Ni and Cr (geogenic only, nearly) track background Cd.
+    assert np.corrcoef(truth["true_ni"], truth["background"])[0, 1] > 0.99
+    assert np.corrcoef(samples["ni_mgkg"], samples["cd_mgkg"])[0, 1] < 0.9
+
+
+def test_source_truth_reproduces_the_noise_free_concentrations(small_city):
+    truth = pd.read_csv(small_city / "truth" / "samples.csv")
+    profiles = pd.read_csv(small_city / "truth" / "source_profiles.csv")
+    contributions = pd.read_csv(small_city / "truth" / "source_contributions.csv")
+    assert list(profiles.columns) == ["source", "metal", "mg_kg_per_unit", "share"]
+    assert list(contributions.columns) == ["sample_id", "region", "source", "contribution"]
+    assert set(profiles["source"]) == set(SOURCES) and set(profiles["metal"]) == set(METALS)
+    np.testing.assert_allclose(profiles.groupby("metal")["share"].sum(), 1.0, atol=1e-5)
+    g = contributions.pivot(index="sample_id", columns="source", values="contribution")
+    g = g.loc[truth["sample_id"], list(SOURCES)]
+    np.testing.assert_allclose(g.mean(), 1.0, atol=1e-5)  # as PMF scales its factors
+    f = profiles.pivot(index="source", columns="metal", values="mg_kg_per_unit")
+    modelled = g.to_numpy() @ f.loc[list(SOURCES), list(METALS)].to_numpy()
+    for j, metal in enumerate(METALS):
+        np.testing.assert_allclose(
+            modelled[:, j], truth[f"true_{metal.lower()}"], rtol=1e-4, atol=2e-4, err_msg=metal
+        )
+    # The share is each source's part of the metal's total over the samples.
+    total = modelled.sum(axis=0)
+    geogenic_cd = (g["geogenic"] * f.loc["geogenic", "Cd"]).sum() / total[METALS.index("Cd")]
+    share = profiles.set_index(["source", "metal"])["share"]
+    assert share["geogenic", "Cd"] == pytest.approx(geogenic_cd, abs=1e-5)
+    # Where a source is absent its contribution is zero: fertiliser off farmland.
+    off_farm = ~truth["landuse"].isin(["paddy", "dry_farmland_orchard"]).to_numpy()
+    assert off_farm.any() and (g["fertiliser"].to_numpy()[off_farm] == 0).all()
 
 
 def test_summary_content(small_city):

@@ -35,6 +35,15 @@ from soilsource.synth.cadmium import (
     own_limit_score,
 )
 from soilsource.synth.landscape import Landscape, build_landscape
+from soilsource.synth.metals import (
+    COLUMNS,
+    DETECTION_LIMIT_MGKG,
+    METALS,
+    SOURCES,
+    add_metals,
+    truth_tables,
+)
+from soilsource.synth.metals import LAB_CV as METAL_LAB_CV
 from soilsource.synth.recipes import (
     BANDS,
     CRS,
@@ -100,16 +109,20 @@ class Region:
     imagery: np.ndarray
     cadmium: Cadmium
     # measured, with truth columns: contribution, its pathways, expected_contribution and
-    # background_median (what is expected from what is visible, see cadmium.own_limit_score)
+    # background_median (what is expected from what is visible, see cadmium.own_limit_score);
+    # the other metals (see synth.metals): src_SOURCE fields, true_xx and xx_mgkg
     samples: pd.DataFrame
     strength_scale: float
 
 
 def build_region(recipe: RegionRecipe, index: int, seed: int, size_px: int) -> Region:
     """Generate one region from ``(seed, index)`` (no files written)."""
-    # Independent streams per stage: a change to the imagery leaves Cd and samples alone.
-    streams = np.random.SeedSequence([seed, index]).spawn(4)
-    rng_land, rng_cd, rng_samples, rng_image = (np.random.default_rng(s) for s in streams)
+    # Independent streams per stage: a change to the imagery leaves Cd and samples alone,
+    # and the other metals (the fifth stream, added later) leave the first four as they were.
+    streams = np.random.SeedSequence([seed, index]).spawn(5)
+    rng_land, rng_cd, rng_samples, rng_image, rng_metals = (
+        np.random.default_rng(s) for s in streams
+    )
     land = build_landscape(recipe, size_px, rng_land)
     cadmium = build_cadmium(land, recipe, rng_cd)
     drawn = draw_samples(land, cadmium, n_samples(recipe, size_px, DEFAULT_SIZE_PX), rng_samples)
@@ -120,6 +133,7 @@ def build_region(recipe: RegionRecipe, index: int, seed: int, size_px: int) -> R
         samples[name] = raster[samples["row"], samples["col"]].astype(float)
     for name in ("expected_contribution", "background_median"):
         samples[name] = getattr(cadmium, name)[samples["row"], samples["col"]].astype(float)
+    samples = add_metals(samples, land, rng_metals)
     imagery = render_imagery(land, recipe, rng_image)
     return Region(recipe, land, imagery, cadmium, samples, scale)
 
@@ -165,6 +179,14 @@ def write_city(out: str | os.PathLike[str], seed: int = 0, size_px: int | None =
             "below_detection_limit": "reported as half the detection limit",
             "rounding_mgkg": 0.001,
         },
+        "metals": {
+            "columns": COLUMNS,
+            "sources": list(SOURCES),
+            "lab_cv": METAL_LAB_CV,
+            "detection_limit_mgkg": DETECTION_LIMIT_MGKG,
+            "below_detection_limit": "reported as half the detection limit",
+            "truth": "truth/source_profiles.csv, truth/source_contributions.csv",
+        },
         "regions": {},
     }
     samples, truth, sources = [], [], []
@@ -178,7 +200,12 @@ def write_city(out: str | os.PathLike[str], seed: int = 0, size_px: int | None =
             sources.append(region.cadmium.sources)
             summary["regions"][recipe.name] = _region_summary(region)
         _write_csv(tmp / "samples.csv", pd.concat(samples, ignore_index=True))
-        _write_csv(tmp / "truth" / "samples.csv", pd.concat(truth, ignore_index=True))
+        truth_all = pd.concat(truth, ignore_index=True)
+        fields = [f"src_{s}" for s in SOURCES]
+        _write_csv(tmp / "truth" / "samples.csv", truth_all.drop(columns=fields))
+        source_profiles, source_contributions = truth_tables(truth_all)
+        _write_csv(tmp / "truth" / "source_profiles.csv", source_profiles)
+        _write_csv(tmp / "truth" / "source_contributions.csv", source_contributions)
         classes = pd.DataFrame(
             {"code": [int(c) for c in LandUse], "name": [c.label for c in LandUse]}
         )
@@ -283,6 +310,7 @@ def _sample_tables(region: Region) -> tuple[pd.DataFrame, pd.DataFrame]:
             "lon": np.round(lon, 7),
             "lat": np.round(lat, 7),
             "cd_mgkg": s["cd_mgkg"].round(3),
+            **{COLUMNS[m]: s[COLUMNS[m]] for m in METALS[1:]},
             "ph": s["ph"].round(2),
             "is_paddy": s["is_paddy"].astype(bool),
             "landuse": landuse,
@@ -302,6 +330,8 @@ def _sample_tables(region: Region) -> tuple[pd.DataFrame, pd.DataFrame]:
             "cd_mgkg": s["cd_mgkg"].round(3),
             "screening_value": s["screening_value"],
             "label": s["label"].astype(bool),
+            **{f"true_{m.lower()}": s[f"true_{m.lower()}"].round(4) for m in METALS[1:]},
+            **{f"src_{k}": s[f"src_{k}"] for k in SOURCES},
         }
     )
     return table, truth
