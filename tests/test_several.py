@@ -121,3 +121,53 @@ def test_bad_several_metal_settings_are_one_line_before_anything_is_written(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no_such_column" in err, err
     assert not out.exists()
+
+
+def _sources_config(city: Path, folder: Path) -> Path:
+    """One region, four of the city's metals, PMF with 2 factors, each learned from imagery."""
+    path = _metals_config(city, folder)
+    samples = pd.read_csv(city / "samples.csv")
+    samples = samples[samples["region"] == REGION]
+    samples.to_csv(folder / "samples.csv", index=False)  # the city's own metal columns
+    raw = yaml.safe_load(path.read_text())
+    metals = ["Cd", "Pb", "Zn", "Cu"]
+    raw["metal"] = metals
+    raw["samples"]["value"] = {m: f"{m.lower()}_mgkg" for m in metals}
+    raw["label"] = {"rule": "quantile", "q": 0.75}
+    raw["sources"] = {"factors": 2, "starts": 2, "bootstrap": 5,
+                      "detection_limit": {"Cd": 0.01}}  # fmt: skip
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+@pytest.mark.slow
+def test_sources_are_apportioned_and_each_factor_learned_from_the_imagery(small_city, tmp_path):
+    config = _sources_config(small_city, tmp_path)
+    result = run(config, tmp_path / "out", settings=FAST, device="cpu")
+    out = result.out
+    profiles = pd.read_csv(out / "sources" / "profiles.csv")
+    assert set(profiles["factor"]) == {1, 2}
+    assert set(profiles["metal"]) <= {"Cd", "Pb", "Zn", "Cu"}
+    # each metal's modelled total is split among the factors
+    np.testing.assert_allclose(profiles.groupby("metal")["share"].sum(), 1.0, atol=1e-6)
+    contributions = pd.read_csv(out / "sources" / "contributions.csv")
+    factor_samples = pd.read_csv(out / "sources" / "samples.csv")
+    assert len(contributions) == 2 * len(factor_samples)
+    for k in (1, 2):
+        folder = out / "sources" / f"factor_{k}"
+        assert is_complete(folder)
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert metrics["title"].startswith(f"factor {k} (") and metrics["title"].endswith("load")
+        assert (folder / "concentration" / f"{REGION}.tif").is_file()
+        # the factor's load: contribution x its summed profile, floored above zero
+        per_unit = profiles[profiles["factor"] == k]["mg_kg_per_unit"].sum()
+        mine = contributions[contributions["factor"] == k].set_index("sample_id")
+        load = mine["contribution"].reindex(factor_samples["sample_id"].astype(str)) * per_unit
+        ok = load.to_numpy() > 0.05 * np.median(load)
+        np.testing.assert_allclose(factor_samples[f"factor_{k}"][ok], load[ok], rtol=1e-6)
+    top = json.loads((out / "metrics.json").read_text())
+    assert top["sources"]["factors"] == 2
+    assert {"sources/factor_1", "sources/factor_2"} <= set(top["runs"])
+    html = (out / "report.html").read_text()
+    assert "source profiles as stacked bars" in html and "factor 1 (" in html
+    assert html.count('class="map') >= 2  # each factor's map
