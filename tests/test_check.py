@@ -137,7 +137,9 @@ def test_some_samples_outside_warns_with_count(tmp_path, capsys):
 
 def test_single_class_region_warns(tmp_path, capsys):
     config = write_project(tmp_path)  # r1 all clean, r2 both classes
-    edit_samples(config, lambda t: t.__setitem__("cd_mgkg", t["cd_mgkg"].where(t["region"] != "r1", "0.1")))
+    edit_samples(
+        config, lambda t: t.__setitem__("cd_mgkg", t["cd_mgkg"].where(t["region"] != "r1", "0.1"))
+    )
     code, _, err = run_check(config, capsys)
     assert code == 0, err
     assert "region 'r1': all 10 usable samples are negative under the rule" in err

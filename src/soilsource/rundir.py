@@ -50,6 +50,8 @@ from soilsource.errors import InputError
 STATUS_FILE = "run.json"
 LOCK_FILE = ".soilsource.lock"
 """Held (flock) by the process that runs into the directory; removed when it ends."""
+_HELD: set[Path] = set()
+"""Lock files this process holds (through :func:`claim`): its own run is no obstacle."""
 _UNSAFE = re.compile(r'[\x00-\x1f/\\:*?"<>|]')
 
 
@@ -104,7 +106,9 @@ def check_out(
     out = Path(out)
     if resume:
         if force:
-            raise InputError("--resume", "", "cannot be combined with --force (which starts afresh)")
+            raise InputError(
+                "--resume", "", "cannot be combined with --force (which starts afresh)"
+            )
         status = read_status(out) if out.is_dir() else None
         if status is None:
             raise InputError(
@@ -149,7 +153,7 @@ def _refuse_unwritable(out: Path, option: str) -> None:
 def _refuse_held(out: Path, option: str) -> None:
     """A live process holds ``out``'s lock: refuse (a stale lock file is no obstacle)."""
     path = out / LOCK_FILE
-    if not path.is_file():
+    if not path.is_file() or path.resolve() in _HELD:
         return
     lock = FileLock(path, timeout=0)
     try:
@@ -201,12 +205,15 @@ def claim(out: str | PathLike[str], *, option: str = "--out") -> Iterator[Path]:
         raise _in_progress(out, option) from None
     except OSError as exc:
         raise InputError(option, str(out), f"cannot write: {exc.strerror or exc}") from exc
+    held = path.resolve()
+    _HELD.add(held)
     try:
         with open(path, "r+", encoding="utf-8") as handle:  # no other process writes it now
             handle.write(f"{os.getpid()}\n")
             handle.truncate()
         yield out
     finally:
+        _HELD.discard(held)
         path.unlink(missing_ok=True)  # held still: no other run can take it meanwhile
         lock.release()
 
