@@ -273,13 +273,13 @@ def free_disk(out: Path) -> int:
     return shutil.disk_usage(existing).free
 
 
-def _check_disk(out: Path, need: int) -> None:
+def _check_disk(out: Path, need: int, what: str = "the run writes") -> None:
     free = free_disk(out)
     if need > free:
         raise InputError(
             "--out",
             str(out),
-            f"the run writes about {size_text(need)} of maps, models and tables, only "
+            f"{what} about {size_text(need)} of maps, models and tables, only "
             f"{size_text(free)} is free there; free some space or choose another directory",
         )
 
@@ -501,7 +501,7 @@ def predict_plan(
     check_like_training(raster, record)
     out = check_out(out, force=force)
     pixels = raster.width * raster.height
-    _check_disk(out, pixels * MAP_BYTES_PER_PX + FIXED_BYTES // 8)
+    _check_disk(out, pixels * MAP_BYTES_PER_PX + FIXED_BYTES // 8, "predict writes")
     return PredictPlan(config, model_path, region, saved, record, how, raster, out)
 
 

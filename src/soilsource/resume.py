@@ -103,8 +103,9 @@ class Checkpoints:
             return False
         try:
             before = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            before = None
+        except (OSError, ValueError) as exc:
+            reason = f"unreadable checkpoint ({exc}); run without --resume to start again"
+            raise InputError(path, "", reason) from None
         now = self.fingerprint(config_yaml)
         if before == now:
             return True

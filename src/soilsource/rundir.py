@@ -109,12 +109,13 @@ def check_out(
             raise InputError(
                 "--resume", "", "cannot be combined with --force (which starts afresh)"
             )
+        if out.is_dir():
+            _refuse_held(out, option)
         status = read_status(out) if out.is_dir() else None
         if status is None:
             raise InputError(
                 "--resume", str(out), "holds no soilsource run to resume; run without --resume"
             )
-        _refuse_held(out, option)
         if status.get("status") == "complete":
             raise InputError("--resume", str(out), "holds a complete run; nothing to resume")
         _refuse_unwritable(out, option)
