@@ -15,7 +15,6 @@ no training started, and the project (``out`` included) exactly as before.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys

@@ -331,8 +331,9 @@ def write_preflight_cases() -> None:
     reordered = write_case(
         "raster_scenes_bands_in_other_order", changed(imagery__path=["imagery.tif", "east.tif"])
     )
+    east = (ORIGIN[0] + 640, ORIGIN[1])  # the scene east of imagery.tif
     write_raster(reordered / "east.tif", imagery_data(1)[[1, 0, 2]], nodata=0,
-                 descriptions=("red", "blue", "nir"), origin=(ORIGIN[0] + 640, ORIGIN[1]))  # fmt: skip
+                 descriptions=("red", "blue", "nir"), origin=east)  # fmt: skip
     unnamed = write_case(
         "raster_scene_without_band_names", changed(imagery__path=["imagery.tif", "east.tif"])
     )
