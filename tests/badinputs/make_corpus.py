@@ -4,6 +4,11 @@ Run from the repository root when a case is added or the tiny inputs change::
 
     .venv/bin/python tests/badinputs/make_corpus.py
 
+``--table`` writes nothing and prints the corpus by category as a Markdown table (the
+commands each case goes through, from ``tests/test_badinputs.py``).
+It rewrites ``base/run``'s model files too (``torch.save`` is not byte-stable): commit them
+only when the tiny inputs changed.
+
 A case folder holds only what it breaks (usually ``config.yaml``, sometimes a broken
 samples table, class table or raster); ``tests/test_badinputs.py`` copies ``base/``
 and lays the case folder over it. The expected messages live in ``cases.yaml``, by
@@ -495,5 +500,30 @@ def _polygon_geojson(field: str, value: object) -> str:
     )
 
 
+def table() -> str:
+    """The corpus by category: cases, commands run, and how many go through ``run``."""
+    from test_badinputs import CASES, through
+
+    rows: dict[str, list[dict]] = {}
+    for case in CASES:
+        rows.setdefault(case["category"], []).append(case)
+    lines = [
+        "| category | cases | through run | through check | through predict |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    totals = [0, 0, 0, 0]
+    for category, cases in sorted(rows.items(), key=lambda kv: -len(kv[1])):
+        commands = [[args[0] for args in through(case)] for case in cases]
+        counts = [len(cases)] + [sum(c in cmds for cmds in commands)
+                                 for c in ("run", "check", "predict")]  # fmt: skip
+        totals = [t + c for t, c in zip(totals, counts, strict=True)]
+        lines.append(f"| {category} | " + " | ".join(str(c) for c in counts) + " |")
+    lines.append("| **all** | " + " | ".join(f"**{t}**" for t in totals) + " |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
-    main()
+    if "--table" in sys.argv[1:]:
+        print(table())
+    else:
+        main()
