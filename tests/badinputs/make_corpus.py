@@ -370,6 +370,12 @@ def write_preflight_cases() -> None:
 
     write_case("samples_one_region_outside_imagery", samples__csv=samples(r2_away))
 
+    def unicode_away(t):
+        r2_away(t)
+        t["region"] = t["region"].map({"r1": "Nord Süd", "r2": "东莞 北"})
+
+    write_case("samples_unicode_region_outside_imagery", samples__csv=samples(unicode_away))
+
     def corner(t):  # every sample at the raster's south-east corner pixel
         corner_lonlat = _lonlat(ORIGIN[0] + 63.5 * 10, ORIGIN[1] - 63.5 * 10)
         t["lon"], t["lat"] = corner_lonlat
