@@ -273,3 +273,36 @@ def test_a_finished_run_leaves_no_lock_file(project, tmp_path):
     out = tmp_path / "run"
     assert main(["run", str(project), "--out", str(out)]) == 0
     assert is_complete(out) and not (out / LOCK_FILE).exists()
+
+
+ORPHAN = """
+import fcntl, sys
+handle = open(sys.argv[1], "a+")
+fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+handle.seek(0); handle.truncate(); handle.write(sys.argv[2] + "\\n"); handle.flush()
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_lock_held_past_its_runs_death_is_recovered(tmp_path):
+    """The flock outlives the run that wrote its pid (a descriptor of the killed run kept
+    open elsewhere): the pid inside is dead, so the lock is stale and taken over."""
+    out = tmp_path / "run"
+    out.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    holder = subprocess.Popen(
+        [sys.executable, "-c", ORPHAN, str(out / LOCK_FILE), dead],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        mark(out, "running")
+        check_out(out, resume=True)
+        with claim(out):
+            assert (out / LOCK_FILE).read_text().strip() == str(os.getpid())
+    finally:
+        holder.communicate("")

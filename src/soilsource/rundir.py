@@ -41,6 +41,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
+import psutil
 from filelock import FileLock, Timeout
 
 from soilsource import __version__
@@ -160,10 +161,45 @@ def _refuse_held(out: Path, option: str) -> None:
     try:
         lock.acquire()
     except Timeout:
-        raise _in_progress(out, option) from None
+        if _holder_alive(path):
+            raise _in_progress(out, option) from None
+        return  # held, but not by the run that wrote its pid: claim() takes it over
     except OSError:
         return  # an unreadable lock file: claim() decides
     lock.release()
+
+
+def _holder(path: Path) -> int | None:
+    """The pid written in a lock file (None when there is none)."""
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _holder_alive(path: Path, settle_s: float = 0.2) -> bool:
+    """True unless the lock file names a process that has ended.
+
+    The flock is the kernel's, released when its holder's descriptors close; the pid
+    inside says who claimed it. A claimed lock whose pid is dead is stale (a descriptor
+    of the killed run survived it somewhere): it is recovered. A pid read just while a
+    new holder takes the file over could be its predecessor's, so a dead pid is read
+    again after ``settle_s`` before the lock is called stale.
+    """
+    pid = _holder(path)
+    if pid is None or _alive(pid):
+        return True
+    time.sleep(settle_s)
+    again = _holder(path)
+    return again != pid and (again is None or _alive(again))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def _in_progress(out: Path, option: str) -> InputError:
@@ -185,7 +221,8 @@ def claim(out: str | PathLike[str], *, option: str = "--out") -> Iterator[Path]:
 
     The lock file holds this process's pid, for the message a second run prints. It is
     removed when the block ends, however it ends; a killed process leaves it, and the
-    kernel has released its ``flock``, so the next run takes it over.
+    kernel has released its ``flock``, so the next run takes it over (as it does a lock
+    whose flock is still held when the pid inside has ended, :func:`_holder_alive`).
 
     Raises
     ------
@@ -201,7 +238,14 @@ def claim(out: str | PathLike[str], *, option: str = "--out") -> Iterator[Path]:
     path = out / LOCK_FILE
     lock = FileLock(path, timeout=0)
     try:
-        lock.acquire()
+        try:
+            lock.acquire()
+        except Timeout:
+            if _holder_alive(path):
+                raise _in_progress(out, option) from None
+            path.unlink(missing_ok=True)  # stale: a fresh file, a fresh flock
+            lock = FileLock(path, timeout=0)
+            lock.acquire()
     except Timeout:
         raise _in_progress(out, option) from None
     except OSError as exc:
