@@ -52,7 +52,7 @@ def test_plan_of_the_tiny_project_writes_nothing(tmp_path):
     assert snapshot(tmp_path) == before and not (tmp_path / "out").exists()
     assert usable(found) == 20 and [r.name for r in found.dataset] == ["r1", "r2"]
     assert found.out == tmp_path / "out"
-    assert found.output_bytes == output_bytes(found.dataset) > SIZE * SIZE * 24
+    assert found.output_bytes == output_bytes(found.dataset, found.config) > SIZE * SIZE * 24
     assert not found.warnings
 
 

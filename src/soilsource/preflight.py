@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rasterio.enums import MaskFlags
 
 from soilsource.compute import check_scheduler
 from soilsource.config import Config, load_config
@@ -73,13 +74,16 @@ MAP_BYTES_PER_PX = 24
 """Output bytes per imagery pixel of a region: its probability, concentration,
 applicability and sensitivity maps, float32 each (16 B), as Cloud-Optimised GeoTIFFs whose
 overviews add a third (21.3 B), rounded up; compression only makes them smaller."""
-SAMPLE_BYTES = 2048
-"""Output bytes per sample: a row of predictions.csv per model (about 150 B each for
-SI-LICNet and three baselines), its rows in the candidates and land-use tables, and its
-share of the report (measured on the demo: under 1.5 KiB)."""
-FIXED_BYTES = 64 * 2**20
-"""Output bytes of any run: model files (SI-LICNet and baselines, a few MiB per scope),
-ROC figures, the report and its assets, checkpoints."""
+SAMPLE_BYTES = 8192
+"""Output bytes per sample: its rows in predictions.csv and the candidate and land-use
+tables, and its share of the random forest's nodes (about 4 KiB a sample in the quick
+demo, written twice: the model and its checkpoint)."""
+NETWORK_BYTES = {"silicnet": 256 * 2**10, "mobilenet_v3_small": 8 * 2**20, "resnet18": 48 * 2**20}
+"""Bytes of one saved network per scope (SI-LICNet per ensemble member: about 60 KiB in the
+demo; the torchvision baselines: 6 and 45 MB), written twice (model and checkpoint)."""
+FIXED_BYTES = 8 * 2**20
+"""Output bytes of any run: ROC figures, the report and its assets (about 1 MiB in the
+demo), run.json, config.yaml."""
 
 
 @dataclass
@@ -213,7 +217,7 @@ def plan(
     result = RunPlan(config, dataset, inputs, regions, warnings)
     if out is not None:
         result.out = out
-        result.output_bytes = output_bytes(dataset)
+        result.output_bytes = output_bytes(dataset, config)
         _check_disk(out, result.output_bytes)
     result.seconds = round(time.perf_counter() - start, 2)
     return result
@@ -250,16 +254,22 @@ def mapping_inputs(config: Config) -> list[InputCheck]:
     return found
 
 
-def output_bytes(dataset: Dataset) -> int:
-    """Estimate of the bytes a run of ``dataset`` writes (an upper bound, roughly).
+def output_bytes(dataset: Dataset, config: Config) -> int:
+    """Estimate of the bytes a run of ``dataset`` writes (meant as an upper bound).
 
     :data:`MAP_BYTES_PER_PX` per pixel of every raster a region reads (maps are
-    wall-to-wall), :data:`SAMPLE_BYTES` per sample and :data:`FIXED_BYTES`. The
-    six-region demo city (512 x 512 px regions) comes to about 100 MiB.
+    wall-to-wall), :data:`SAMPLE_BYTES` per sample, :data:`NETWORK_BYTES` per network
+    and scope, and :data:`FIXED_BYTES`. Measured: the quick demo (six 256 x 256 px
+    regions, 3 folds, one member, the forest) writes 5.6 MB besides its city; this
+    estimate says about 22 MB.
     """
     pixels = sum(r.width * r.height for region in dataset for r in region.rasters)
     samples = sum(len(region) + len(region.dropped) for region in dataset)
-    return pixels * MAP_BYTES_PER_PX + samples * SAMPLE_BYTES + FIXED_BYTES
+    scopes = 1 if config.train.scope == "pooled" else len(dataset.regions)
+    networks = config.model.members * NETWORK_BYTES["silicnet"] + sum(
+        NETWORK_BYTES.get(name, 0) for name in config.model.baselines
+    )
+    return pixels * MAP_BYTES_PER_PX + samples * SAMPLE_BYTES + 2 * scopes * networks + FIXED_BYTES
 
 
 def free_disk(out: Path) -> int:
@@ -332,18 +342,12 @@ def _check_imagery(rasters: list[RasterInfo], config: Config, warnings: list[str
             )
         if all(v is None for v in raster.nodata):
             with open_raster(raster.path) as src:
-                masked = any(flags != [_all_valid()] for flags in src.mask_flag_enums)
+                masked = any(flags != [MaskFlags.all_valid] for flags in src.mask_flag_enums)
             if not masked:
                 warnings.append(
                     f"{raster.path.name} declares no nodata value: every pixel, zeros "
                     "included, counts as data (set one with gdal_edit.py -a_nodata)"
                 )
-
-
-def _all_valid():
-    from rasterio.enums import MaskFlags
-
-    return MaskFlags.all_valid
 
 
 def _check_duplicate_points(samples, warnings: list[str]) -> None:
@@ -356,8 +360,7 @@ def _check_duplicate_points(samples, warnings: list[str]) -> None:
         shown = ", ".join(str(r) for r in rows[:10]) + (" ..." if len(rows) > 10 else "")
         warnings.append(
             f"{int(shared.sum())} samples share their coordinates with another (rows {shown}): "
-            "they read the same patch, and cross-validation keeps them in one fold only "
-            "where the fold design separates by distance"
+            "they read the same patch (field duplicates or replicates?)"
         )
 
 
@@ -501,7 +504,7 @@ def predict_plan(
     check_like_training(raster, record)
     out = check_out(out, force=force)
     pixels = raster.width * raster.height
-    _check_disk(out, pixels * MAP_BYTES_PER_PX + FIXED_BYTES // 8, "predict writes")
+    _check_disk(out, pixels * MAP_BYTES_PER_PX + FIXED_BYTES, "predict writes")
     return PredictPlan(config, model_path, region, saved, record, how, raster, out)
 
 
