@@ -240,3 +240,16 @@ def test_tiny_run_on_scenes_in_two_crss(tmp_path):
     result = soilsource.pipeline.run(config, tmp_path / "run")
     assert set(result.metrics["regions"]) == {"r1", "r2"}
     assert len(list((tmp_path / "run" / "probability").glob("*.tif"))) == 4  # 2 per region
+
+
+def test_one_class_everywhere_passes_with_a_warning_per_region(tmp_path):
+    """Every sample below the limit: no AUC anywhere, but the models still learn (a metal
+    below its limit in a several-metal run is reported, not dropped), so it is warned."""
+    config = write_project(tmp_path, label={"rule": "threshold", "threshold": 5.0})
+    found = plan(config)
+    assert sum(r.n_pos for r in found.regions) == 0
+    assert [w for w in found.warnings if "AUC cannot be computed" in w] == [
+        f"region '{name}': all 10 usable samples are negative under the rule; "
+        "its AUC cannot be computed"
+        for name in ("r1", "r2")
+    ]

@@ -15,8 +15,8 @@
   none with enough data in its patch, is refused; the returned
   :class:`~soilsource.dataset.Dataset` is what ``run`` trains on, so patches are not read
   twice;
-- labels: a single class among all usable samples is refused, a region of one class is a
-  warning, a scope with fewer usable samples than ``train.folds`` is refused;
+- labels: a region of one class is a warning (its AUC cannot be computed; the models
+  still learn), a scope with fewer usable samples than ``train.folds`` is refused;
 - land use and its class table (a code missing from the table is found here, before any
   training), the rasters of ``mapping`` (pH, study area, which must cover each region
   for kNNDM) and the reference layers of ``report``;
@@ -386,17 +386,10 @@ def _check_labels(
     source: str,
     warnings: list[str],
 ) -> None:
-    """One class among all usable samples: nothing to learn (refused); one class in a
-    region: no AUC there (warned); fewer usable samples than folds in a scope: refused."""
+    """One class in a region: no AUC there (warned; the models still learn, as a metal
+    below its limit everywhere in a several-metal run is reported, never dropped); fewer
+    usable samples than folds in a scope: refused."""
     labels = np.concatenate([r.labels for r in dataset])
-    if labels.min() == labels.max():
-        kind = "positive" if labels[0] else "negative"
-        raise InputError(
-            source,
-            "key 'label'",
-            f"all {len(labels)} usable samples are {kind} under the rule ({dataset.rule}): "
-            "there is nothing to learn; check the rule's limit and samples.value",
-        )
     folds = config.train.folds
     scopes = (
         [("all regions (train.scope pooled)", len(labels))]

@@ -399,10 +399,6 @@ def write_preflight_cases() -> None:
     )
 
     # --- labels and metals
-    write_case("label_one_class_only", changed(label={"rule": "threshold", "threshold": 5.0}))
-    write_case(
-        "label_every_sample_positive", changed(label={"rule": "threshold", "threshold": 0.01})
-    )
     write_case("label_threshold_negative", changed(label={"rule": "threshold", "threshold": -0.3}))
     # (issue 14 adds a list of metals under `metal:` and the `sources:` section; their bad
     # cases go here, with category "labels and metals" and "configuration".)
