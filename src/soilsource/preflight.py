@@ -6,9 +6,13 @@
   a run in progress there included (its lock), and, with ``--resume``, that the killed
   run's checkpoints are of this configuration (:meth:`soilsource.resume.Checkpoints.verify`);
 - the Dask scheduler of ``compute.scheduler``, when one is set;
-- the imagery: every raster opens, has a CRS and a north-up grid, the rasters of a list
-  agree in bands (count, names, scales, offsets), the patch fits in each raster, and a
-  raster that declares no nodata is a warning;
+- the imagery: every raster opens, has a CRS and a north-up grid, the rasters agree in
+  bands (count, names, scales, offsets) and in patch size in pixels, the patch fits in
+  each raster and its working set in memory, and a raster that declares no nodata is a
+  warning;
+- land use and its class table (a code missing from the table is found here, before any
+  training), the rasters of ``mapping`` (pH, study area) and the reference layers of
+  ``report``, all before the patches are read;
 - the samples, the label rule and the patches (:func:`soilsource.dataset.load_dataset`,
   which reads each sample's patch once, with the working-set memory check of
   :func:`soilsource.dataset.check_memory`): a region with no sample in the imagery, or
@@ -16,10 +20,8 @@
   :class:`~soilsource.dataset.Dataset` is what ``run`` trains on, so patches are not read
   twice;
 - labels: a region of one class is a warning (its AUC cannot be computed; the models
-  still learn), a scope with fewer usable samples than ``train.folds`` is refused;
-- land use and its class table (a code missing from the table is found here, before any
-  training), the rasters of ``mapping`` (pH, study area, which must cover each region
-  for kNNDM) and the reference layers of ``report``;
+  still learn), a scope with fewer usable samples than ``train.folds`` is refused, and
+  the study area must cover each region for kNNDM;
 - disk: an estimate of the run's outputs (:func:`output_bytes`) against the free space.
 
 Problems that make a run impossible raise :class:`~soilsource.errors.InputError` (one
@@ -46,7 +48,13 @@ from rasterio.enums import MaskFlags
 
 from soilsource.compute import check_scheduler
 from soilsource.config import Config, load_config
-from soilsource.dataset import Dataset, load_dataset, prediction_area, size_text
+from soilsource.dataset import (
+    Dataset,
+    check_memory,
+    load_dataset,
+    prediction_area,
+    size_text,
+)
 from soilsource.errors import InputError
 from soilsource.inputs import (
     RasterInfo,
@@ -60,7 +68,7 @@ from soilsource.inputs import (
 from soilsource.inputs.imagery import check_like_training
 from soilsource.inputs.reference import read_reference
 from soilsource.modelio import SavedModel, load_model, read_header
-from soilsource.patches import patch_size_px
+from soilsource.patches import one_patch_size, patch_size_px
 from soilsource.report import read_run_config
 from soilsource.resume import Checkpoints, results_yaml
 from soilsource.rundir import check_out, is_complete, read_status
@@ -199,18 +207,18 @@ def plan(
     rasters = _distinct(imagery)
     _check_imagery(rasters, config, warnings)
     _check_duplicate_points(samples, warnings)
-    dataset = load_dataset(config, threads=threads, warnings=warnings, cache=keep_patches)
-    regions = [_region_check(r, len(samples[samples["region"] == r.name])) for r in dataset]
-    _check_labels(dataset, regions, config, source, warnings)
     inputs = [
         InputCheck(
             "samples", str(config.samples.path), describe_crs(samples.crs), f"{len(samples)} rows"
         )
     ]
     inputs += [_describe_imagery(r) for r in rasters]
-    if config.landuse is not None:
+    if config.landuse is not None:  # before the patches: the cheap checks first
         inputs += _check_landuse(config, names)
     inputs += mapping_inputs(config)
+    dataset = load_dataset(config, threads=threads, warnings=warnings, cache=keep_patches)
+    regions = [_region_check(r, len(samples[samples["region"] == r.name])) for r in dataset]
+    _check_labels(dataset, regions, config, source, warnings)
     if config.mapping.area is not None and config.train.cv == "knndm":
         for region in dataset:  # kNNDM matches the study area on each region
             prediction_area(region, config.mapping.area)
@@ -331,8 +339,11 @@ def _check_imagery(rasters: list[RasterInfo], config: Config, warnings: list[str
                         f"{what} {a:g}, but {first.path.name} has {what} {b:g}: every imagery "
                         "raster needs the same scales and offsets",
                     )
+    sizes = {patch_size_px(config.patch.size_m, raster) for raster in rasters}
+    one_patch_size(sizes, config.patch.size_m, config.source or "config")
     for raster in rasters:
         size = patch_size_px(config.patch.size_m, raster)
+        check_memory(raster.count, size, config)  # before any patch is read
         if size > min(raster.width, raster.height):
             raise InputError(
                 config.source or "config",
