@@ -253,3 +253,15 @@ def test_one_class_everywhere_passes_with_a_warning_per_region(tmp_path):
         "its AUC cannot be computed"
         for name in ("r1", "r2")
     ]
+
+
+def test_a_landuse_code_missing_from_the_table_is_found_before_any_patch(tmp_path, monkeypatch):
+    """The issue's case: run trained every model, then failed on the class table. Now the
+    preflight finds it before it reads a single patch."""
+    config = write_project(tmp_path)
+    (tmp_path / "classes.csv").write_text("code,name\n1,industrial\n2,paddy\n")
+    reads = []
+    monkeypatch.setattr(soilsource.dataset, "sample_patches", lambda *a, **k: reads.append(a))
+    with pytest.raises(InputError, match="code 3: not in the class table classes.csv"):
+        plan(config, tmp_path / "out")
+    assert not reads and not (tmp_path / "out").exists()
