@@ -262,6 +262,6 @@ def test_a_landuse_code_missing_from_the_table_is_found_before_any_patch(tmp_pat
     (tmp_path / "classes.csv").write_text("code,name\n1,industrial\n2,paddy\n")
     reads = []
     monkeypatch.setattr(soilsource.dataset, "sample_patches", lambda *a, **k: reads.append(a))
-    with pytest.raises(InputError, match="code 3: not in the class table classes.csv"):
+    with pytest.raises(InputError, match=r"code 3: not in the class table classes\.csv"):
         plan(config, tmp_path / "out")
     assert not reads and not (tmp_path / "out").exists()
