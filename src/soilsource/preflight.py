@@ -268,8 +268,8 @@ def output_bytes(dataset: Dataset, config: Config) -> int:
     :data:`MAP_BYTES_PER_PX` per pixel of every raster a region reads (maps are
     wall-to-wall), :data:`SAMPLE_BYTES` per sample, :data:`NETWORK_BYTES` per network
     and scope, and :data:`FIXED_BYTES`. Measured: the quick demo (six 256 x 256 px
-    regions, 3 folds, one member, the forest) writes 5.6 MB besides its city; this
-    estimate says about 22 MB.
+    regions, 3 folds, one member, the forest) writes 3.8 MB besides its city; this
+    estimate says about 25 MB.
     """
     pixels = sum(r.width * r.height for region in dataset for r in region.rasters)
     samples = sum(len(region) + len(region.dropped) for region in dataset)
