@@ -102,12 +102,24 @@ def test_gb15618_rule(tmp_path, capsys):
 
 def test_nodata_patches_are_counted(tmp_path):
     config = write_project(tmp_path)
+    data = np.zeros((3, 64, 64), np.uint16)  # the west half without data
+    data[:, :, 32:] = 500
+    write_raster(tmp_path / "imagery.tif", data, nodata=0)
+    summary = check(config)
+    n_nodata = sum(r.n_nodata for r in summary.regions)
+    assert 0 < n_nodata < summary.n
+    assert sum(r.n_usable for r in summary.regions) == summary.n - n_nodata
+    assert any("samples left out (nodata)" in w for w in summary.warnings)
+
+
+def test_every_patch_without_data_is_refused(tmp_path):
+    """check and run refuse it alike (run used to crash after reading every patch)."""
+    config = write_project(tmp_path)
     data = np.zeros((3, 64, 64), np.uint16)  # all nodata but a strip
     data[:, :, 60:] = 500
     write_raster(tmp_path / "imagery.tif", data, nodata=0)
-    summary = check(config)
-    assert sum(r.n_nodata for r in summary.regions) == summary.n
-    assert any("nodata in their patch" in w for w in summary.warnings)
+    with pytest.raises(InputError, match="every sample of region 'r1' inside the imagery"):
+        check(config)
 
 
 # --- warnings (exit 0) ----------------------------------------------------------------
@@ -120,14 +132,17 @@ def test_some_samples_outside_warns_with_count(tmp_path, capsys):
     table.to_csv(tmp_path / "samples.csv", index=False)
     code, _, err = run_check(config, capsys)
     assert code == 0, err
-    assert "soilsource: warning: region 'r1': 3 of 10 samples outside the imagery" in err
+    assert "soilsource: warning: region 'r1': 3 of 10 samples left out (outside imagery)" in err
 
 
 def test_single_class_region_warns(tmp_path, capsys):
-    config = write_project(tmp_path, label={"rule": "threshold", "threshold": 5.0})
+    config = write_project(tmp_path)  # r1 all clean, r2 both classes
+    edit_samples(
+        config, lambda t: t.__setitem__("cd_mgkg", t["cd_mgkg"].where(t["region"] != "r1", "0.1"))
+    )
     code, _, err = run_check(config, capsys)
     assert code == 0, err
-    assert "region 'r1': all 10 samples are negative under the rule" in err
+    assert "region 'r1': all 10 usable samples are negative under the rule" in err
     assert "AUC cannot be computed" in err
 
 

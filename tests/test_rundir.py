@@ -8,6 +8,9 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,7 +23,16 @@ from soilsource.atomic import atomic_path, write_text_atomic
 from soilsource.cli import main
 from soilsource.errors import InputError
 from soilsource.resume import CHECKPOINTS
-from soilsource.rundir import is_complete, mark, prepare, read_status, resume
+from soilsource.rundir import (
+    LOCK_FILE,
+    check_out,
+    claim,
+    is_complete,
+    mark,
+    prepare,
+    read_status,
+    resume,
+)
 
 BASE = Path(__file__).resolve().parent / "badinputs" / "base"
 PREFIX = "soilsource: error: "
@@ -181,3 +193,116 @@ def test_ctrl_c_is_one_line_and_the_run_resumes(project, tmp_path, capsys, monke
     monkeypatch.setattr(soilsource.pipeline, "evaluate", evaluate)
     assert main(["run", str(project), "--out", str(out), "--resume"]) == 0
     assert is_complete(out)
+
+
+# --- one run per directory ---------------------------------------------------------------------
+
+CLAIMER = """
+import sys
+from soilsource.rundir import claim
+with claim(sys.argv[1]):
+    print("ready", flush=True)
+    sys.stdin.read()
+"""
+
+
+def claiming_process(out: Path) -> subprocess.Popen:
+    """Another soilsource process holding ``out`` (as a run in progress does)."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", CLAIMER, str(out)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+    return holder
+
+
+def test_a_second_run_into_a_directory_in_use_is_refused(project, tmp_path, capsys):
+    out = tmp_path / "run"
+    holder = claiming_process(out)
+    try:
+        before = sorted(p.name for p in out.iterdir())
+        assert (out / LOCK_FILE).read_text().strip() == str(holder.pid)
+        line = run_error(project, out, capsys)
+        assert line == (
+            f"{PREFIX}--out: {out}: a run is in progress in this directory (pid {holder.pid}); "
+            "wait for it to end or choose another"
+        )
+        for flags in (["--force"], ["--resume"]):  # neither replaces nor continues it
+            assert main(["run", str(project), "--out", str(out), *flags]) == 2
+            assert "a run is in progress" in capsys.readouterr().err
+        with pytest.raises(InputError, match="a run is in progress"), claim(out):
+            pass
+        assert sorted(p.name for p in out.iterdir()) == before
+    finally:
+        holder.communicate("")
+    assert holder.returncode == 0 and not (out / LOCK_FILE).exists()  # released, removed
+    with claim(out):  # free again
+        assert (out / LOCK_FILE).read_text().strip() == str(os.getpid())
+
+
+def test_the_lock_of_a_killed_run_is_recovered(tmp_path):
+    """A killed holder leaves its lock file (with its dead pid); the kernel released the
+    flock, so the directory is free: check_out passes and the next claim takes it over."""
+    out = tmp_path / "run"
+    holder = claiming_process(out)
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    assert (out / LOCK_FILE).read_text().strip() == str(holder.pid)  # stale, left behind
+    mark(out, "running")  # as a killed run leaves it
+    check_out(out)
+    check_out(out, resume=True)
+    with claim(out):
+        assert (out / LOCK_FILE).read_text().strip() == str(os.getpid())
+    assert not (out / LOCK_FILE).exists()
+    assert prepare(out) == out and sorted(p.name for p in out.iterdir()) == ["run.json"]
+
+
+def test_a_stale_lock_file_alone_is_not_the_users(tmp_path):
+    """A run killed right after claiming leaves only the lock file: not a user's directory."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / LOCK_FILE).write_text("999999999\n")  # no such process
+    assert prepare(out) == out
+    assert read_status(out)["status"] == "running"
+
+
+@pytest.mark.slow
+def test_a_finished_run_leaves_no_lock_file(project, tmp_path):
+    out = tmp_path / "run"
+    assert main(["run", str(project), "--out", str(out)]) == 0
+    assert is_complete(out) and not (out / LOCK_FILE).exists()
+
+
+ORPHAN = """
+import fcntl, sys
+handle = open(sys.argv[1], "a+")
+fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+handle.seek(0); handle.truncate(); handle.write(sys.argv[2] + "\\n"); handle.flush()
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_lock_held_past_its_runs_death_is_recovered(tmp_path):
+    """The flock outlives the run that wrote its pid (a descriptor of the killed run kept
+    open elsewhere): the pid inside is dead, so the lock is stale and taken over."""
+    out = tmp_path / "run"
+    out.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    holder = subprocess.Popen(
+        [sys.executable, "-c", ORPHAN, str(out / LOCK_FILE), dead],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        mark(out, "running")
+        check_out(out, resume=True)
+        with claim(out):
+            assert (out / LOCK_FILE).read_text().strip() == str(os.getpid())
+    finally:
+        holder.communicate("")

@@ -1,12 +1,12 @@
 """``soilsource check``: can these inputs be used? Everything short of training.
 
-:func:`check` reads the configuration, the samples, the imagery metadata and
-every sample's patch (to count nodata), the land-use sources and class table,
-applies the label rule, and returns a :class:`CheckSummary`. It writes nothing.
-Problems that make the inputs unusable raise
-:class:`~soilsource.errors.InputError`; problems that only weaken the result
-(some samples outside the imagery, a region with one class) become warnings in
-the summary.
+:func:`check` runs the preflight that ``run`` runs (:func:`soilsource.preflight.plan`:
+configuration, samples, imagery and every sample's patch, land use and class table,
+label rule, mapping rasters, memory) and returns a :class:`CheckSummary` of what it
+found. It writes nothing. Problems that make the inputs unusable raise
+:class:`~soilsource.errors.InputError`; problems that only weaken the result (some
+samples outside the imagery, a region with one class) become warnings in the summary.
+There is no validation here of its own: what ``check`` accepts, ``run`` accepts.
 """
 
 from __future__ import annotations
@@ -15,52 +15,10 @@ from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
 
-import numpy as np
+from soilsource.config import Config
+from soilsource.preflight import InputCheck, RegionCheck, mapping_inputs, plan
 
-from soilsource.config import Config, load_config
-from soilsource.errors import InputError
-from soilsource.inputs import (
-    RasterInfo,
-    assign_rasters,
-    describe_crs,
-    describe_raster,
-    open_landuse,
-    read_samples,
-    reproject_points,
-    resolve_imagery,
-)
-from soilsource.inputs.reference import read_reference
-from soilsource.labels import label_samples
-from soilsource.patches import iter_patches, one_patch_size, patch_size_px
-from soilsource.progress import track
-
-
-@dataclass
-class RegionCheck:
-    """What one region brings: samples, positives, and how many are usable."""
-
-    name: str
-    n: int
-    n_pos: int
-    n_outside: int
-    n_nodata: int
-    patch_px: list[int]
-    rasters: list[str]
-
-    @property
-    def n_usable(self) -> int:
-        """Samples inside the imagery whose patch has enough data."""
-        return self.n - self.n_outside - self.n_nodata
-
-
-@dataclass
-class InputCheck:
-    """One input file: its role, path, CRS and a short description."""
-
-    role: str
-    path: str
-    crs: str
-    detail: str
+__all__ = ["CheckSummary", "InputCheck", "RegionCheck", "check", "mapping_inputs", "print_summary"]
 
 
 @dataclass
@@ -114,190 +72,21 @@ def check(config: Config | str | PathLike[str], *, threads: int = 2) -> CheckSum
     Raises
     ------
     InputError
-        Anything that makes the inputs unusable (see ``issues show 3``, item 8):
+        Anything that makes the inputs unusable (:func:`soilsource.preflight.plan`):
         the message names the file and the key, column, rows or region.
     """
-    if not isinstance(config, Config):
-        config = load_config(config)
-    samples = read_samples(config.samples)
-    source = Path(config.samples.path)
-    labels = label_samples(samples, config.label, config.metal, source=source)
-    regions = sorted(samples["region"].unique().tolist())
-    imagery = resolve_imagery(config.imagery, regions)
-    x = samples.geometry.x.to_numpy()
-    y = samples.geometry.y.to_numpy()
-    region_of = samples["region"].to_numpy()
-    warnings: list[str] = []
-    results = []
-    for region in regions:
-        mask = region_of == region
-        results.append(
-            _check_region(
-                region,
-                np.flatnonzero(mask),
-                x,
-                y,
-                samples.crs,
-                labels.positive,
-                imagery[region],
-                config,
-                warnings,
-                threads,
-            )
-        )
-    sizes = {size for r in results for size in r.patch_px}
-    one_patch_size(sizes, config.patch.size_m, config.source or "config")
-    inputs = [InputCheck("samples", str(source), describe_crs(samples.crs), f"{len(samples)} rows")]
-    seen: set[Path] = set()
-    for rasters in imagery.values():
-        for raster in rasters:
-            if raster.path not in seen:
-                seen.add(raster.path)
-                inputs.append(_describe_imagery(raster))
-    if config.landuse is not None:
-        inputs.extend(_check_landuse(config, regions))
-    inputs.extend(mapping_inputs(config))
+    found = plan(config, keep_patches=False, threads=threads)
+    config = found.config
     return CheckSummary(
         config=str(config.source) if config.source else "",
         metal=config.metal,
-        rule=labels.description,
+        rule=found.dataset.rule,
         patch_size_m=config.patch.size_m,
         max_nodata_share=config.patch.max_nodata_share,
-        inputs=inputs,
-        regions=results,
-        warnings=warnings,
+        inputs=found.inputs,
+        regions=found.regions,
+        warnings=found.warnings,
     )
-
-
-def mapping_inputs(config: Config) -> list[InputCheck]:
-    """Validate the rasters of ``mapping`` (study area, pH) and the reference layers of
-    ``report``; ``run`` calls this before training.
-
-    Raises
-    ------
-    InputError
-        A missing or unreadable raster, or ``mapping.ph`` under a rule that has no pH; a
-    missing or unreadable ``report.reference`` file.
-    """
-    found = []
-    if config.mapping.ph is not None:  # read by the maps of a gb15618 run
-        if config.label.rule != "gb15618":
-            raise InputError(
-                config.source or "config",
-                "key 'mapping.ph'",
-                f"a pH raster is used by rule gb15618 only, not by rule {config.label.rule}",
-            )
-        ph = describe_raster(config.mapping.ph, "mapping.ph")
-        found.append(InputCheck("pH", str(ph.path), ph.describe_crs(), "(mapping.ph)"))
-    if config.mapping.area is not None:  # the study area kNNDM matches
-        area = describe_raster(config.mapping.area, "mapping.area")
-        size = f"{area.width} x {area.height} px (mapping.area)"
-        found.append(InputCheck("study area", str(area.path), area.describe_crs(), size))
-    for path in config.report.reference:  # outlines drawn on the report's maps
-        layer = read_reference(path)
-        detail = f"{len(layer)} feature{'s' if len(layer) != 1 else ''} (report.reference)"
-        found.append(InputCheck("reference", str(path), describe_crs(layer.crs), detail))
-    return found
-
-
-def _check_region(
-    region: str,
-    index: np.ndarray,
-    x: np.ndarray,
-    y: np.ndarray,
-    crs,
-    positive: np.ndarray,
-    rasters: list[RasterInfo],
-    config: Config,
-    warnings: list[str],
-    threads: int,
-) -> RegionCheck:
-    which = assign_rasters(x[index], y[index], crs, rasters)
-    n, n_pos = len(index), int(positive[index].sum())
-    n_outside = int((which < 0).sum())
-    if n_outside == n:
-        raster = rasters[0]
-        raise InputError(
-            raster.path,
-            "",
-            f"none of the {n} samples of region '{region}' falls inside this raster "
-            f"(samples in {describe_crs(crs)}, raster in {raster.describe_crs()}); "
-            "check samples.crs and the x/y columns",
-        )
-    if n_outside:
-        warnings.append(
-            f"region '{region}': {n_outside} of {n} samples outside the imagery (left out)"
-        )
-    n_nodata = 0
-    sizes = []
-    for k, raster in enumerate(rasters):
-        members = index[which == k]
-        if len(members) == 0:
-            continue
-        size = patch_size_px(config.patch.size_m, raster)
-        sizes.append(size)
-        rx, ry = reproject_points(x[members], y[members], crs, raster.crs)
-        points = np.column_stack([rx, ry])
-        batches = iter_patches(raster, points, size, threads=threads, reuse=True)
-        total = -(-len(members) // 256)
-        for patches in track(batches, f"patches of region {region}", total=total):
-            n_nodata += int((patches.nodata_share > config.patch.max_nodata_share).sum())
-    if n_nodata:
-        warnings.append(
-            f"region '{region}': {n_nodata} samples with more than "
-            f"{config.patch.max_nodata_share:.0%} nodata in their patch"
-        )
-    n_neg = n - n_pos
-    if n_pos == 0 or n_neg == 0:
-        kind = "negative" if n_pos == 0 else "positive"
-        warnings.append(
-            f"region '{region}': all {n} samples are {kind} under the rule; "
-            "its AUC cannot be computed"
-        )
-    elif min(n_pos, n_neg) < config.train.folds:
-        warnings.append(
-            f"region '{region}': only {min(n_pos, n_neg)} samples of the rarer class "
-            f"for {config.train.folds} folds"
-        )
-    return RegionCheck(
-        name=region,
-        n=n,
-        n_pos=n_pos,
-        n_outside=n_outside,
-        n_nodata=n_nodata,
-        patch_px=sorted(set(sizes)),
-        rasters=[r.path.name for r in rasters],
-    )
-
-
-def _describe_imagery(raster: RasterInfo) -> InputCheck:
-    nodata = {v for v in raster.nodata if v is not None}
-    detail = (
-        f"{raster.width} x {raster.height} px, {raster.count} bands "
-        f"({', '.join(raster.band_names)}), {raster.dtype}, "
-        f"{raster.pixel_size_m:g} m pixels"
-    )
-    if nodata:
-        detail += f", nodata {', '.join(f'{v:g}' for v in sorted(nodata))}"
-    return InputCheck("imagery", str(raster.path), raster.describe_crs(), detail)
-
-
-def _check_landuse(config: Config, regions: list[str]) -> list[InputCheck]:
-    spec = config.landuse
-    assert spec is not None
-    out = []
-    seen: set[Path] = set()
-    for region in regions if spec.is_template else regions[:1]:
-        landuse = open_landuse(spec, region)
-        if landuse.path in seen:
-            continue
-        seen.add(landuse.path)
-        names = ", ".join(f"{c} {n}" for c, n in sorted(landuse.classes.items()))
-        detail = f"{landuse.kind}, {len(landuse.classes)} classes" + (
-            f" ({names})" if names else ""
-        )
-        out.append(InputCheck("land use", str(landuse.path), landuse.crs, detail))
-    return out
 
 
 def print_summary(summary: CheckSummary, console) -> None:

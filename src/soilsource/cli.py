@@ -143,35 +143,38 @@ def demo(
 ) -> None:
     """Build the synthetic city in OUT/city and run the whole pipeline on it into OUT."""
     from soilsource.config import load_config
-    from soilsource.pipeline import execute, run_several
-    from soilsource.rundir import prepare
+    from soilsource.pipeline import execute, execute_several
+    from soilsource.preflight import plan as preflight
+    from soilsource.rundir import check_out, claim, prepare
     from soilsource.synth import write_city
 
-    run_dir = prepare(out, force=force)
-    size_px, patch_m, folds, epochs = (
-        (QUICK_CITY_PX, QUICK_PATCH_M, QUICK_FOLDS, QUICK_EPOCHS)
-        if quick
-        else (DEMO_CITY_PX, DEMO_PATCH_M, DEMO_FOLDS, DEMO_EPOCHS)
-    )
-    summary = write_city(run_dir / "city", seed=seed, size_px=size_px)
-    _print_city_summary(summary)
-    config = load_config(run_dir / "city" / "config.yaml")
-    config.train.seed = seed
-    config.compute.scheduler = scheduler
-    # in the run's config.yaml, so `soilsource run OUT/config.yaml` repeats the demo
-    config.patch.size_m, config.train.folds, config.train.max_epochs = patch_m, folds, epochs
-    config.model.members, config.train.min_steps = DEMO_MEMBERS, DEMO_MIN_STEPS
-    config.model.pretrain = DEMO_PRETRAIN
-    if metals:
-        several = demo_metals_config(config)
-        (run_dir / "config.yaml").unlink(missing_ok=True)
-        result = run_several(several, run_dir, device=device, resume=True)
-        _print_several(result.metrics)
-        stdout.print(f"run directory: {run_dir}")
-        stdout.print(f"report: {run_dir / 'report.html'}")
-        return
-    result = execute(config, run_dir, device=device)
-    _print_metrics(result.metrics, summary)
+    check_out(out, force=force)  # before the lock file is written into it
+    with claim(out):  # one run per directory (the city is its input, written first)
+        run_dir = prepare(out, force=force)
+        size_px, patch_m, folds, epochs = (
+            (QUICK_CITY_PX, QUICK_PATCH_M, QUICK_FOLDS, QUICK_EPOCHS)
+            if quick
+            else (DEMO_CITY_PX, DEMO_PATCH_M, DEMO_FOLDS, DEMO_EPOCHS)
+        )
+        summary = write_city(run_dir / "city", seed=seed, size_px=size_px)
+        _print_city_summary(summary)
+        config = load_config(run_dir / "city" / "config.yaml")
+        config.train.seed = seed
+        config.compute.scheduler = scheduler
+        # in the run's config.yaml, so `soilsource run OUT/config.yaml` repeats the demo
+        config.patch.size_m, config.train.folds, config.train.max_epochs = patch_m, folds, epochs
+        config.model.members, config.train.min_steps = DEMO_MEMBERS, DEMO_MIN_STEPS
+        config.model.pretrain = DEMO_PRETRAIN
+        if metals:
+            several = demo_metals_config(config)
+            for metal in several.metals:  # as run_several: every metal checked first
+                preflight(several.for_metal(metal), keep_patches=False)
+            done = execute_several(several, run_dir, device=device)
+            _print_several(done.metrics)
+        else:
+            result = execute(config, run_dir, device=device)
+    if not metals:
+        _print_metrics(result.metrics, summary)
     stdout.print(f"run directory: {run_dir}")
     stdout.print(f"report: {run_dir / 'report.html'}")
 

@@ -14,6 +14,7 @@ cross-validation, from each fold's training samples only
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,8 +24,14 @@ import psutil
 
 from soilsource.config import Config
 from soilsource.errors import InputError
-from soilsource.inputs import RasterInfo, assign_rasters, read_samples, reproject_points
-from soilsource.inputs.imagery import resolve_imagery
+from soilsource.inputs import (
+    RasterInfo,
+    assign_rasters,
+    describe_crs,
+    read_samples,
+    reproject_points,
+)
+from soilsource.inputs.imagery import describe_raster, prediction_points, resolve_imagery
 from soilsource.labels import label_samples
 from soilsource.patches import (
     CacheBudget,
@@ -101,14 +108,26 @@ class Dataset:
         return patches, pd.concat([r.table for r in self.regions], ignore_index=True)
 
 
-def load_dataset(config: Config, *, threads: int = 2) -> Dataset:
+def load_dataset(
+    config: Config,
+    *,
+    threads: int = 2,
+    warnings: list[str] | None = None,
+    cache: bool = True,
+) -> Dataset:
     """Read samples, labels and patches for every region of ``config``.
+
+    Each patch is read once: its nodata share decides whether the sample is kept, and
+    its pixels stay cached within :func:`cache_budget` (``cache=False``: none, as
+    ``check`` needs). Warnings (samples left out) are appended to ``warnings`` when it is
+    given, else printed; the preflight (:mod:`soilsource.preflight`) prints them only
+    once every input has passed, so a refused run prints its one error line alone.
 
     Raises
     ------
     InputError
-        Whatever :func:`soilsource.check.check` would refuse (unreadable files,
-        bad columns, no sample inside the imagery, ...).
+        Unreadable files, bad columns, a region with no sample inside the imagery or
+        none with enough data in its patch, patches too large for the free memory, ...
     """
     samples = read_samples(config.samples)
     source = Path(config.samples.path)
@@ -116,12 +135,18 @@ def load_dataset(config: Config, *, threads: int = 2) -> Dataset:
     samples = samples.assign(limit=labels.limit, label=labels.positive.astype(np.int64))
     names = sorted(samples["region"].unique().tolist())
     imagery = resolve_imagery(config.imagery, names)
-    budget = cache_budget(config)
+    budget = cache_budget(config) if cache else CacheBudget(0)
+    found: list[str] = [] if warnings is None else warnings
     regions = [
-        _region(name, samples[samples["region"] == name], imagery[name], config, threads, budget)
+        _region(
+            name, samples[samples["region"] == name], imagery[name], config, threads, budget, found
+        )
         for name in names
     ]
     size = one_patch_size({r.patch_px for r in regions}, config.patch.size_m, _source(config))
+    if warnings is None:
+        for message in found:
+            warn(message)
     return Dataset(regions, labels.description, regions[0].patches.band_names, size)
 
 
@@ -132,10 +157,19 @@ def _region(
     config: Config,
     threads: int,
     cache_budget: CacheBudget,
+    warnings: list[str],
 ) -> RegionSamples:
     x = samples.geometry.x.to_numpy()
     y = samples.geometry.y.to_numpy()
     which = assign_rasters(x, y, samples.crs, rasters)
+    if (which < 0).all():
+        raise InputError(
+            rasters[0].path,
+            "",
+            f"none of the {len(samples)} samples of region '{name}' falls inside this raster "
+            f"(samples in {describe_crs(samples.crs)}, raster in {rasters[0].describe_crs()}); "
+            "check samples.crs and the x/y columns",
+        )
     tables, patch_parts, shares, dropped, sizes = [], [], [], [], []
     outside = samples.iloc[np.flatnonzero(which < 0)]
     if len(outside):
@@ -178,13 +212,44 @@ def _region(
         patch_parts.append(stored.keep(np.flatnonzero(keep)))
         shares.append(share[keep])
     lost = pd.concat(dropped, ignore_index=True) if dropped else pd.DataFrame()
-    for reason, count in lost.groupby("reason").size().items() if len(lost) else []:
-        warn(f"region '{name}': {count} of {len(samples)} samples left out ({reason})")
     table = pd.concat(tables, ignore_index=True)
+    if len(table) == 0:  # every sample inside the imagery has too little data around it
+        share = config.patch.max_nodata_share
+        raise InputError(
+            _source(config),
+            "key 'patch.max_nodata_share'",
+            f"every sample of region '{name}' inside the imagery has more than {share:.0%} "
+            f"of its {sizes[0]} x {sizes[0]} px patch without data; check the imagery's "
+            "nodata or use a smaller patch.size_m",
+        )
+    for reason, count in lost.groupby("reason").size().items() if len(lost) else []:
+        warnings.append(f"region '{name}': {count} of {len(samples)} samples left out ({reason})")
     store = PatchStore(
         patch_parts, rasters[0].band_names, sizes[0], np.concatenate(shares), threads=threads
     )
     return RegionSamples(name, list(rasters), table, store, lost)
+
+
+def prediction_area(region: RegionSamples, area: Path | None = None, n: int = 1000) -> np.ndarray:
+    """About ``n`` points where the region's map is meant (for kNNDM), in its rasters' CRS.
+
+    The valid pixels of ``mapping.area`` (the study area) that fall on the region's
+    imagery, or the imagery's valid pixels when there is no such raster.
+    """
+    if area is None:
+        per_raster = max(1, n // len(region.rasters))
+        return np.concatenate([prediction_points(r, per_raster) for r in region.rasters])
+    study = describe_raster(area, "mapping.area")
+    points = prediction_points(study, n * 4)
+    parts = []
+    for raster in region.rasters:
+        x, y = reproject_points(points[:, 0], points[:, 1], study.crs, raster.crs)
+        inside = raster.contains(x, y)
+        parts.append(np.column_stack([x[inside], y[inside]]))
+    found = np.concatenate(parts)
+    if len(found) == 0:
+        raise InputError(area, "", f"no valid pixel of mapping.area on region '{region.name}'")
+    return found
 
 
 WORKING_PATCHES = 4 * 512
@@ -201,18 +266,32 @@ def check_memory(bands: int, size_px: int, config: Config) -> None:
     ``patch.size_m``.
     """
     need = WORKING_PATCHES * bands * size_px**2 * 4
-    free = psutil.virtual_memory().available
+    free = free_memory()
     if need > free:
         raise InputError(
             config.source or "config",
             "key 'patch.size_m'",
-            f"patches of {size_px} x {size_px} px and {bands} bands need about {_size(need)} "
-            f"of memory in batches of {WORKING_PATCHES // 4}, {_size(free)} is free; "
+            f"patches of {size_px} x {size_px} px and {bands} bands need about {size_text(need)} "
+            f"of memory in batches of {WORKING_PATCHES // 4}, {size_text(free)} is free; "
             "use a smaller patch.size_m",
         )
 
 
-def _size(n_bytes: float) -> str:
+FREE_MEMORY_ENV = "SOILSOURCE_FREE_MEMORY"
+"""Bytes of free memory to assume instead of asking the system (tests simulate a small
+machine with it)."""
+
+
+def free_memory() -> int:
+    """Bytes of memory available now (``SOILSOURCE_FREE_MEMORY`` overrides)."""
+    given = os.environ.get(FREE_MEMORY_ENV)
+    if given:
+        return int(given)
+    return int(psutil.virtual_memory().available)
+
+
+def size_text(n_bytes: float) -> str:
+    """Bytes for people: ``1.5 GiB``, ``96.0 MiB``."""
     return f"{n_bytes / 2**30:.1f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.1f} MiB"
 
 
@@ -221,7 +300,7 @@ def cache_budget(config: Config) -> CacheBudget:
     half the memory free now. Regions (in name order) are cached whole while they fit;
     the rest are read from the imagery on demand (:class:`~soilsource.patches.PatchStore`),
     so a run never needs memory in proportion to its samples."""
-    free_mb = psutil.virtual_memory().available / 2**20
+    free_mb = free_memory() / 2**20
     return CacheBudget(min(config.compute.patch_cache_mb, free_mb / 2))
 
 
@@ -247,6 +326,7 @@ def _dropped(samples: pd.DataFrame, reason: str) -> pd.DataFrame:
             "sample_id": samples["sample_id"].astype(str).to_numpy(),
             "region": samples["region"].to_numpy(),
             "value": samples["value"].to_numpy(dtype=float),
+            "label": samples["label"].to_numpy(dtype=np.int64),
             "reason": reason,
         }
     )

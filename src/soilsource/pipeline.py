@@ -29,12 +29,9 @@ from scipy.stats import spearmanr
 
 from soilsource.applicability import Applicability, pooled_features, write_applicability
 from soilsource.atomic import write_text_atomic
-from soilsource.check import check as check_inputs
-from soilsource.check import mapping_inputs
-from soilsource.compute import Session, check_scheduler, compute_session
+from soilsource.compute import Session, compute_session
 from soilsource.config import Config, load_config
-from soilsource.dataset import Dataset, RegionSamples, load_dataset
-from soilsource.errors import InputError
+from soilsource.dataset import Dataset, RegionSamples, prediction_area
 from soilsource.evaluation import (
     N_BOOTSTRAP,
     AUCResult,
@@ -60,9 +57,7 @@ from soilsource.hotspots import raster_hotspot_threshold, region_hotspots, write
 from soilsource.inputs import open_landuse
 from soilsource.inputs.imagery import (
     crs_code,
-    describe_raster,
     imagery_record,
-    prediction_points,
     reproject_points,
 )
 from soilsource.labels import gb15618_screening_value
@@ -71,11 +66,14 @@ from soilsource.modelio import save_model
 from soilsource.models import SILICNet
 from soilsource.models.baselines import make_baseline, random_forest
 from soilsource.patches import Patches, PatchStore
+from soilsource.preflight import RunPlan
+from soilsource.preflight import plan as preflight
 from soilsource.pretrain import PretrainSettings, load_trunk, pretrained_trunk
 from soilsource.progress import info, warn
 from soilsource.report import write_report
 from soilsource.resume import Checkpoints
-from soilsource.rundir import is_complete, mark, prepare, read_status, safe_stem
+from soilsource.resume import results_yaml as _results_yaml
+from soilsource.rundir import check_out, claim, is_complete, mark, prepare, read_status, safe_stem
 from soilsource.rundir import resume as resume_run
 from soilsource.sources.join import (
     factor_config,
@@ -138,7 +136,8 @@ def run(
     Raises
     ------
     InputError
-        Bad inputs or configuration (nothing is marked complete).
+        Bad inputs or configuration, or a run in progress in ``out``: found by the
+        preflight (:func:`soilsource.preflight.plan`) before anything is written.
     """
     if not isinstance(config, Config):
         config = load_config(config)
@@ -146,8 +145,15 @@ def run(
         return run_several(
             config, out, force=force, device=device, settings=settings, resume=resume
         )
-    out = resume_run(out, force=force) if resume else prepare(out, force=force)
-    return execute(config, out, device=device, settings=settings, resume=resume)
+    if device is not None:
+        config.compute.device = device  # part of the checkpoints a resumed run must match
+    settings = train_settings(config, settings)
+    found = preflight(config, out, force=force, resume=resume, settings=settings)
+    for message in found.warnings:
+        warn(message)
+    with claim(out):  # one run per directory, until this one ends
+        out = resume_run(out, force=force) if resume else prepare(out, force=force)
+        return execute(config, out, device=device, settings=settings, resume=resume, plan=found)
 
 
 # --- several metals, and their source factors ---------------------------------------------
@@ -185,11 +191,26 @@ def run_several(
     cover them all. Every metal's inputs are checked before anything is trained or
     written; ``resume`` keeps the runs that are complete and continues the rest.
     """
+    for metal in config.metals:  # every metal's inputs and rule, before any training
+        preflight(config.for_metal(metal), keep_patches=False)
+    check_out(out, force=force, resume=resume)  # nothing is written before this
+    with claim(out):  # one run per directory, until this one ends
+        out = resume_run(out, force=force) if resume else prepare(out, force=force)
+        return execute_several(config, out, device=device, settings=settings, resume=resume)
+
+
+def execute_several(
+    config: Config,
+    out: Path,
+    *,
+    device: str | None = None,
+    settings: TrainSettings | None = None,
+    resume: bool = False,
+) -> SeveralResult:
+    """The several-metal pipeline proper, into a run directory made (and held) by
+    :func:`run_several`, whose preflight has checked every metal's inputs."""
     singles = {metal: config.for_metal(metal) for metal in config.metals}
-    for single in singles.values():  # every metal's inputs and rule, before any training
-        check_inputs(single)
     samples, values = metal_table(config)
-    out = resume_run(out, force=force) if resume else prepare(out, force=force)
     _write_config(out / "config.yaml", config)
     seconds: dict[str, float] = {}
     result = SeveralResult(out, {}, seconds=seconds)
@@ -326,24 +347,27 @@ def execute(
     device: str | None = None,
     settings: TrainSettings | None = None,
     resume: bool = False,
+    plan: RunPlan | None = None,
 ) -> RunResult:
     """The pipeline proper, into a run directory made by :func:`~soilsource.rundir.prepare`.
 
     With ``resume``, into one checked by :func:`~soilsource.rundir.resume`: the
     checkpoints must be of the same configuration. A complete run deletes them.
+    ``plan`` is the preflight's (:func:`soilsource.preflight.plan`); without it the
+    preflight runs here, before any training.
     """
     if device is not None:
         config.compute.device = device
     settings = train_settings(config, settings)
-    if config.compute.scheduler is not None:
-        check_scheduler(config.compute.scheduler)  # a wrong address fails now, not after training
+    if plan is None:  # the scheduler, the inputs and the patches, before any training
+        plan = preflight(config)
+        for message in plan.warnings:
+            warn(message)
+    dataset = plan.dataset
     checkpoints = Checkpoints(out, settings, config.compute.device)
     (checkpoints.resume if resume else checkpoints.start)(_results_yaml(config))
-    seconds: dict[str, float] = {}
+    seconds: dict[str, float] = {"inputs": plan.seconds}
     _write_config(out / "config.yaml", config)
-    with _timed(seconds, "inputs"):
-        dataset = load_dataset(config)
-        mapping_inputs(config)  # the maps' rasters, checked before any training
     with _timed(seconds, "training"):
         cv = evaluate(dataset, config, settings=settings, checkpoints=checkpoints)
     metrics = build_metrics(dataset, config, cv)
@@ -516,28 +540,6 @@ def _scopes(dataset: Dataset, config: Config):
         return
     for region in dataset:
         yield region.name, region.patches, region.table, areas[region.name]
-
-
-def prediction_area(region: RegionSamples, area: Path | None = None, n: int = 1000) -> np.ndarray:
-    """About ``n`` points where the region's map is meant (for kNNDM), in its rasters' CRS.
-
-    The valid pixels of ``mapping.area`` (the study area) that fall on the region's
-    imagery, or the imagery's valid pixels when there is no such raster.
-    """
-    if area is None:
-        per_raster = max(1, n // len(region.rasters))
-        return np.concatenate([prediction_points(r, per_raster) for r in region.rasters])
-    study = describe_raster(area, "mapping.area")
-    points = prediction_points(study, n * 4)
-    parts = []
-    for raster in region.rasters:
-        x, y = reproject_points(points[:, 0], points[:, 1], study.crs, raster.crs)
-        inside = raster.contains(x, y)
-        parts.append(np.column_stack([x[inside], y[inside]]))
-    found = np.concatenate(parts)
-    if len(found) == 0:
-        raise InputError(area, "", f"no valid pixel of mapping.area on region '{region.name}'")
-    return found
 
 
 def block_m(config: Config, table: pd.DataFrame) -> float:
@@ -1101,17 +1103,6 @@ def _scope_regions(dataset: Dataset, key: str) -> list[RegionSamples]:
     return list(dataset) if key == "pooled" else [r for r in dataset if r.name == key]
 
 
-def _results_yaml(config: Config) -> str:
-    """The configuration that decides a run's results: where it computes does not.
-
-    The Dask scheduler is left out, so a run killed on one cluster (or locally) can be
-    resumed on another; the results are identical either way (``tests/test_compute.py``).
-    """
-    where = config.model_copy(deep=True)
-    where.compute.scheduler = None
-    return where.to_yaml()
-
-
 def _write_config(path: Path, config: Config) -> None:
     text = "# Resolved configuration of this run (paths absolute, defaults filled in).\n"
     write_text_atomic(path, text + config.to_yaml())
@@ -1125,4 +1116,13 @@ def _timed(seconds: dict[str, float], name: str) -> Iterator[None]:
     seconds[name] = round(time.perf_counter() - start, 2)
 
 
-__all__ = ["MODEL", "RunResult", "SeveralResult", "evaluate", "execute", "run", "run_several"]
+__all__ = [
+    "MODEL",
+    "RunResult",
+    "SeveralResult",
+    "evaluate",
+    "execute",
+    "execute_several",
+    "run",
+    "run_several",
+]

@@ -4,8 +4,9 @@ A run saves, with its SI-LICNet of each scope (``models/SCOPE/silicnet.pt``), wh
 needs its imagery to be (:func:`~soilsource.inputs.imagery.imagery_record`: band names and
 order, scales and offsets, pixel size) and how each region's maps were made (the rule's
 limits, the texts of the maps' tags: :func:`~soilsource.pipeline.map_record`).
-:func:`predict` checks the new imagery against the first
-(:func:`~soilsource.inputs.imagery.check_like_training`) before anything is written, then
+:func:`predict` checks the run, its model and the new imagery against the first
+(:func:`soilsource.preflight.predict_plan`, the preflight ``check`` and ``run`` share)
+before anything is written, then
 writes the maps with the second, exactly as ``run`` does:
 
 - ``OUT/probability/REGION.tif`` and ``OUT/concentration/REGION.tif`` (Cloud-Optimised
@@ -24,18 +25,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
-from typing import Any
 
-from soilsource.config import Config
-from soilsource.errors import InputError
-from soilsource.inputs import RasterInfo, describe_raster
-from soilsource.inputs.imagery import check_like_training
+from soilsource.inputs import RasterInfo
 from soilsource.mapping import write_probability_map
-from soilsource.modelio import SavedModel, load_model, read_header
+from soilsource.modelio import SavedModel
 from soilsource.patches import BandStats
 from soilsource.pipeline import MODEL, rule_of
-from soilsource.report import read_run_config, write_predict_report
-from soilsource.rundir import is_complete, mark, prepare, read_status, safe_stem
+from soilsource.preflight import predict_plan
+from soilsource.report import write_predict_report
+from soilsource.rundir import mark, prepare, safe_stem
 
 __all__ = ["Prediction", "applicability_maps", "predict"]
 
@@ -87,14 +85,11 @@ def predict(
         training imagery (one line naming the band or property). Nothing is written.
     """
     run_dir, imagery = Path(run_dir), Path(imagery)
-    if Path(out).resolve() in (run_dir.resolve(), *run_dir.resolve().parents):
-        raise InputError("--out", str(out), "holds the run itself; choose another directory")
-    config, model_path, region = _model_of(run_dir, region)
-    saved = load_model(model_path)
-    record, how = _records(saved, model_path, region)
-    raster = describe_raster(imagery, "--imagery")
-    check_like_training(raster, record)
-    out = prepare(out, force=force)  # only now, when every check has passed
+    found = predict_plan(run_dir, imagery, out, model=MODEL, region=region, force=force)
+    config, region, saved, how, raster = (
+        found.config, found.region, found.saved, found.how, found.raster
+    )  # fmt: skip
+    out = prepare(found.out, force=force)  # only now, when every check has passed
     result = Prediction(out, run_dir, region, imagery)
     name = f"{safe_stem(region)}.tif"
     stats = BandStats.from_dict(saved.metadata["band_stats"])
@@ -139,51 +134,3 @@ def applicability_maps(result: Prediction, raster: RasterInfo, saved: SavedModel
         "no applicability map: this version of soilsource does not compute the area of "
         "applicability; read the maps with care far from the training samples' imagery"
     ]
-
-
-def _model_of(run_dir: Path, region: str | None) -> tuple[Config, Path, str]:
-    """The run's configuration, the SI-LICNet file that maps ``region``, and the region."""
-    if not run_dir.is_dir():
-        raise InputError(run_dir, "", "not found (RUN_DIR: a run directory of soilsource run)")
-    if read_status(run_dir) is None:
-        raise InputError(
-            run_dir, "", "not a run directory (no run.json): give what run --out wrote"
-        )
-    if not is_complete(run_dir):
-        raise InputError(
-            run_dir, "run.json", "not a complete soilsource run; finish it with run --resume"
-        )
-    config = read_run_config(run_dir)
-    covered: dict[str, Path] = {}
-    for path in sorted((run_dir / "models").glob(f"*/{MODEL}.pt")):
-        metadata = read_header(path).get("metadata", {})
-        regions = metadata.get("maps") or {metadata.get("scope"): None}  # older runs: the scope
-        covered.update({name: path for name in regions})
-    if not covered:
-        raise InputError(run_dir, "models", f"no trained {MODEL}.pt: nothing to predict with")
-    if region is None:
-        if len(covered) > 1:
-            raise InputError(
-                "--region", "", f"the run has several regions; choose one of {', '.join(covered)}"
-            )
-        region = next(iter(covered))
-    if region not in covered:
-        raise InputError(
-            "--region", region, f"not a region of the run (regions: {', '.join(covered)})"
-        )
-    return config, covered[region], region
-
-
-def _records(saved: SavedModel, path: Path, region: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The model's imagery record and how ``region``'s maps were made; a clear refusal without."""
-    record = saved.metadata.get("imagery")
-    how = (saved.metadata.get("maps") or {}).get(region)
-    if record is None or how is None or "band_stats" not in saved.metadata:
-        raise InputError(
-            path,
-            "header",
-            "saved by a soilsource without predict: it does not record its training imagery "
-            "(band scales and offsets, pixel size) or its maps' rule; run the configuration "
-            "again with this version to predict with it",
-        )
-    return record, how

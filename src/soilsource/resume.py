@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from soilsource.atomic import write_text_atomic
+from soilsource.config import Config
 from soilsource.errors import InputError
 from soilsource.modelio import load_model, save_model
 from soilsource.models.baselines import WindowStatsForest
@@ -43,7 +44,7 @@ from soilsource.training import PatchEstimator, Standardized, TorchPatchClassifi
 CHECKPOINTS = ".checkpoints"
 FINGERPRINT = "fingerprint.json"
 
-__all__ = ["CHECKPOINTS", "Checkpoints", "FoldStore"]
+__all__ = ["CHECKPOINTS", "Checkpoints", "FoldStore", "results_yaml"]
 
 
 class Checkpoints:
@@ -85,17 +86,29 @@ class Checkpoints:
         InputError
             The configuration or the training settings differ from the killed run's.
         """
+        if not self.verify(config_yaml):
+            self.start(config_yaml)
+
+    def verify(self, config_yaml: str) -> bool:
+        """:meth:`resume`'s check, writing nothing (the preflight calls it): True when the
+        checkpoints are of this configuration and settings, False when there are none.
+
+        Raises
+        ------
+        InputError
+            The configuration or the training settings differ from the killed run's.
+        """
         path = self.folder / FINGERPRINT
         if not path.is_file():
-            self.start(config_yaml)
-            return
+            return False
         try:
             before = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            before = None
+        except (OSError, ValueError) as exc:
+            reason = f"unreadable checkpoint ({exc}); run without --resume to start again"
+            raise InputError(path, "", reason) from None
         now = self.fingerprint(config_yaml)
         if before == now:
-            return
+            return True
         what = "training settings"
         if not isinstance(before, dict) or before.get("config") != now["config"]:
             what = "configuration"
@@ -194,6 +207,17 @@ class FoldStore:
         elif isinstance(model, WindowStatsForest):
             save_model(self.folder / "final.npz", model)
         # anything else is retrained on resumption
+
+
+def results_yaml(config: Config) -> str:
+    """The configuration that decides a run's results: where it computes does not.
+
+    The Dask scheduler is left out, so a run killed on one cluster (or locally) can be
+    resumed on another; the results are identical either way (``tests/test_compute.py``).
+    """
+    where = config.model_copy(deep=True)
+    where.compute.scheduler = None
+    return where.to_yaml()
 
 
 def _first_changed_key(before: Any, now: dict[str, Any]) -> str:

@@ -4,6 +4,11 @@ Run from the repository root when a case is added or the tiny inputs change::
 
     .venv/bin/python tests/badinputs/make_corpus.py
 
+``--table`` writes nothing and prints the corpus by category as a Markdown table (the
+commands each case goes through, from ``tests/test_badinputs.py``).
+It rewrites ``base/run``'s model files too (``torch.save`` is not byte-stable): commit them
+only when the tiny inputs changed.
+
 A case folder holds only what it breaks (usually ``config.yaml``, sometimes a broken
 samples table, class table or raster); ``tests/test_badinputs.py`` copies ``base/``
 and lays the case folder over it. The expected messages live in ``cases.yaml``, by
@@ -26,7 +31,9 @@ sys.path.insert(0, str(HERE.parent))
 
 from tinyinputs import (  # noqa: E402
     BAND_NAMES,
+    ORIGIN,
     imagery_data,
+    landuse_data,
     sample_table,
     write_project,
     write_raster,
@@ -312,6 +319,213 @@ def main() -> None:
     # --- command line (the base project, bad arguments)
     write_case("cli_out_is_a_file", **{"out": "a file, not a directory\n"})
 
+    write_preflight_cases()
+
+
+def write_preflight_cases() -> None:
+    """The cases of issue 16: each goes through ``run`` as well as ``check`` (or ``predict``)
+    and must be refused by the preflight, before anything is trained or written."""
+    import rasterio
+    from affine import Affine
+
+    # --- imagery
+    rotated = write_case("raster_rotated_geotransform")
+    write_raster(rotated / "imagery.tif", imagery_data(), nodata=0, descriptions=BAND_NAMES)
+    with rasterio.open(rotated / "imagery.tif", "r+") as dst:  # 30 degrees off north-up
+        dst.transform = Affine.translation(*ORIGIN) * Affine.rotation(30) * Affine.scale(10, -10)
+    reordered = write_case(
+        "raster_scenes_bands_in_other_order", changed(imagery__path=["imagery.tif", "east.tif"])
+    )
+    east = (ORIGIN[0] + 640, ORIGIN[1])  # the scene east of imagery.tif
+    write_raster(reordered / "east.tif", imagery_data(1)[[1, 0, 2]], nodata=0,
+                 descriptions=("red", "blue", "nir"), origin=east)  # fmt: skip
+    unnamed = write_case(
+        "raster_scene_without_band_names", changed(imagery__path=["imagery.tif", "east.tif"])
+    )
+    write_raster(unnamed / "east.tif", imagery_data(1), nodata=0,
+                 origin=(ORIGIN[0] + 640, ORIGIN[1]))  # fmt: skip
+    scaled = write_case(
+        "raster_scenes_other_scale", changed(imagery__path=["imagery.tif", "east.tif"])
+    )
+    write_raster(scaled / "east.tif", imagery_data(1), nodata=0, descriptions=BAND_NAMES,
+                 scales=(1.0, 0.0001, 1.0), origin=(ORIGIN[0] + 640, ORIGIN[1]))  # fmt: skip
+    fewer = write_case(
+        "raster_template_region_other_bands", changed(imagery__path="imagery/{region}.tif")
+    )
+    write_raster(fewer / "imagery" / "r1.tif", imagery_data(), nodata=0, descriptions=BAND_NAMES)
+    write_raster(fewer / "imagery" / "r2.tif", imagery_data(1)[:2], nodata=0,
+                 descriptions=BAND_NAMES[:2])  # fmt: skip
+    write_case("raster_patch_larger_than_imagery", changed(patch__size_m=1000))
+    empty = write_case("raster_every_patch_without_data")
+    data = imagery_data()
+    data[:, :, :60] = 0  # nodata but a strip in the east
+    write_raster(empty / "imagery.tif", data, nodata=0, descriptions=BAND_NAMES)
+    nan = write_case("raster_nan_nodata_everywhere")  # float32, nodata NaN, all NaN
+    write_raster(nan / "imagery.tif", np.full((3, 64, 64), np.nan, np.float32), nodata=np.nan,
+                 descriptions=BAND_NAMES)  # fmt: skip
+
+    # --- samples
+    def r2_away(t):
+        t.loc[t["region"] == "r2", "lat"] = t.loc[t["region"] == "r2", "lat"].astype(float) + 1
+
+    write_case("samples_one_region_outside_imagery", samples__csv=samples(r2_away))
+
+    def unicode_away(t):
+        r2_away(t)
+        t["region"] = t["region"].map({"r1": "Nord Süd", "r2": "东莞 北"})
+
+    write_case("samples_unicode_region_outside_imagery", samples__csv=samples(unicode_away))
+
+    def corner(t):  # every sample at the raster's south-east corner pixel
+        corner_lonlat = _lonlat(ORIGIN[0] + 63.5 * 10, ORIGIN[1] - 63.5 * 10)
+        t["lon"], t["lat"] = corner_lonlat
+
+    write_case("samples_all_on_the_raster_corner", samples__csv=samples(corner))
+    write_case("samples_fewer_than_folds", changed(train__folds=12))
+    write_case("samples_region_column_missing", changed(samples__region="zone"))
+
+    def no_values(t):
+        t["cd_mgkg"] = ""
+
+    write_case("samples_value_column_empty", samples__csv=samples(no_values))
+
+    def ph_blank(t):
+        t.loc[[1, 3], "ph"] = np.nan
+
+    write_case(
+        "samples_ph_blank_under_gb15618",
+        changed(label={"rule": "gb15618"}),
+        samples__csv=samples(ph_blank),
+    )
+
+    # --- labels and metals
+    write_case("label_threshold_negative", changed(label={"rule": "threshold", "threshold": -0.3}))
+    # (issue 14 adds a list of metals under `metal:` and the `sources:` section; their bad
+    # cases go here, with category "labels and metals" and "configuration".)
+
+    # --- land use and class table
+    write_case(
+        "landuse_classes_code_not_integer",
+        classes__csv="code,name\n1,industrial\nb,paddy\n3,forest\n",
+    )
+    write_case("landuse_classes_missing_file", changed(landuse__classes="nowhere.csv"))
+    floats = write_case("landuse_float_codes")
+    write_raster(floats / "landuse.tif", landuse_data().astype(np.float32), nodata=0)
+    vector = write_case(
+        "landuse_vector_field_not_found",
+        changed(landuse={"path": "landuse.geojson", "field": "class", "classes": "classes.csv"}),
+    )
+    (vector / "landuse.geojson").write_text(_polygon_geojson("kind", 1))
+    names = write_case(
+        "landuse_vector_names_not_in_classes",
+        changed(landuse={"path": "landuse.geojson", "field": "kind", "classes": "classes.csv"}),
+    )
+    (names / "landuse.geojson").write_text(_polygon_geojson("kind", '"mine"'))
+    per_region = write_case(
+        "landuse_template_region_missing",
+        changed(landuse={"path": "landuse/{region}.tif", "classes": "classes.csv"}),
+    )
+    write_raster(per_region / "landuse" / "r1.tif", landuse_data(), nodata=0)
+
+    # --- mapping and reference
+    away = write_case("mapping_area_outside_every_region", changed(mapping={"area": "area.tif"}))
+    write_raster(away / "area.tif", np.ones((1, 16, 16), np.uint8),
+                 origin=(ORIGIN[0] + 50_000, ORIGIN[1]), nodata=0)  # fmt: skip
+    write_case("mapping_ph_missing_file",
+               changed(label={"rule": "gb15618"}, mapping={"ph": "ph.tif"}))  # fmt: skip
+    write_case(
+        "reference_not_readable",
+        changed(report={"reference": ["river.geojson"]}),
+        river__geojson="{not json\n",
+    )
+
+    # --- memory and disk (the free amounts come from SOILSOURCE_FREE_MEMORY / _DISK)
+    write_case("memory_patches_too_large")
+    write_case("disk_too_small_for_outputs")
+
+    # --- run directory
+    users = write_case("run_out_holds_user_files")
+    (users / "out").mkdir()
+    (users / "out" / "notes.txt").write_text("mine\n")
+    complete = write_case("run_out_holds_complete_run")
+    (complete / "out").mkdir()
+    (complete / "out" / "run.json").write_text('{"status": "complete"}\n')
+    busy = write_case("run_in_progress")  # the test holds out/.soilsource.lock in a process
+    (busy / "out").mkdir()
+    (busy / "out" / "run.json").write_text('{"status": "running"}\n')
+
+    # --- resume
+    done = write_case("resume_complete_run")
+    (done / "out").mkdir()
+    (done / "out" / "run.json").write_text('{"status": "complete"}\n')
+    other = write_case("resume_other_configuration")
+    (other / "out" / ".checkpoints").mkdir(parents=True)
+    (other / "out" / "run.json").write_text('{"status": "running"}\n')
+    (other / "out" / ".checkpoints" / "fingerprint.json").write_text(
+        '{"config": "patch:\\n  size_m: 320\\n", "settings": {}}\n'
+    )
+    unreadable = write_case("resume_unreadable_fingerprint")
+    (unreadable / "out" / ".checkpoints").mkdir(parents=True)
+    (unreadable / "out" / "run.json").write_text('{"status": "running"}\n')
+    (unreadable / "out" / ".checkpoints" / "fingerprint.json").write_text("{half")
+
+    # --- predict
+    unfinished = write_case("predict_run_unfinished")
+    (unfinished / "run").mkdir()
+    (unfinished / "run" / "run.json").write_text('{"status": "running"}\n')
+    bare = write_case("predict_run_without_models")
+    (bare / "run2").mkdir()
+    (bare / "run2" / "run.json").write_text('{"status": "complete"}\n')
+    shutil.copy(HERE / "base" / "run" / "config.yaml", bare / "run2" / "config.yaml")
+    write_case("predict_imagery_missing")
+    mine = write_case("predict_out_holds_user_files")
+    (mine / "pred").mkdir()
+    (mine / "pred" / "notes.txt").write_text("mine\n")
+    write_case("predict_run_dir_missing")
+
+
+def _lonlat(x: float, y: float) -> tuple[float, float]:
+    from pyproj import Transformer
+
+    return Transformer.from_crs("EPSG:32649", "EPSG:4326", always_xy=True).transform(x, y)
+
+
+def _polygon_geojson(field: str, value: object) -> str:
+    """One polygon over the tiny imagery with ``field`` = ``value`` (raw JSON)."""
+    x0, y1 = ORIGIN
+    x1, y0 = x0 + 640, y1 - 640
+    ring = [[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]
+    return (
+        '{"type": "FeatureCollection", "crs": {"type": "name", "properties": {"name": '
+        '"urn:ogc:def:crs:EPSG::32649"}}, "features": [{"type": "Feature", "properties": '
+        f'{{"{field}": {value}}}, "geometry": {{"type": "Polygon", "coordinates": [{ring}]}}}}]}}\n'
+    )
+
+
+def table() -> str:
+    """The corpus by category: cases, commands run, and how many go through ``run``."""
+    from test_badinputs import CASES, through
+
+    rows: dict[str, list[dict]] = {}
+    for case in CASES:
+        rows.setdefault(case["category"], []).append(case)
+    lines = [
+        "| category | cases | through run | through check | through predict |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    totals = [0, 0, 0, 0]
+    for category, cases in sorted(rows.items(), key=lambda kv: -len(kv[1])):
+        commands = [[args[0] for args in through(case)] for case in cases]
+        counts = [len(cases)] + [sum(c in cmds for cmds in commands)
+                                 for c in ("run", "check", "predict")]  # fmt: skip
+        totals = [t + c for t, c in zip(totals, counts, strict=True)]
+        lines.append(f"| {category} | " + " | ".join(str(c) for c in counts) + " |")
+    lines.append("| **all** | " + " | ".join(f"**{t}**" for t in totals) + " |")
+    return "\n".join(lines)
+
 
 if __name__ == "__main__":
-    main()
+    if "--table" in sys.argv[1:]:
+        print(table())
+    else:
+        main()
