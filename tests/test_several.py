@@ -171,3 +171,16 @@ def test_sources_are_apportioned_and_each_factor_learned_from_the_imagery(small_
     html = (out / "report.html").read_text()
     assert "source profiles as stacked bars" in html and "factor 1 (" in html
     assert html.count('class="map') >= 2  # each factor's map
+
+
+def test_check_prints_every_metal_and_validates_the_sources(small_city, tmp_path):
+    from soilsource.check import check_all
+
+    summaries = check_all(_sources_config(small_city, tmp_path))
+    assert [s.metal for s in summaries] == ["Cd", "Pb", "Zn", "Cu"]
+    raw = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    raw["sources"]["factors"] = 4  # as many as the metals: refused before any training
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["check", str(tmp_path / "config.yaml")]) == 2
+    assert main(["run", str(tmp_path / "config.yaml"), "--out", str(tmp_path / "out")]) == 2
+    assert not (tmp_path / "out").exists()

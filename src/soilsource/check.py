@@ -15,8 +15,15 @@ from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
 
-from soilsource.config import Config
-from soilsource.preflight import InputCheck, RegionCheck, mapping_inputs, plan
+from soilsource.config import Config, load_config
+from soilsource.preflight import (
+    InputCheck,
+    RegionCheck,
+    RunPlan,
+    mapping_inputs,
+    plan,
+    plan_several,
+)
 
 __all__ = ["CheckSummary", "InputCheck", "RegionCheck", "check", "mapping_inputs", "print_summary"]
 
@@ -75,7 +82,10 @@ def check(config: Config | str | PathLike[str], *, threads: int = 2) -> CheckSum
         Anything that makes the inputs unusable (:func:`soilsource.preflight.plan`):
         the message names the file and the key, column, rows or region.
     """
-    found = plan(config, keep_patches=False, threads=threads)
+    return _summary(plan(config, keep_patches=False, threads=threads))
+
+
+def _summary(found: RunPlan) -> CheckSummary:
     config = found.config
     return CheckSummary(
         config=str(config.source) if config.source else "",
@@ -87,6 +97,19 @@ def check(config: Config | str | PathLike[str], *, threads: int = 2) -> CheckSum
         regions=found.regions,
         warnings=found.warnings,
     )
+
+
+def check_all(config: Config | str | PathLike[str], *, threads: int = 2) -> list[CheckSummary]:
+    """:func:`check` of each metal of a configuration (one summary for one metal).
+
+    A several-metal configuration goes through :func:`soilsource.preflight.plan_several`,
+    the preflight of ``run``: every metal, and the ``sources:`` settings and table.
+    """
+    if not isinstance(config, Config):
+        config = load_config(config)
+    if not config.several:
+        return [check(config, threads=threads)]
+    return [_summary(found) for found in plan_several(config, threads=threads)]
 
 
 def print_summary(summary: CheckSummary, console) -> None:

@@ -144,7 +144,7 @@ def demo(
     """Build the synthetic city in OUT/city and run the whole pipeline on it into OUT."""
     from soilsource.config import load_config
     from soilsource.pipeline import execute, execute_several
-    from soilsource.preflight import plan as preflight
+    from soilsource.preflight import plan_several
     from soilsource.rundir import check_out, claim, prepare
     from soilsource.synth import write_city
 
@@ -167,8 +167,7 @@ def demo(
         config.model.pretrain = DEMO_PRETRAIN
         if metals:
             several = demo_metals_config(config)
-            for metal in several.metals:  # as run_several: every metal checked first
-                preflight(several.for_metal(metal), keep_patches=False)
+            plan_several(several)  # as run_several: every metal and the sources first
             done = execute_several(several, run_dir, device=device)
             _print_several(done.metrics)
         else:
@@ -232,10 +231,10 @@ def check(
     config: Annotated[Path, typer.Argument(help="The YAML configuration file.")],
 ) -> None:
     """Validate the inputs of CONFIG and print a summary (no training, writes nothing)."""
-    from soilsource.check import check as check_inputs
-    from soilsource.check import print_summary
+    from soilsource.check import check_all, print_summary
 
-    print_summary(check_inputs(config), stdout)
+    for summary in check_all(config):  # one per metal
+        print_summary(summary, stdout)
 
 
 def predict(

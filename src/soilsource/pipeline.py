@@ -66,16 +66,18 @@ from soilsource.modelio import save_model
 from soilsource.models import SILICNet
 from soilsource.models.baselines import make_baseline, random_forest
 from soilsource.patches import Patches, PatchStore
-from soilsource.preflight import RunPlan
+from soilsource.preflight import RunPlan, plan_several
 from soilsource.preflight import plan as preflight
 from soilsource.pretrain import PretrainSettings, load_trunk, pretrained_trunk
 from soilsource.progress import info, warn
 from soilsource.report import write_report
 from soilsource.resume import Checkpoints
 from soilsource.resume import results_yaml as _results_yaml
-from soilsource.rundir import check_out, claim, is_complete, mark, prepare, read_status, safe_stem
+from soilsource.rundir import claim, is_complete, mark, prepare, read_status, safe_stem
 from soilsource.rundir import resume as resume_run
+from soilsource.sources import apportion
 from soilsource.sources.join import (
+    detection_limits,
     factor_config,
     factor_label,
     factor_loads,
@@ -191,9 +193,7 @@ def run_several(
     cover them all. Every metal's inputs are checked before anything is trained or
     written; ``resume`` keeps the runs that are complete and continues the rest.
     """
-    for metal in config.metals:  # every metal's inputs and rule, before any training
-        preflight(config.for_metal(metal), keep_patches=False)
-    check_out(out, force=force, resume=resume)  # nothing is written before this
+    plan_several(config, out, force=force, resume=resume)  # nothing is written before this
     with claim(out):  # one run per directory, until this one ends
         out = resume_run(out, force=force) if resume else prepare(out, force=force)
         return execute_several(config, out, device=device, settings=settings, resume=resume)
@@ -252,32 +252,20 @@ def _sub_run(
 
 def apportion_sources(config: Config, values: pd.DataFrame, folder: Path):
     """Positive matrix factorisation of the samples x metals table, written to ``folder``."""
-    from soilsource.sources import apportion
-
     assert config.sources is not None
-    given = config.sources.detection_limit
-    detection = {  # a metal without one: its smallest measured positive value (SourcesConfig)
-        metal: float(given[metal]) if metal in given else _smallest_positive(values[metal])
-        for metal in values.columns
-    }
     result = apportion(
         values,
-        detection,
+        detection_limits(config, values),
         config.sources.error_fraction,
         config.sources.factors,
         config.train.seed,
         n_starts=config.sources.starts,
         n_bootstrap=config.sources.bootstrap,
         source=str(config.samples.path),
+        config_file=str(config.source or "config"),
     )
     result.write(folder)
     return result
-
-
-def _smallest_positive(values: pd.Series) -> float:
-    """Half the smallest measured positive value: a detection limit no sample is below."""
-    positive = values[values > 0]
-    return 0.5 * float(positive.min()) if len(positive) else 1e-6
 
 
 def factor_runs(

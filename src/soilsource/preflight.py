@@ -72,6 +72,8 @@ from soilsource.patches import one_patch_size, patch_size_px
 from soilsource.report import read_run_config
 from soilsource.resume import Checkpoints, results_yaml
 from soilsource.rundir import check_out, is_complete, read_status
+from soilsource.sources import validate
+from soilsource.sources.join import detection_limits, metal_table
 from soilsource.training import TrainSettings
 
 FREE_DISK_ENV = "SOILSOURCE_FREE_DISK"
@@ -229,6 +231,41 @@ def plan(
         _check_disk(out, result.output_bytes)
     result.seconds = round(time.perf_counter() - start, 2)
     return result
+
+
+def plan_several(
+    config: Config,
+    out: str | PathLike[str] | None = None,
+    *,
+    force: bool = False,
+    resume: bool = False,
+    threads: int = 2,
+) -> list[RunPlan]:
+    """The preflight of a several-metal run: :func:`plan` of every metal's single-metal
+    configuration, and with ``sources:`` every check of the factorisation
+    (:func:`soilsource.sources.validate`), before anything is trained or written.
+
+    ``out`` is checked as :func:`plan` checks it; each metal's own run directory is
+    checked when its run starts (a resumed several-metal run keeps the complete ones).
+    Returns one plan per metal, in the order of ``metal``.
+    """
+    if out is not None:
+        check_out(out, force=force, resume=resume)
+    plans = [
+        plan(config.for_metal(metal), keep_patches=False, threads=threads)
+        for metal in config.metals
+    ]
+    if config.sources is not None:
+        _, values = metal_table(config)
+        validate(
+            values,
+            detection_limits(config, values),
+            config.sources.error_fraction,
+            config.sources.factors,
+            source=str(config.samples.path),
+            config_file=str(config.source or "config"),
+        )
+    return plans
 
 
 def mapping_inputs(config: Config) -> list[InputCheck]:

@@ -400,8 +400,63 @@ def write_preflight_cases() -> None:
 
     # --- labels and metals
     write_case("label_threshold_negative", changed(label={"rule": "threshold", "threshold": -0.3}))
-    # (issue 14 adds a list of metals under `metal:` and the `sources:` section; their bad
-    # cases go here, with category "labels and metals" and "configuration".)
+
+    # several metals (`metal:` a list, `samples.value` a mapping) and `sources:`
+    def more_metals(t):
+        rng = np.random.default_rng(4)
+        t["pb_mgkg"] = rng.uniform(20, 120, len(t)).round(1)
+        t["zn_mgkg"] = rng.uniform(50, 300, len(t)).round(1)
+
+    def metals(*names, **more):
+        columns = {"Cd": "cd_mgkg", "Pb": "pb_mgkg", "Zn": "zn_mgkg"}
+        return changed(metal=list(names), samples__value={m: columns[m] for m in names}, **more)
+
+    three = samples(more_metals)
+    write_case("metals_one_column_for_two", changed(metal=["Cd", "Pb"]), samples__csv=three)
+    write_case("metals_no_column_for_one",
+               changed(metal=["Cd", "Pb"], samples__value={"Cd": "cd_mgkg"}),
+               samples__csv=three)  # fmt: skip
+    write_case("metals_listed_twice", changed(metal=["Cd", "cd"]), samples__csv=three)
+    write_case("metals_unknown_in_list", changed(metal=["Cd", "Fe"]), samples__csv=three)
+    write_case("metals_column_not_in_file",
+               changed(metal=["Cd", "Pb"], samples__value={"Cd": "cd_mgkg", "Pb": "lead"}),
+               samples__csv=three)  # fmt: skip
+
+    def negative_lead(t):
+        more_metals(t)
+        t.loc[4, "pb_mgkg"] = -3.0
+
+    write_case("metals_negative_value_of_one", metals("Cd", "Pb"),
+               samples__csv=samples(negative_lead))  # fmt: skip
+    write_case("metals_threshold_missing_for_one",
+               metals("Cd", "Pb", label={"rule": "threshold", "threshold": {"Cd": 0.5}}),
+               samples__csv=three)  # fmt: skip
+    write_case("metals_one_background_for_two",
+               metals("Cd", "Pb", label={"rule": "background", "background": 0.2}),
+               samples__csv=three)  # fmt: skip
+    write_case("sources_two_metals", metals("Cd", "Pb", sources={}), samples__csv=three)
+    write_case("sources_factors_zero", metals("Cd", "Pb", "Zn", sources={"factors": 0}),
+               samples__csv=three)  # fmt: skip
+    write_case(
+        "sources_factors_as_many_as_metals",
+        metals("Cd", "Pb", "Zn", sources={"factors": 3}),
+        samples__csv=three,
+    )
+    write_case("sources_detection_limit_of_another_metal",
+               metals("Cd", "Pb", "Zn", sources={"detection_limit": {"Hg": 0.01}}),
+               samples__csv=three)  # fmt: skip
+    write_case("sources_error_fraction_negative",
+               metals("Cd", "Pb", "Zn", sources={"error_fraction": -0.1}),
+               samples__csv=three)  # fmt: skip
+    write_case(
+        "sources_unknown_key", metals("Cd", "Pb", "Zn", sources={"factor": 2}), samples__csv=three
+    )
+
+    def too_few(t):
+        more_metals(t)
+
+    few = samples(too_few).head(8)
+    write_case("sources_too_few_samples", metals("Cd", "Pb", "Zn", sources={}), samples__csv=few)
 
     # --- land use and class table
     write_case(

@@ -13,6 +13,6 @@
 Imports only :mod:`soilsource.errors` and :mod:`soilsource.atomic`.
 """
 
-from soilsource.sources.apportion import Apportionment, apportion
+from soilsource.sources.apportion import Apportionment, apportion, validate
 
-__all__ = ["Apportionment", "apportion"]
+__all__ = ["Apportionment", "apportion", "validate"]

@@ -96,6 +96,7 @@ def apportion(
     weak_sn: float = WEAK_SN,
     bad_sn: float = BAD_SN,
     source: str = "samples",
+    config_file: str = "config",
 ) -> Apportionment:
     """Positive matrix factorisation of a samples x metals table (EPA PMF 5.0 practice).
 
@@ -118,38 +119,28 @@ def apportion(
         (0: none).
     source:
         Named in error messages as the file the values came from.
+    config_file:
+        Named in error messages about the ``sources:`` settings (the configuration file).
     """
-    x_frame = _check_values(values, source)
-    prep = prepare(x_frame, detection_limit, error_fraction, weak_sn=weak_sn, bad_sn=bad_sn)
+    x_frame, prep = validate(
+        values, detection_limit, error_fraction, factors,
+        weak_sn=weak_sn, bad_sn=bad_sn, source=source, config_file=config_file,
+    )  # fmt: skip
     used = prep.used
     metals = [prep.metals[j] for j in used]
-    if len(metals) < MIN_METALS:
-        bad = [m for m in prep.metals if prep.category[m] == BAD]
-        raise InputError(
-            "config",
-            "sources",
-            f"only {len(metals)} metals have enough signal ({', '.join(bad)} below S/N "
-            f"{bad_sn}); source apportionment needs at least {MIN_METALS}",
-        )
     x = prep.values[:, used]
     unc = prep.uncertainty[:, used]
     n, m = x.shape
     scale = x.mean(axis=0)
     candidates: list[pmf.Candidate] = []
     if factors == "auto":
-        counts = pmf.factor_range(n, m)
-        if not counts:
-            raise InputError(
-                "config",
-                "sources.factors",
-                f"{n} samples x {m} metals leave no degrees of freedom for 2 factors",
-            )
+        counts = pmf.factor_range(n, m)  # not empty: validate() checked
         p, candidates, reason = pmf.choose_factors(
             x, unc, counts, seed, n_starts, scale, robust=robust
         )
         best = next(c.fit for c in candidates if c.factors == p)
     else:
-        p = _check_factors(factors, n, m)
+        p = int(factors)  # in range: validate() checked
         best, fits = pmf.best_of_starts(x, unc, p, seed, n_starts, robust=robust)
         reason = "given"
         candidates = [
@@ -254,18 +245,65 @@ def _bootstrap_summary(profiles: np.ndarray, mapped: np.ndarray, metals: list[st
     return out
 
 
-def _check_values(values: pd.DataFrame, source: str) -> pd.DataFrame:
+def validate(
+    values: pd.DataFrame,
+    detection_limit: float | Mapping[str, float] | None,
+    error_fraction: float | Mapping[str, float] = 0.1,
+    factors: int | str = "auto",
+    *,
+    weak_sn: float = WEAK_SN,
+    bad_sn: float = BAD_SN,
+    source: str = "samples",
+    config_file: str = "config",
+):
+    """Every check :func:`apportion` makes before it fits, and nothing else (fast).
+
+    The preflight of ``run`` and ``check`` calls it, so a bad ``sources:`` setting or
+    table fails before any training. Returns the numeric table and its uncertainties
+    (:class:`~soilsource.sources.uncertainty.Prepared`).
+
+    Raises
+    ------
+    InputError
+        Fewer than 3 metals (or fewer with enough signal), too few samples, bad values,
+        detection limits or error fractions, or a factor count the data cannot carry.
+    """
+    x_frame = _check_values(values, source, config_file)
+    prep = prepare(x_frame, detection_limit, error_fraction, weak_sn=weak_sn, bad_sn=bad_sn)
+    metals = [prep.metals[j] for j in prep.used]
+    if len(metals) < MIN_METALS:
+        bad = [m for m in prep.metals if prep.category[m] == BAD]
+        raise InputError(
+            config_file,
+            "key 'sources'",
+            f"only {len(metals)} metals have enough signal ({', '.join(bad)} below S/N "
+            f"{bad_sn}); source apportionment needs at least {MIN_METALS}",
+        )
+    n, m = len(x_frame), len(metals)
+    if factors == "auto":
+        if not pmf.factor_range(n, m):
+            raise InputError(
+                config_file,
+                "key 'sources.factors'",
+                f"{n} samples x {m} metals leave no degrees of freedom for 2 factors",
+            )
+    else:
+        _check_factors(factors, n, m, config_file)
+    return x_frame, prep
+
+
+def _check_values(values: pd.DataFrame, source: str, config_file: str) -> pd.DataFrame:
     if not isinstance(values, pd.DataFrame):
         raise InputError(source, "", "expected a table of samples x metals")
     if values.shape[1] < MIN_METALS:
         have = ", ".join(map(str, values.columns)) or "none"
         raise InputError(
-            "config",
-            "sources",
+            config_file,
+            "key 'sources'",
             f"needs at least {MIN_METALS} metals, got {values.shape[1]} ({have})",
         )
     if values.columns.duplicated().any():
-        raise InputError("config", "sources", "a metal is given twice")
+        raise InputError(config_file, "key 'sources'", "a metal is given twice")
     if values.index.astype(str).duplicated().any():
         first = values.index[values.index.astype(str).duplicated()][0]
         raise InputError(source, "sample ids", f"duplicate sample id {str(first)!r}")
@@ -293,20 +331,24 @@ def _check_values(values: pd.DataFrame, source: str) -> pd.DataFrame:
     return pd.DataFrame(out, index=values.index)
 
 
-def _check_factors(factors: object, n: int, m: int) -> int:
+def _check_factors(factors: object, n: int, m: int, config_file: str) -> int:
     if isinstance(factors, bool) or not isinstance(factors, int | np.integer):
         raise InputError(
-            "config", "sources.factors", f"must be 'auto' or a whole number, got {factors!r}"
+            config_file,
+            "key 'sources.factors'",
+            f"must be 'auto' or a whole number, got {factors!r}",
         )
     p = int(factors)
     if not 1 <= p < m:
         raise InputError(
-            "config", "sources.factors", f"must be between 1 and {m - 1} for {m} metals, got {p}"
+            config_file,
+            "key 'sources.factors'",
+            f"must be between 1 and {m - 1} for {m} metals, got {p}",
         )
     if pmf.q_expected(n, m, p) <= 0:
         raise InputError(
-            "config",
-            "sources.factors",
+            config_file,
+            "key 'sources.factors'",
             f"{p} factors need more samples than {n} for {m} metals "
             f"(n x m must exceed p x (n + m))",
         )

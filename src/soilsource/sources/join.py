@@ -29,6 +29,7 @@ from soilsource.inputs.samples import read_samples
 
 __all__ = [
     "FACTOR_QUANTILE",
+    "detection_limits",
     "factor_config",
     "factor_label",
     "factor_loads",
@@ -63,6 +64,19 @@ def metal_table(config: Config) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
     assert samples is not None
     frame = pd.DataFrame(values, index=pd.Index(samples["sample_id"], name="sample_id"))
     return samples, frame
+
+
+def detection_limits(config: Config, values: pd.DataFrame) -> dict[str, float]:
+    """Every metal's detection limit, mg/kg: ``sources.detection_limit``'s, else half the
+    metal's smallest measured positive value, a limit no sample is below."""
+    assert config.sources is not None
+    given = config.sources.detection_limit
+    out = {}
+    for metal in values.columns:
+        positive = values[metal][values[metal] > 0]
+        default = 0.5 * float(positive.min()) if len(positive) else 1e-6
+        out[metal] = float(given[metal]) if metal in given else default
+    return out
 
 
 def factor_loads(profiles: pd.DataFrame, contributions: pd.DataFrame) -> pd.DataFrame:
