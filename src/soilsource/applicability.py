@@ -94,8 +94,8 @@ EXACT_PAIRS_MAX = 4000
 """Up to this many training samples ``d_bar`` averages every pair (8 million pairs, 64 MB);
 beyond, :data:`SAMPLED_PAIRS` random pairs: all pairs of 20,000 samples would be 1.6 GB."""
 SAMPLED_PAIRS = 2_000_000
-PAIR_CHUNK_VALUES = 8_388_608
-"""Feature values per chunk of pairs: 64 MB per float64 temporary, whatever the features."""
+PAIR_CHUNK_VALUES = 2_097_152
+"""Feature values per chunk of pairs: 16 MB per float64 temporary, whatever the features."""
 
 
 def mean_distance(train: np.ndarray, seed: int = 0) -> float:
@@ -117,7 +117,7 @@ def mean_distance(train: np.ndarray, seed: int = 0) -> float:
     i = rng.integers(0, n, SAMPLED_PAIRS)
     j = (i + rng.integers(1, n, SAMPLED_PAIRS)) % n  # never i itself
     total = 0.0
-    chunk = max(1024, PAIR_CHUNK_VALUES // train.shape[1])  # 576 features: 14,563 pairs
+    chunk = max(1024, PAIR_CHUNK_VALUES // train.shape[1])  # 576 features: 3,640 pairs
     for start in range(0, SAMPLED_PAIRS, chunk):
         a, b = i[start : start + chunk], j[start : start + chunk]
         total += float(np.linalg.norm(train[a] - train[b], axis=1).sum())
