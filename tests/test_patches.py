@@ -338,3 +338,14 @@ def test_cache_keeps_16_bit_imagery_in_16_bits_and_reads_the_same(tmp_path, dtyp
     assert cached.data.dtype == np.float32
     np.testing.assert_array_equal(cached.data, read.data)
     np.testing.assert_array_equal(cached.data, extract_patches(path, points, 9).data)
+
+
+def test_dropping_the_cache_streams_the_same_values_in_every_view(tmp_path):
+    parts = _two_rasters(tmp_path)
+    store = _store(parts, cache=True)
+    view = store.subset(np.array([5, 350, 5]))
+    before = view.data.copy(), view.physical()[np.array([0, 1])].__array__()
+    store.drop_cache()
+    assert not store.cached and not view.cached  # views share the parts
+    np.testing.assert_array_equal(view.data, before[0])
+    np.testing.assert_array_equal(np.asarray(view.physical()[np.array([0, 1])]), before[1])

@@ -813,6 +813,17 @@ class PatchStore:
         """True when every pixel is held in memory."""
         return all(p.data is not None for p in self._parts)
 
+    def drop_cache(self) -> None:
+        """Forget the cached pixels of every part of this store (and of every view that
+        shares them): reads stream from the rasters from now on, with the same values.
+
+        The pipeline calls it once the models are trained: explanation and maps read a
+        few patches or none, and the 20,000 patches of a 30 m scene (0.45 GB) need not
+        stay for them.
+        """
+        for part in self._parts:
+            part.data = part.valid = None
+
     @property
     def nbytes(self) -> int:
         """Bytes of the patches as float32 values and a validity mask (what caching costs)."""

@@ -364,6 +364,8 @@ def execute(
         write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         write_roc_figures(out / "figures", dataset, cv)
         save_models(out / "models", dataset, config, cv)
+    for region in dataset:  # trained: what follows reads few patches; stream them
+        region.patches.drop_cache()
     # Occlusion batches and map tiles run here, or on the Dask cluster of compute.scheduler.
     with compute_session(config.compute.scheduler) as session:
         with _timed(seconds, "explanation"):

@@ -127,18 +127,21 @@ def object_labels(
     if cell_px < 1:
         raise ValueError(f"cell_px must be >= 1, got {cell_px}")
     shape = np.shape(codes) if codes is not None else np.shape(valid)
-    # One int64 grid of cell ids, built by broadcasting (np.indices would add two more of
-    # the region's size: 0.3 GB for a 4,096 px region).
-    rows = np.arange(shape[0], dtype=np.int64)[:, None] // cell_px
-    cell = (
-        rows * (shape[1] // cell_px + 1) + np.arange(shape[1], dtype=np.int64)[None, :] // cell_px
-    )
+    ncols = shape[1] // cell_px + 1
+    # Cell ids only for the pixels asked about (a region-size int64 grid of them, and
+    # np.indices's two more, took 0.5 GB on a 4,096 px region).
+    n_cells = ((shape[0] - 1) // cell_px) * ncols + (shape[1] - 1) // cell_px + 1
+
+    def cells(mask: np.ndarray) -> np.ndarray:
+        rows, cols = np.nonzero(mask)  # row-major, as mask indexing orders pixels
+        return (rows // cell_px) * ncols + cols // cell_px
+
     labels = np.zeros(shape, np.int32)
     names = [""]
     if codes is None:
         if valid is None:
             raise ValueError("without land use, give the valid area")
-        _, inverse = np.unique(cell[valid], return_inverse=True)
+        _, inverse = np.unique(cells(valid), return_inverse=True)
         labels[valid] = inverse + 1
         return labels, names + [CELL_CLASS] * (int(inverse.max()) + 1 if inverse.size else 0)
     codes = np.asarray(codes)
@@ -152,7 +155,8 @@ def object_labels(
         big = sizes > 2 * cell_px * cell_px
         big[0] = False
         mine = component[mask]  # the class's pixels only: memory follows the class's area
-        key = np.where(big[mine], mine.astype(np.int64) * (cell.max() + 1) + cell[mask], mine)
+        del component
+        key = np.where(big[mine], mine.astype(np.int64) * n_cells + cells(mask), mine)
         _, inverse = np.unique(key, return_inverse=True)
         start = len(names)
         labels[mask] = inverse + start
