@@ -316,20 +316,25 @@ def test_patch_array_indexing_and_refusals():
         lazy[np.zeros((2, 2), int)]
 
 
-@pytest.mark.parametrize("dtype", ["uint16", "int16", "uint8", "float32"])
-def test_cache_keeps_16_bit_imagery_in_16_bits_and_reads_the_same(tmp_path, dtype):
+@pytest.mark.parametrize(
+    "dtype, scales",
+    [("uint16", None), ("int16", None), ("uint8", None), ("float32", None),
+     ("uint16", (0.0001, 0.0001, 0.0001))],
+)  # fmt: skip
+def test_cache_keeps_16_bit_imagery_in_16_bits_and_reads_the_same(tmp_path, dtype, scales):
     from soilsource.patches import cache_bytes, cache_dtype
 
     rng = np.random.default_rng(3)
     top = 255 if dtype == "uint8" else 30000
     data = rng.integers(1, top, (3, 64, 64)).astype(dtype)
-    path = write_raster(tmp_path / "r.tif", data, nodata=0)
+    path = write_raster(tmp_path / "r.tif", data, nodata=0, scales=scales)
     raster = describe_raster(path)
     points = np.column_stack(
         [ORIGIN[0] + rng.uniform(-40, 680, 50), ORIGIN[1] - rng.uniform(-40, 680, 50)]
     )
     part, _ = sample_patches(raster, points, 9, cache=True)
-    expected = np.dtype(dtype) if dtype != "float32" else np.dtype(np.float32)
+    # scaled bands (reflectance = 0.0001 x DN) hold non-integer values: float32
+    expected = np.dtype(dtype) if dtype != "float32" and not scales else np.dtype(np.float32)
     assert part.data.dtype == cache_dtype(raster) == expected
     assert cache_bytes(raster, 9) == (3 * expected.itemsize + 1) * 81
     streamed, _ = sample_patches(raster, points, 9, cache=False)

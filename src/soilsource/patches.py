@@ -726,13 +726,17 @@ def sample_patches(
 
 def cache_dtype(raster: RasterInfo) -> np.dtype:
     """How cached patch pixels are stored: the raster's own integer type up to 16 bits
-    (its raw values, and the 0 outside the raster, convert back to float32 exactly),
-    else float32. Landsat and Sentinel-2 are uint16: a cache half the size.
+    when its bands carry no scale or offset (the values patches hold are then the raw
+    integers, and they and the 0 outside the raster convert back to float32 exactly),
+    else float32 (a scaled band's values, e.g. reflectance = 0.0001 x DN, are not
+    integers). Unscaled uint16 imagery: a cache half the size.
 
     The bytes per cached patch are :func:`cache_bytes`.
     """
     dtype = np.dtype(raster.dtype)
-    return dtype if dtype.kind in "iu" and dtype.itemsize <= 2 else np.dtype(np.float32)
+    unscaled = all(s == 1 for s in raster.scales) and all(o == 0 for o in raster.offsets)
+    small_int = dtype.kind in "iu" and dtype.itemsize <= 2
+    return dtype if small_int and unscaled else np.dtype(np.float32)
 
 
 def cache_bytes(raster: RasterInfo, size_px: int) -> int:
