@@ -93,6 +93,16 @@ def test_each_metal_gets_a_complete_single_metal_layout(several_run):
 
 
 @pytest.mark.slow
+def test_run_command_prints_every_metal(several_run, capsys):
+    from soilsource.cli import _print_metrics
+
+    _, result = several_run
+    _print_metrics(result.metrics)  # what `soilsource run` prints at the end
+    printed = capsys.readouterr().out
+    assert all(metal in printed for metal in ("Cd", "Pb", "Zn")) and "one class only" in printed
+
+
+@pytest.mark.slow
 def test_resume_keeps_the_complete_metals(several_run, tmp_path):
     config, result = several_run
     import shutil

@@ -335,8 +335,13 @@ def _print_several(metrics: dict) -> None:
 
 
 def _print_metrics(metrics: dict, truth: dict | None = None) -> None:
-    """The per-region AUC table of a run (with the oracle AUC when the truth is known)."""
+    """The per-region AUC table of a run (with the oracle AUC when the truth is known);
+    for a several-metal run, the table of every metal and source factor."""
     from rich.table import Table
+
+    if metrics.get("several"):
+        _print_several(metrics)
+        return
 
     def auc(entry: dict) -> str:
         if entry.get("auc") is None:
