@@ -168,12 +168,10 @@ def demo(
         if metals:
             several = demo_metals_config(config)
             plan_several(several)  # as run_several: every metal and the sources first
-            done = execute_several(several, run_dir, device=device)
-            _print_several(done.metrics)
+            metrics, truth = execute_several(several, run_dir, device=device).metrics, None
         else:
-            result = execute(config, run_dir, device=device)
-    if not metals:
-        _print_metrics(result.metrics, summary)
+            metrics, truth = execute(config, run_dir, device=device).metrics, summary
+    _print_metrics(metrics, truth)
     stdout.print(f"run directory: {run_dir}")
     stdout.print(f"report: {run_dir / 'report.html'}")
 

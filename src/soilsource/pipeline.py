@@ -75,7 +75,7 @@ from soilsource.resume import Checkpoints
 from soilsource.resume import results_yaml as _results_yaml
 from soilsource.rundir import claim, is_complete, mark, prepare, read_status, safe_stem
 from soilsource.rundir import resume as resume_run
-from soilsource.sources import apportion
+from soilsource.sources import Apportionment, apportion
 from soilsource.sources.join import (
     detection_limits,
     factor_config,
@@ -227,7 +227,7 @@ def execute_several(
             with _timed(seconds, key):
                 info(f"{key}: learning the factor's load from the imagery")
                 result.runs[key] = _sub_run(factor_cfg, out / key, device, settings, resume)
-    result.metrics = several_metrics(config, out, apportionment)
+    result.metrics = several_metrics(config, out)
     write_text_atomic(out / "metrics.json", json.dumps(result.metrics, indent=2) + "\n")
     with _timed(seconds, "report"):
         write_report(out, seconds=seconds)
@@ -250,7 +250,7 @@ def _sub_run(
     return execute(config, sub, device=device, settings=settings, resume=unfinished)
 
 
-def apportion_sources(config: Config, values: pd.DataFrame, folder: Path):
+def apportion_sources(config: Config, values: pd.DataFrame, folder: Path) -> Apportionment:
     """Positive matrix factorisation of the samples x metals table, written to ``folder``."""
     assert config.sources is not None
     result = apportion(
@@ -269,11 +269,11 @@ def apportion_sources(config: Config, values: pd.DataFrame, folder: Path):
 
 
 def factor_runs(
-    config: Config, samples: pd.DataFrame, apportionment: Any, folder: Path
+    config: Config, samples: pd.DataFrame, apportionment: Apportionment, folder: Path
 ) -> list[tuple[str, Config]]:
     """``(sources/factor_K, configuration)`` of each factor's imagery run."""
     profiles = apportionment.profiles
-    loads = factor_loads(profiles, apportionment.contributions)
+    loads = factor_loads(apportionment)
     crs, columns = write_factor_samples(samples, loads, folder / "samples.csv")
     runs = []
     for factor, column in zip(loads.columns, columns, strict=True):
@@ -289,7 +289,7 @@ def factor_runs(
     return runs
 
 
-def several_metrics(config: Config, out: Path, apportionment: Any = None) -> dict[str, Any]:
+def several_metrics(config: Config, out: Path) -> dict[str, Any]:
     """The top-level ``metrics.json`` of a several-metal run, from the runs under ``out``.
 
     Per run (metal or factor): its folder, rule, and per region n, positives, AUC with

@@ -26,6 +26,7 @@ import pandas as pd
 from soilsource.atomic import write_text_atomic
 from soilsource.config import Config
 from soilsource.inputs.samples import read_samples
+from soilsource.sources.apportion import Apportionment
 
 __all__ = [
     "FACTOR_QUANTILE",
@@ -79,14 +80,11 @@ def detection_limits(config: Config, values: pd.DataFrame) -> dict[str, float]:
     return out
 
 
-def factor_loads(profiles: pd.DataFrame, contributions: pd.DataFrame) -> pd.DataFrame:
-    """Per sample and factor: contribution x the factor's summed profile, mg/kg.
-
-    ``profiles`` has columns factor, metal, mg_kg_per_unit; ``contributions`` sample_id,
-    factor, contribution (the tables of ``sources/``). Returns samples x factors.
-    """
-    per_unit = profiles.groupby("factor")["mg_kg_per_unit"].sum()
-    wide = contributions.pivot(index="sample_id", columns="factor", values="contribution")
+def factor_loads(apportionment: Apportionment) -> pd.DataFrame:
+    """Per sample and factor: contribution x the factor's summed profile, mg/kg
+    (samples x factors, from the apportionment's own matrices)."""
+    per_unit = apportionment.profile_matrix("mg_kg_per_unit").sum(axis=1)
+    wide = apportionment.contribution_matrix()
     return wide.mul(per_unit.reindex(wide.columns), axis=1)
 
 
