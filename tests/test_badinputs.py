@@ -16,8 +16,6 @@ no training started, and the project (``out`` included) exactly as before.
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -25,7 +23,7 @@ import yaml
 
 import soilsource.pipeline
 from soilsource.cli import main
-from tinyinputs import snapshot
+from tinyinputs import claiming_process, snapshot
 
 CORPUS = Path(__file__).resolve().parent / "badinputs"
 BASES = {
@@ -88,29 +86,6 @@ def project(case: dict, tmp_path: Path) -> Path:
     return tmp_path
 
 
-HOLDER = """
-import fcntl, os, sys
-handle = open(sys.argv[1], "a+")
-fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-handle.seek(0); handle.truncate(); handle.write(f"{os.getpid()}\\n"); handle.flush()
-print("ready", flush=True)
-sys.stdin.read()
-"""
-
-
-def hold_lock(path: Path) -> subprocess.Popen:
-    """Another process that holds ``path`` as a running soilsource would (flock, pid)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(path)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
-    return holder
-
-
 def test_manifest_is_complete():
     """At least 100 cases, every category covered, ids unique, every folder listed, and
     every case through run (predict cases through predict)."""
@@ -139,7 +114,7 @@ def test_case_gives_its_one_line(case, args, tmp_path, capsys, monkeypatch):
     trained = []
     monkeypatch.setattr(soilsource.pipeline, "evaluate", lambda *a, **k: trained.append(a))
     expected = case["stderr"].replace("{dir}", str(root))
-    holder = hold_lock(root / case["lock"] / ".soilsource.lock") if "lock" in case else None
+    holder = claiming_process(root / case["lock"]) if "lock" in case else None
     try:
         if holder is not None:
             expected = expected.replace("{pid}", str(holder.pid))

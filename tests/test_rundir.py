@@ -33,6 +33,7 @@ from soilsource.rundir import (
     read_status,
     resume,
 )
+from tinyinputs import claiming_process
 
 BASE = Path(__file__).resolve().parent / "badinputs" / "base"
 PREFIX = "soilsource: error: "
@@ -196,26 +197,6 @@ def test_ctrl_c_is_one_line_and_the_run_resumes(project, tmp_path, capsys, monke
 
 
 # --- one run per directory ---------------------------------------------------------------------
-
-CLAIMER = """
-import sys
-from soilsource.rundir import claim
-with claim(sys.argv[1]):
-    print("ready", flush=True)
-    sys.stdin.read()
-"""
-
-
-def claiming_process(out: Path) -> subprocess.Popen:
-    """Another soilsource process holding ``out`` (as a run in progress does)."""
-    holder = subprocess.Popen(
-        [sys.executable, "-c", CLAIMER, str(out)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
-    return holder
 
 
 def test_a_second_run_into_a_directory_in_use_is_refused(project, tmp_path, capsys):

@@ -6,6 +6,8 @@ a bad input starts from these and breaks one thing.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -150,3 +152,25 @@ def snapshot(root: Path) -> dict[str, tuple[int, int]]:
         str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
         for p in sorted(root.rglob("*"))
     }
+
+
+CLAIMER = """
+import sys
+from soilsource.rundir import claim
+with claim(sys.argv[1]):
+    print("ready", flush=True)
+    sys.stdin.read()
+"""
+
+
+def claiming_process(out: Path) -> subprocess.Popen:
+    """Another soilsource process holding ``out`` (as a run in progress does) until its
+    stdin is closed: the real ``rundir.claim``, in a process of its own."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", CLAIMER, str(out)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+    return holder
