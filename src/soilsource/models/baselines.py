@@ -138,7 +138,26 @@ def _one_statistic(window: np.ndarray, stat: str, has_nan: bool) -> np.ndarray:
     if stat == "std":
         return np.nanstd(window, axis=-1) if has_nan else window.std(axis=-1)
     q = float(stat[1:])
-    return np.nanpercentile(window, q, axis=-1) if has_nan else np.percentile(window, q, axis=-1)
+    return _nanpercentile_rows(window, q) if has_nan else np.percentile(window, q, axis=-1)
+
+
+def _nanpercentile_rows(window: np.ndarray, q: float) -> np.ndarray:
+    """``np.nanpercentile(window, q, axis=-1)``, the same numbers, without its row loop.
+
+    With an axis, ``np.nanpercentile`` goes through ``apply_along_axis``, one Python call
+    per row: it was 12 % of a demo-size run (about 10 s of 75 s, py-spy). A row's NaN-free
+    percentile depends only on its valid values, so rows are sorted (NaN last) and grouped
+    by their count of valid values, and ``np.percentile`` takes each group at once: a few
+    vectorised calls, bit-identical to ``np.nanpercentile`` (tests/test_baselines.py).
+    """
+    lead, width = window.shape[:-1], window.shape[-1]
+    rows = np.sort(window.reshape(-1, width), axis=-1)  # NaN sort last
+    valid = width - np.isnan(rows).sum(axis=-1)
+    out = np.full(len(rows), np.nan)  # all-NaN rows stay NaN
+    for count in np.unique(valid[valid > 0]):
+        which = valid == count
+        out[which] = np.percentile(rows[which, :count], q, axis=-1)
+    return out.reshape(lead)
 
 
 # --- random forest, and a predict-only copy of it built from plain arrays -------------------
