@@ -13,13 +13,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
+from soilsource import training
 from soilsource.cli import main
 from soilsource.config import load_config
-from soilsource.pipeline import run
+from soilsource.pipeline import run, runs_at_once
 from soilsource.rundir import is_complete
-from soilsource.training import TrainSettings
+from soilsource.training import TrainSettings, available_cpus, share_cpus
 
 FAST = TrainSettings(max_epochs=1, batch_size=16, patience=1)
 REGION = "industrial_town"
@@ -194,3 +196,47 @@ def test_check_prints_every_metal_and_validates_the_sources(small_city, tmp_path
     assert main(["check", str(tmp_path / "config.yaml")]) == 2
     assert main(["run", str(tmp_path / "config.yaml"), "--out", str(tmp_path / "out")]) == 2
     assert not (tmp_path / "out").exists()
+
+
+def test_runs_at_once_follows_the_cores_the_memory_and_the_device(
+    small_city, tmp_path, monkeypatch
+):
+    config = load_config(_metals_config(small_city, tmp_path))
+    monkeypatch.setattr(training, "_CPU_SHARE", 4)
+    monkeypatch.setattr(training.os, "sched_getaffinity", lambda pid: set(range(8)))
+    monkeypatch.setenv("SOILSOURCE_FREE_MEMORY", str(64 * 2**30))
+    assert runs_at_once(config, 5, "cpu") == 4  # one core each at least
+    assert runs_at_once(config, 3, "cpu") == 3 and runs_at_once(config, 1, "cpu") == 1
+    monkeypatch.setenv("SOILSOURCE_FREE_MEMORY", str(5 * 2**30))  # 2 GiB + a 1 GiB cache each
+    config.compute.patch_cache_mb = 1024
+    assert runs_at_once(config, 5, "cpu") == 1
+    config.compute.patch_cache_mb = 0
+    assert runs_at_once(config, 5, "cpu") == 2
+    assert runs_at_once(config, 5, "cuda") == 1  # the runs would queue for the GPU
+    config.compute.scheduler = "tcp://localhost:8786"
+    assert runs_at_once(config, 5, "cpu") == 1  # the cluster does the heavy work
+    config.compute.runs_at_once = 3
+    assert runs_at_once(config, 5, "cuda") == 3 and runs_at_once(config, 2, "cpu") == 2
+
+
+@pytest.mark.slow
+def test_runs_side_by_side_give_the_numbers_of_runs_one_after_the_other(
+    small_city, tmp_path, monkeypatch
+):
+    """Each run in its own process gives exactly what the same runs give in this process
+    with the same share of the cores: a run depends on its seed and cores, not on timing."""
+    outs, threads = {}, torch.get_num_threads()
+    monkeypatch.setattr(training, "_CPU_SHARE", None)  # restored after the test
+    try:
+        for lanes in (2, 1):
+            folder = tmp_path / str(lanes)
+            folder.mkdir()
+            config = _metals_config(small_city, folder, compute={"runs_at_once": lanes})
+            if lanes == 1:  # here, with the share each of the two processes had
+                share_cpus(max(1, available_cpus() // 2))
+            outs[lanes] = run(config, folder / "out", settings=FAST, device="cpu").out
+    finally:
+        torch.set_num_threads(threads)
+    for metal in ("Cd", "Pb"):
+        side, alone = (pd.read_csv(outs[k] / metal / "predictions.csv") for k in (2, 1))
+        pd.testing.assert_frame_equal(side, alone)

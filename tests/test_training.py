@@ -10,8 +10,8 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from soilsource.errors import InputError
 from soilsource import training
+from soilsource.errors import InputError
 from soilsource.training import (
     DIHEDRAL_ORDER,
     Standardized,

@@ -465,6 +465,17 @@ class ComputeConfig(_Section):
             "Results are the same either way."
         ),
     )
+    runs_at_once: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Runs of a several-metal run (one per metal and source factor) computed at the "
+            "same time, each in its own process with its share of the cores; null = as many "
+            "as the cores and the free memory allow (one on a GPU or with a scheduler). A "
+            "run's results depend on the cores it gets (float sums follow torch's thread "
+            "count), never on timing."
+        ),
+    )
 
 
 class Config(_Section):

@@ -43,6 +43,9 @@ class InputError(Exception):
         self.message = message
         super().__init__(self.line())
 
+    def __reduce__(self):  # pickled as its three parts (from a process of a several-metal run)
+        return (type(self), (self.source, self.where, self.message))
+
     def line(self) -> str:
         """The one-line message the command line prints."""
         parts = [self.source, self.where, self.message]

@@ -13,8 +13,10 @@ Every output is written atomically and the run directory says whether it is comp
 from __future__ import annotations
 
 import json
+import multiprocessing
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from os import PathLike
@@ -31,7 +33,7 @@ from soilsource.applicability import Applicability, pooled_features, write_appli
 from soilsource.atomic import write_text_atomic
 from soilsource.compute import Session, compute_session
 from soilsource.config import Config, load_config
-from soilsource.dataset import Dataset, RegionSamples, prediction_area
+from soilsource.dataset import Dataset, RegionSamples, free_memory, prediction_area
 from soilsource.evaluation import (
     N_BOOTSTRAP,
     AUCResult,
@@ -84,7 +86,14 @@ from soilsource.sources.join import (
     metal_table,
     write_factor_samples,
 )
-from soilsource.training import Standardized, TorchPatchClassifier, TrainSettings, derive_seed
+from soilsource.training import (
+    Standardized,
+    TorchPatchClassifier,
+    TrainSettings,
+    available_cpus,
+    derive_seed,
+    share_cpus,
+)
 from soilsource.zones import (
     mark_drivers,
     region_landuse_statistics,
@@ -166,7 +175,8 @@ class SeveralResult:
     """What :func:`run_several` returns: the run directory, its metrics, each run's result.
 
     ``runs`` maps a metal (or ``sources/factor_K``) to its single-metal
-    :class:`RunResult`, or to None when a resumed run found it complete already.
+    :class:`RunResult` (its metrics and step times; the models are in its folder), or to
+    None when a resumed run found it complete already.
     """
 
     out: Path
@@ -218,21 +228,95 @@ def execute_several(
     if config.sources is not None:
         with _timed(seconds, "sources"):
             apportionment = apportion_sources(config, values, out / "sources")
-    for metal, single in singles.items():
-        with _timed(seconds, metal):
-            info(f"{metal}: single-metal run into {out / metal}")
-            result.runs[metal] = _sub_run(single, out / metal, device, settings, resume)
+    jobs = [(metal, single, "single-metal run") for metal, single in singles.items()]
     if apportionment is not None and config.sources is not None and config.sources.explain:
-        for key, factor_cfg in factor_runs(config, samples, apportionment, out / "sources"):
-            with _timed(seconds, key):
-                info(f"{key}: learning the factor's load from the imagery")
-                result.runs[key] = _sub_run(factor_cfg, out / key, device, settings, resume)
+        jobs += [
+            (key, factor_cfg, "learning the factor's load from the imagery")
+            for key, factor_cfg in factor_runs(config, samples, apportionment, out / "sources")
+        ]
+    lanes = runs_at_once(config, len(jobs), device)
+    cpus = max(1, available_cpus() // lanes)
+    if lanes > 1:
+        info(f"{len(jobs)} runs, {lanes} at once with {cpus} core{'s' * (cpus > 1)} each")
+    with _lanes(lanes, cpus) as pool:
+        futures = {}
+        for key, sub_config, what in jobs:
+            info(f"{key}: {what}, into {out / key}")
+            args = (sub_config, out / key, device, settings, resume)
+            futures[key] = pool.submit(_timed_sub_run, *args) if pool else None
+            if pool is None:  # one after the other, in this process
+                seconds[key], result.runs[key] = _timed_sub_run(*args)
+        for key, future in futures.items():
+            if future is not None:
+                seconds[key], result.runs[key] = future.result()
     result.metrics = several_metrics(config, out)
     write_text_atomic(out / "metrics.json", json.dumps(result.metrics, indent=2) + "\n")
     with _timed(seconds, "report"):
         write_report(out, seconds=seconds)
     mark(out, "complete", seconds=seconds, several=True)
     return result
+
+
+LANE_MEMORY_MB = 2048
+"""Memory one run of a several-metal run may take beside its patch cache: a Python with
+torch, scikit-learn and GDAL and a run's working set. The demo-size city's runs peak at
+about 1.9 GB (``/usr/bin/time -v soilsource demo --metals``, maximum resident set)."""
+
+
+def runs_at_once(config: Config, n_runs: int, device: str | None = None) -> int:
+    """How many runs of a several-metal run compute at the same time.
+
+    ``compute.runs_at_once`` when set; else as many as there are cores (each run gets its
+    share), runs, and free memory for a process each (:data:`LANE_MEMORY_MB` plus the patch
+    cache). One on a GPU (the runs would queue for it) and with a Dask scheduler (the
+    cluster does the heavy work). On 2 cores a run alone uses them at about 1.1 on average
+    (the report, figures and maps are single-threaded, and two torch threads on one small
+    network wait on each other); two runs side by side with one core each took the demo's
+    five runs from 5 min 37 s to NN (docs/benchmarks.md, ``bench_several``).
+    """
+    if config.compute.runs_at_once is not None:
+        return max(1, min(config.compute.runs_at_once, n_runs))
+    requested = device or config.compute.device
+    on_cpu = requested == "cpu" or (requested == "auto" and not torch.cuda.is_available())
+    if n_runs < 2 or config.compute.scheduler is not None or not on_cpu:
+        return 1
+    cache_mb = min(config.compute.patch_cache_mb, free_memory() / 2**21)
+    fit = int(free_memory() // ((LANE_MEMORY_MB + cache_mb) * 2**20))
+    return max(1, min(n_runs, available_cpus(), fit))
+
+
+@contextmanager
+def _lanes(lanes: int, cpus: int) -> Iterator[ProcessPoolExecutor | None]:
+    """Processes for the runs of a several-metal run (None: run them in this process).
+
+    Processes, not threads: each run seeds torch's global generator (initial weights,
+    dropout) and sets its thread count, which threads of one process would share. They
+    are spawned (not forked from a process whose OpenMP threads already ran), each with
+    ``cpus`` cores (:func:`~soilsource.training.share_cpus`).
+    """
+    if lanes <= 1:
+        yield None
+        return
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(lanes, context, initializer=share_cpus, initargs=(cpus,)) as pool:
+        yield pool
+
+
+def _timed_sub_run(
+    config: Config,
+    out: Path,
+    device: str | None,
+    settings: TrainSettings | None,
+    resume: bool,
+) -> tuple[float, RunResult | None]:
+    """:func:`_sub_run` and its wall time; the result without its cross-validation objects
+    (models and fold results, which stay in the run's folder), so a process hands back
+    only its metrics."""
+    start = time.perf_counter()
+    result = _sub_run(config, out, device, settings, resume)
+    if result is not None:
+        result = RunResult(result.out, result.metrics, seconds=result.seconds)
+    return round(time.perf_counter() - start, 2), result
 
 
 def _sub_run(

@@ -67,6 +67,7 @@ __all__ = [
     "inner_split",
     "predict_proba",
     "resolve_device",
+    "share_cpus",
 ]
 
 DIHEDRAL_ORDER = 8
@@ -181,16 +182,29 @@ class FitResult:
 # --- small pieces -------------------------------------------------------------------------
 
 
+_CPU_SHARE: int | None = None
+
+
 def available_cpus() -> int:
-    """CPU cores this process may run on (respects affinity masks and containers).
+    """CPU cores this process may run on (respects affinity masks and containers, and the
+    share :func:`share_cpus` gave this process).
 
     >>> available_cpus() >= 1
     True
     """
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    return cores if _CPU_SHARE is None else max(1, min(cores, _CPU_SHARE))
+
+
+def share_cpus(cpus: int) -> None:
+    """Use ``cpus`` cores in this process from now on: torch's threads, the forest's jobs
+    and the local compute pool (a process of a several-metal run, beside others)."""
+    global _CPU_SHARE
+    _CPU_SHARE = int(cpus)
+    torch.set_num_threads(available_cpus())
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

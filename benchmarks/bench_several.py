@@ -1,0 +1,106 @@
+"""Several metals with source apportionment: wall time of ``soilsource demo --metals``.
+
+Issue 14's target: three metals with ``sources:`` on the demo-size city finish in under
+5 minutes on 2 cores. The demo runs five single-metal runs (Cd, Pb, Zn and the two source
+factors PMF finds); ``compute.runs_at_once`` decides how many compute at the same time,
+each in its own process with its share of the cores. This script times the whole command
+both ways in one sitting: ``soilsource demo --metals`` (``runs_at_once`` null: on 2 cores,
+two runs of one core each), then ``soilsource run`` on the demo's own ``config.yaml`` with
+``runs_at_once: 1`` (one run after the other, each with every core). It prints each run's
+seconds (``run.json``), the peak resident memory of the largest process, and how far the
+two ways' AUCs are apart (a run's numbers follow torch's thread count, so they differ a
+little; by design neither is "the" answer).
+
+Usage: ``python benchmarks/bench_several.py [--quick]`` (``--quick``: the small city).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+BIN = Path(sys.executable).parent / "soilsource"
+
+
+def timed(command: list[str]) -> tuple[float, float]:
+    """Wall seconds of ``command`` and the peak RSS (GiB) of its largest process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    start = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    seconds = time.perf_counter() - start
+    peak = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    return seconds, peak / 2**20
+
+
+def aucs(out: Path) -> dict[tuple[str, str], float]:
+    """(run, region) -> out-of-fold AUC of a several-metal run directory."""
+    metrics = json.loads((out / "metrics.json").read_text())
+    return {
+        (key, region): r["auc"]
+        for key, run in metrics["runs"].items()
+        for region, r in run["regions"].items()
+        if r.get("auc") is not None
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="the small city (a quick check)")
+    args = parser.parse_args(argv)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        at_once = Path(tmp) / "at_once"
+        load = os.getloadavg()[0]
+        seconds, peak = timed(
+            [str(BIN), "demo", "--metals", "--out", str(at_once), *(["--quick"] * args.quick)]
+        )
+        rows.append(("null (auto)", at_once, seconds, peak, load))
+        config = yaml.safe_load((at_once / "config.yaml").read_text())
+        config["compute"]["runs_at_once"] = 1
+        sequential_yaml = Path(tmp) / "sequential.yaml"
+        sequential_yaml.write_text(yaml.safe_dump(config))
+        sequential = Path(tmp) / "sequential"
+        load = os.getloadavg()[0]
+        seconds, peak = timed([str(BIN), "run", str(sequential_yaml), "--out", str(sequential)])
+        rows.append(("1", sequential, seconds, peak, load))
+
+        city = "quick (256 px regions)" if args.quick else "demo-size (512 px regions)"
+        print(f"`soilsource demo --metals` on the {city} city: Cd, Pb, Zn and their source")
+        print(f"factors; {os.cpu_count()} CPUs. `runs_at_once: 1` is `soilsource run` of the")
+        print("demo's own config.yaml with that one key changed.\n")
+        names = list(json.loads((at_once / "run.json").read_text())["seconds"])
+        print("| runs_at_once | wall, s | " + " | ".join(names) + " | peak RSS, GiB | load |")
+        print("|---|---:|" + "---:|" * len(names) + "---:|---:|")
+        for label, out, seconds, peak, load in rows:
+            steps = json.loads((out / "run.json").read_text())["seconds"]
+            cells = " | ".join(f"{steps.get(n, float('nan')):.0f}" for n in names)
+            print(f"| {label} | {seconds:.0f} | {cells} | {peak:.2f} | {load:.1f} |")
+        ratio = rows[1][2] / rows[0][2]
+        print(f"\nOne after the other / at once: {ratio:.2f}x the wall time.")
+        a, b = aucs(at_once), aucs(sequential)
+        common = sorted(a.keys() & b.keys())
+        diffs = [abs(a[k] - b[k]) for k in common]
+        mean_a, mean_b = (sum(x[k] for k in common) / len(common) for x in (a, b))
+        print(
+            f"AUC per run and region ({len(common)}): mean {mean_a:.3f} at once, {mean_b:.3f} "
+            f"one after the other; largest difference {max(diffs):.3f} (a run's numbers follow "
+            "the cores it gets: one torch thread or two)."
+        )
+        target = 300.0
+        verdict = "met" if rows[0][2] < target else "**not met**"
+        print(f"Target (issue 14): under {target:.0f} s on 2 cores: {verdict}.")
+        print(f"\nLoad average {os.getloadavg()[0]:.1f} at the end.")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
