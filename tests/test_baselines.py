@@ -11,6 +11,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import roc_auc_score
 
 from soilsource.config import Baseline
+from soilsource.learn.training import TrainSettings, fit
 from soilsource.models.baselines import (
     BASELINES,
     TreeEnsemble,
@@ -22,7 +23,6 @@ from soilsource.models.baselines import (
     window_scales,
     window_statistics,
 )
-from soilsource.training import TrainSettings, fit
 
 
 def test_window_scales():

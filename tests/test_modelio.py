@@ -1,4 +1,4 @@
-"""Tests of soilsource.modelio: round trips, and files that must be refused."""
+"""Tests of soilsource.models.modelio: round trips, and files that must be refused."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from soilsource.errors import InputError
-from soilsource.modelio import load_model, read_header, save_model
+from soilsource.learn.training import TorchPatchClassifier, predict_proba
 from soilsource.models.baselines import WindowStatsForest, mobilenet_v3_small
-from soilsource.training import TorchPatchClassifier, predict_proba
+from soilsource.models.modelio import load_model, read_header, save_model
 
 META = {"bands": ["red", "nir"], "mean": [0.1, 0.2], "std": [1.0, 2.0], "patch_px": 16}
 

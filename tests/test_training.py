@@ -1,4 +1,4 @@
-"""Tests of soilsource.training: augmentation group, splits, fitting, repeatability."""
+"""Tests of soilsource.learn.training: augmentation group, splits, fitting, repeatability."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from soilsource.errors import InputError
-from soilsource.training import (
+from soilsource.learn.training import (
     DIHEDRAL_ORDER,
     Standardized,
     TorchPatchClassifier,
@@ -312,7 +312,7 @@ def test_test_time_augmentation_averages_the_eight_rotations_and_flips():
 
 def _lazy(x: np.ndarray):
     """``x`` (physical, NaN for nodata) as a lazy PatchArray over an in-memory store."""
-    from soilsource.patches import PatchStore, _Part
+    from soilsource.data.patches import PatchStore, _Part
 
     n = len(x)
     zeros = np.zeros(n, int)
@@ -322,7 +322,7 @@ def _lazy(x: np.ndarray):
 
 @pytest.mark.parametrize("target", ["label", "value"])
 def test_lazy_patches_train_and_predict_exactly_as_arrays_in_batches(target, monkeypatch):
-    from soilsource.patches import PatchStore
+    from soilsource.data.patches import PatchStore
 
     x, y = blob_task(n=160)
     x = x * 3.0 + 10.0

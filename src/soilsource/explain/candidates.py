@@ -27,9 +27,9 @@ two things the run already has, and a choice documented here once:
 
 Candidates are the objects with a positive effect, ranked by it (1 = strongest), at most
 ``top`` per region, of the classes that drive contamination in the region (significant
-positive evidence, :func:`soilsource.zones.mark_drivers`; every class when none does or
+positive evidence, :func:`soilsource.analysis.zones.mark_drivers`; every class when none does or
 there is no land-use map). A region whose model has no skill gets none
-(:mod:`soilsource.pipeline`).
+(:mod:`soilsource.pipeline.runner`).
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ OBJECT_BLOCK = 4096
 def covered_window(patches, height: int, width: int) -> Window:
     """The part of a ``height`` x ``width`` grid that any of ``patches`` covers.
 
-    >>> from soilsource.patches import Patches
+    >>> from soilsource.data.patches import Patches
     >>> p = Patches(np.zeros((2, 1, 4, 4)), np.ones((2, 4, 4), bool), np.array([-1, 5]),
     ...             np.array([2, 3]), np.arange(2), ("b",))
     >>> covered_window(p, 8, 20)

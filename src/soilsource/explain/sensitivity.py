@@ -1,7 +1,7 @@
 """Occlusion sensitivity of many samples, in batches that can run on a Dask cluster.
 
 A region's sensitivity raster needs one occlusion map per sample patch; the patches are
-independent, so batches of them are tasks (:mod:`soilsource.compute`). The model goes to
+independent, so batches of them are tasks (:mod:`soilsource.runtime`). The model goes to
 the tasks as plain weights, the batches as normalised arrays; results come back in batch
 order, so the maps are the same arrays whether they were computed here or on workers.
 """
@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from soilsource.compute import ModelState, Session, model_state, session_or_local
+from soilsource.data.patches import BandStats, Patches
 from soilsource.explain.occlusion import occlusion_sensitivity
-from soilsource.patches import BandStats, Patches
 from soilsource.progress import track
+from soilsource.runtime import ModelState, Session, model_state, session_or_local
 
 __all__ = ["occlusion_px", "sensitivity_maps", "sensitivity_task"]
 

@@ -3,7 +3,7 @@
 The ``imagery.path`` of the configuration is one raster (every region reads it),
 a list of rasters (scenes or tiles; each sample reads the first one that covers
 it) or a ``{region}`` template (one raster per region). Only metadata is read
-here; pixels are read in windows by :mod:`soilsource.patches`, never whole.
+here; pixels are read in windows by :mod:`soilsource.data.patches`, never whole.
 
 Band names come from the band descriptions (``band_1``, ... when there are none);
 nodata, scale and offset are kept per band so that readers can honour them.
@@ -172,7 +172,7 @@ def describe_raster(path: str | PathLike[str], key: str = "imagery.path") -> Ras
 def prediction_points(raster: RasterInfo, n: int = 1000) -> np.ndarray:
     """About ``n`` regularly spaced points (x, y in the raster's CRS) on its valid pixels.
 
-    The prediction area of kNNDM cross-validation (:class:`soilsource.folds.KNNDM`): the
+    The prediction area of kNNDM cross-validation (:class:`soilsource.learn.folds.KNNDM`): the
     places the probability map covers. The raster's validity mask is read once at a
     reduced resolution (a grid of about ``4 n`` cells, GDAL's nearest-neighbour
     overview), and the centres of valid cells are thinned regularly to about ``n``.

@@ -9,7 +9,7 @@
   initial weights (``weights=None``). Pretrained ImageNet weights cannot be downloaded
   here and would not fit six or more spectral bands anyway; the first convolution is
   replaced to take the band count, and the classifier gives one logit. They are trained
-  by :func:`soilsource.training.fit`, like SI-LICNet.
+  by :func:`soilsource.learn.training.fit`, like SI-LICNet.
 
 :data:`BASELINES` maps the configuration names (``model.baselines``) to factories
 ``(in_channels, patch_px) -> model``.
@@ -28,9 +28,9 @@ from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 from torch import nn
 from torchvision import models as tvm
 
-from soilsource.patches import PatchArray, batch_rows
-from soilsource.target import LogNormalLink, Target, log_values, required_limit
-from soilsource.training import available_cpus
+from soilsource.data.patches import PatchArray, batch_rows
+from soilsource.data.target import LogNormalLink, Target, log_values, required_limit
+from soilsource.learn.training import available_cpus
 
 __all__ = [
     "BASELINES",
@@ -91,7 +91,7 @@ def window_feature_names(n_bands: int, scales: tuple[int, ...]) -> list[str]:
 
 
 FEATURE_BATCH = 512
-"""Patches of a lazy :class:`~soilsource.patches.PatchArray` read per step of
+"""Patches of a lazy :class:`~soilsource.data.patches.PatchArray` read per step of
 :func:`window_statistics` (512 patches of 128 px and 6 bands: 200 MB)."""
 
 
@@ -398,7 +398,7 @@ class WindowStatsForest:
         return self.link_
 
     def to_ensemble(self) -> TreeEnsemble:
-        """The fitted forest as plain arrays (what :mod:`soilsource.modelio` saves)."""
+        """The fitted forest as plain arrays (what :mod:`soilsource.models.modelio` saves)."""
         if isinstance(self.forest_, TreeEnsemble):
             return self.forest_
         if self.forest_ is None:

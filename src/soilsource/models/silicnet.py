@@ -17,8 +17,8 @@ built from two parts with a hard boundary between them:
    invariant to the eight dihedral transforms. A small MLP head then gives one logit.
 
 Nothing nonlinear mixes positions before the pooling, which is what makes exact dense maps
-(:mod:`soilsource.mapping`: the trunk runs once over a region, the rings slide over it as
-box sums) and exact incremental occlusion (:mod:`soilsource.explain.occlusion`) possible.
+(:mod:`soilsource.mapping.probability`: the trunk runs once over a region, the rings slide
+over it as box sums) and exact incremental occlusion (:mod:`soilsource.explain.occlusion`) possible.
 The reasoning, costs and measurements are in ``docs/method.md``.
 """
 
@@ -333,7 +333,7 @@ class SILICNet(nn.Module):
         ``width`` trunk channels (the pointwise convolutions are grouped by member) and
         its own ``hidden`` head units (the head's first layer is block-diagonal), and the
         output is the mean of the members' outputs (:meth:`member_outputs`). Training
-        scores each member on its own (:func:`soilsource.training.fit`), so the members
+        scores each member on its own (:func:`soilsource.learn.training.fit`), so the members
         stay as diverse as separately trained networks, while the module stays one
         SI-LICNet: one linear pooling, so dense maps and incremental occlusion stay exact.
         With a few hundred samples an ensemble is the cheapest large gain we measured
@@ -522,7 +522,7 @@ class SILICNet(nn.Module):
         What the output means is the training target's: trained on labels
         (``model.target: label``) it is the logit of contamination; trained on
         concentrations (``value``, the default) it is the standardised log concentration
-        ``z``, which :class:`soilsource.target.LogNormalLink` turns into the median
+        ``z``, which :class:`soilsource.data.target.LogNormalLink` turns into the median
         (mg/kg) and the probability of exceeding a limit. With ``members > 1`` it is the
         mean of the members' outputs.
         """

@@ -43,7 +43,7 @@ from scipy.spatial import cKDTree
 from scipy.stats import hypergeom, norm, rankdata
 from sklearn.metrics import roc_auc_score
 
-from soilsource.labels import exceeds, gb15618_screening_value
+from soilsource.data.labels import exceeds, gb15618_screening_value
 from soilsource.synth.fields import distance_m, nearest_index, smooth_noise, upsample_linear
 from soilsource.synth.landscape import Landscape, RoadClass, WaterKind
 from soilsource.synth.recipes import (

@@ -1,6 +1,6 @@
 """``soilsource check``: can these inputs be used? Everything short of training.
 
-:func:`check` runs the preflight that ``run`` runs (:func:`soilsource.preflight.plan`:
+:func:`check` runs the preflight that ``run`` runs (:func:`soilsource.pipeline.preflight.plan`:
 configuration, samples, imagery and every sample's patch, land use and class table,
 label rule, mapping rasters, memory) and returns a :class:`CheckSummary` of what it
 found. It writes nothing. Problems that make the inputs unusable raise
@@ -16,7 +16,7 @@ from os import PathLike
 from pathlib import Path
 
 from soilsource.config import Config, load_config
-from soilsource.preflight import (
+from soilsource.pipeline.preflight import (
     InputCheck,
     RegionCheck,
     RunPlan,
@@ -79,7 +79,7 @@ def check(config: Config | str | PathLike[str], *, threads: int = 2) -> CheckSum
     Raises
     ------
     InputError
-        Anything that makes the inputs unusable (:func:`soilsource.preflight.plan`):
+        Anything that makes the inputs unusable (:func:`soilsource.pipeline.preflight.plan`):
         the message names the file and the key, column, rows or region.
     """
     return _summary(plan(config, keep_patches=False, threads=threads))
@@ -102,7 +102,7 @@ def _summary(found: RunPlan) -> CheckSummary:
 def check_all(config: Config | str | PathLike[str], *, threads: int = 2) -> list[CheckSummary]:
     """:func:`check` of each metal of a configuration (one summary for one metal).
 
-    A several-metal configuration goes through :func:`soilsource.preflight.plan_several`,
+    A several-metal configuration goes through :func:`soilsource.pipeline.preflight.plan_several`,
     the preflight of ``run``: every metal, and the ``sources:`` settings and table.
     """
     if not isinstance(config, Config):

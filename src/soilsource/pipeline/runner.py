@@ -1,10 +1,10 @@
 """``soilsource run``: the whole pipeline, from a configuration to a run directory.
 
-inputs -> labels -> patches (:mod:`soilsource.dataset`) -> SI-LICNet and baselines under
-spatial cross-validation (:mod:`soilsource.evaluation`) -> out-of-fold predictions,
+inputs -> labels -> patches (:mod:`soilsource.data.dataset`) -> SI-LICNet and baselines under
+spatial cross-validation (:mod:`soilsource.learn.evaluation`) -> out-of-fold predictions,
 metrics and ROC curves -> occlusion sensitivity of the final models, mosaicked per region
-(:mod:`soilsource.explain`) -> land-use statistics and hotspots (:mod:`soilsource.zones`,
-:mod:`soilsource.hotspots`) -> probability maps (:mod:`soilsource.mapping`).
+(:mod:`soilsource.explain`) -> land-use statistics and hotspots (:mod:`soilsource.analysis.zones`,
+:mod:`soilsource.analysis.hotspots`) -> probability maps (:mod:`soilsource.mapping.probability`).
 
 Every output is written atomically and the run directory says whether it is complete
 (:mod:`soilsource.rundir`).
@@ -27,19 +27,18 @@ import rasterio.windows
 import torch
 from scipy.stats import spearmanr
 
-from soilsource.applicability import Applicability, pooled_features, write_applicability
-from soilsource.atomic import write_text_atomic
-from soilsource.compute import Session, compute_session
-from soilsource.config import Config, load_config
-from soilsource.dataset import Dataset, RegionSamples, prediction_area
-from soilsource.evaluation import (
-    N_BOOTSTRAP,
-    AUCResult,
-    CVResult,
-    brier_score,
-    cross_validate,
-    paired_auc_difference,
+from soilsource.analysis.hotspots import raster_hotspot_threshold, region_hotspots, write_hotspots
+from soilsource.analysis.zones import (
+    mark_drivers,
+    region_landuse_statistics,
+    write_geodetector,
+    write_landuse_sensitivity,
 )
+from soilsource.atomic import write_text_atomic
+from soilsource.config import Config, load_config
+from soilsource.data.dataset import Dataset, RegionSamples, prediction_area
+from soilsource.data.labels import gb15618_screening_value
+from soilsource.data.patches import Patches, PatchStore
 from soilsource.explain import sensitivity
 from soilsource.explain.candidates import (
     covered_window,
@@ -52,29 +51,37 @@ from soilsource.explain.candidates import (
 )
 from soilsource.explain.mosaic import write_sensitivity
 from soilsource.explain.subset import explained_rows
-from soilsource.figures import roc_figure
-from soilsource.hotspots import raster_hotspot_threshold, region_hotspots, write_hotspots
 from soilsource.inputs import open_landuse
 from soilsource.inputs.imagery import (
     crs_code,
     imagery_record,
     reproject_points,
 )
-from soilsource.labels import gb15618_screening_value
-from soilsource.mapping import MapRule, write_probability_map
-from soilsource.modelio import save_model
+from soilsource.learn.evaluation import (
+    N_BOOTSTRAP,
+    AUCResult,
+    CVResult,
+    brier_score,
+    cross_validate,
+    paired_auc_difference,
+)
+from soilsource.learn.training import Standardized, TorchPatchClassifier, TrainSettings, derive_seed
+from soilsource.mapping.applicability import Applicability, pooled_features, write_applicability
+from soilsource.mapping.probability import MapRule, write_probability_map
 from soilsource.models import SILICNet
 from soilsource.models.baselines import make_baseline, random_forest
-from soilsource.patches import Patches, PatchStore
-from soilsource.preflight import RunPlan, plan_several
-from soilsource.preflight import plan as preflight
-from soilsource.pretrain import PretrainSettings, load_trunk, pretrained_trunk
+from soilsource.models.modelio import save_model
+from soilsource.models.pretrain import PretrainSettings, load_trunk, pretrained_trunk
+from soilsource.pipeline.preflight import RunPlan, plan_several
+from soilsource.pipeline.preflight import plan as preflight
+from soilsource.pipeline.resume import Checkpoints
+from soilsource.pipeline.resume import results_yaml as _results_yaml
 from soilsource.progress import info, warn
-from soilsource.report import write_report
-from soilsource.resume import Checkpoints
-from soilsource.resume import results_yaml as _results_yaml
+from soilsource.report.document import write_report
+from soilsource.report.figures import roc_figure
 from soilsource.rundir import claim, is_complete, mark, prepare, read_status, safe_stem
 from soilsource.rundir import resume as resume_run
+from soilsource.runtime import Session, compute_session
 from soilsource.sources import Apportionment, apportion
 from soilsource.sources.join import (
     detection_limits,
@@ -83,13 +90,6 @@ from soilsource.sources.join import (
     factor_loads,
     metal_table,
     write_factor_samples,
-)
-from soilsource.training import Standardized, TorchPatchClassifier, TrainSettings, derive_seed
-from soilsource.zones import (
-    mark_drivers,
-    region_landuse_statistics,
-    write_geodetector,
-    write_landuse_sensitivity,
 )
 
 MODEL = "silicnet"
@@ -132,14 +132,14 @@ def run(
         with ``train.max_epochs`` and ``train.patience`` of the configuration).
     resume:
         Continue the unfinished run in ``out`` (killed, say): finished folds and
-        region rasters are kept (:mod:`soilsource.resume`); the configuration must be
+        region rasters are kept (:mod:`soilsource.pipeline.resume`); the configuration must be
         the killed run's.
 
     Raises
     ------
     InputError
         Bad inputs or configuration, or a run in progress in ``out``: found by the
-        preflight (:func:`soilsource.preflight.plan`) before anything is written.
+        preflight (:func:`soilsource.pipeline.preflight.plan`) before anything is written.
     """
     if not isinstance(config, Config):
         config = load_config(config)
@@ -341,7 +341,7 @@ def execute(
 
     With ``resume``, into one checked by :func:`~soilsource.rundir.resume`: the
     checkpoints must be of the same configuration. A complete run deletes them.
-    ``plan`` is the preflight's (:func:`soilsource.preflight.plan`); without it the
+    ``plan`` is the preflight's (:func:`soilsource.pipeline.preflight.plan`); without it the
     preflight runs here, before any training.
     """
     if device is not None:
@@ -401,11 +401,11 @@ def model_factory(
 ) -> Callable[[], Any]:
     """A zero-argument factory of a fresh, untrained estimator for ``name``.
 
-    Torch models are wrapped in :class:`~soilsource.training.Standardized`, so each
+    Torch models are wrapped in :class:`~soilsource.learn.training.Standardized`, so each
     fold's band statistics come from its training samples only; the random forest
     reads physical values (NaN where there is no data) and needs no scaling. Every
     model learns ``model.target`` (the concentration, or the label). ``trunk``: a
-    pretrained SI-LICNet trunk (:mod:`soilsource.pretrain`) every network starts from.
+    pretrained SI-LICNet trunk (:mod:`soilsource.models.pretrain`) every network starts from.
     """
     channels, size = len(dataset.band_names), dataset.patch_px
     device, target = config.compute.device, config.model.target
@@ -440,7 +440,7 @@ def pretrained_trunks(
 
     Empty when pretraining is off. The trunk of a region comes from its own rasters, a
     pooled scope's from all of them; each is cached by an imagery fingerprint.
-    ``settings``: the pretraining's (default :class:`~soilsource.pretrain.PretrainSettings`
+    ``settings``: the pretraining's (default :class:`~soilsource.models.pretrain.PretrainSettings`
     with the configuration's augmentation).
     """
     if not config.model.pretrain:
@@ -566,7 +566,7 @@ def _region_rows(cv: dict[str, CVResult], region: RegionSamples, dataset: Datase
     """Where ``region``'s samples sit in the arrays of the CV that covers it.
 
     All of them for its own CV; in a pooled CV, the regions follow each other in
-    dataset order (:meth:`~soilsource.dataset.Dataset.concat`).
+    dataset order (:meth:`~soilsource.data.dataset.Dataset.concat`).
     """
     if region.name in cv:
         return slice(None)
@@ -783,7 +783,7 @@ def probability_maps(
 ) -> None:
     """``probability/REGION.tif`` (and ``concentration/REGION.tif`` for a model of the
     concentration), and ``applicability/REGION.tif``: the final SI-LICNet's maps of each
-    region and where they apply (:mod:`soilsource.applicability`)."""
+    region and where they apply (:mod:`soilsource.mapping.applicability`)."""
     for region in dataset:
         model = final_model(cv, region.name)
         if model is None:
@@ -827,7 +827,7 @@ def map_record(
 ) -> dict[str, Any]:
     """How a region's maps are made, as plain JSON (saved with the model for ``predict``).
 
-    ``rule``: the :class:`~soilsource.mapping.MapRule` without its link (None for a
+    ``rule``: the :class:`~soilsource.mapping.probability.MapRule` without its link (None for a
     classifier); ``rule_text`` and ``model_text``: the ``RULE`` and ``MODEL`` tags of the
     maps (:mod:`soilsource.gisout`).
     """
@@ -848,7 +848,8 @@ def model_text(config: Config, region: str) -> str:
 
 
 def rule_of(record: dict[str, Any], link: Any) -> MapRule | None:
-    """The :class:`~soilsource.mapping.MapRule` of a :func:`map_record` (None: a classifier)."""
+    """The :class:`~soilsource.mapping.probability.MapRule` of a :func:`map_record`
+    (None: a classifier)."""
     return (
         None if record["rule"] is None or link is None else MapRule.from_dict(record["rule"], link)
     )
@@ -864,7 +865,8 @@ def region_applicability(
 
 
 def map_rule(region: RegionSamples, link: Any, config: Config) -> MapRule:
-    """The limits a region's maps are computed against (see :class:`~soilsource.mapping.MapRule`).
+    """The limits a region's maps are computed against
+    (see :class:`~soilsource.mapping.probability.MapRule`).
 
     One limit when every sample of the region has the same (a threshold, a background, a
     quantile). Under a pH-dependent rule, the limits at each pixel's pH from ``mapping.ph``,

@@ -47,10 +47,10 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from torch import nn
 
+from soilsource.data.patches import BandStats, PatchArray, batch_rows
+from soilsource.data.target import LogNormalLink, Target, required_limit
 from soilsource.errors import InputError
-from soilsource.patches import BandStats, PatchArray, batch_rows
 from soilsource.progress import track, warn
-from soilsource.target import LogNormalLink, Target, required_limit
 
 __all__ = [
     "EpochLog",
@@ -324,7 +324,7 @@ def _as_tensor(patches: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 Inputs = torch.Tensor | PatchArray
 """What training and prediction index batch by batch: a tensor in memory, or a lazy
-:class:`~soilsource.patches.PatchArray` read batch by batch (many samples)."""
+:class:`~soilsource.data.patches.PatchArray` read batch by batch (many samples)."""
 
 
 def _as_input(patches: np.ndarray | torch.Tensor | PatchArray) -> Inputs:
@@ -425,7 +425,7 @@ def fit(
     target:
         ``"label"``: ``labels`` are 0/1 and the output is a logit (class-weighted binary
         cross-entropy). ``"value"``: ``labels`` are standardised log concentrations ``z``
-        (:meth:`~soilsource.target.LogNormalLink.encode`) and the output is the predicted
+        (:meth:`~soilsource.data.target.LogNormalLink.encode`) and the output is the predicted
         ``z``; the loss is the Gaussian negative log-likelihood with one learned spread
         ``sigma_z`` (returned in :attr:`FitResult.sigma_z`). The spread is one number per
         model, not per patch: the model's output stays one number per patch, which keeps
@@ -627,7 +627,7 @@ class TorchPatchClassifier:
     target:
         ``"label"``: :meth:`fit` takes 0/1 labels, the output is a logit. ``"value"``:
         :meth:`fit` takes concentrations (mg/kg); the module learns their standardised
-        log and a spread (:class:`~soilsource.target.LogNormalLink`, kept in ``link_``),
+        log and a spread (:class:`~soilsource.data.target.LogNormalLink`, kept in ``link_``),
         and :meth:`predict_proba` needs each sample's limit.
     """
 
@@ -722,7 +722,7 @@ class Standardized:
 
     Cross-validation hands each fold's training patches to :meth:`fit`; the per-band mean
     and standard deviation come from their valid pixels alone
-    (:class:`~soilsource.patches.BandStats`), so nothing of the test samples leaks into the
+    (:class:`~soilsource.data.patches.BandStats`), so nothing of the test samples leaks into the
     scaling. Patches are in physical units with NaN where there is no data; after scaling
     those pixels are 0, the band mean, which is also the occlusion baseline.
 

@@ -1,6 +1,6 @@
 """Hotspots: the most sensitive places of a region, as polygons (candidate pollution sources).
 
-Definition (a choice, documented here once and used by :mod:`soilsource.zones` too):
+Definition (a choice, documented here once and used by :mod:`soilsource.analysis.zones` too):
 
 - a pixel is *hot* when its sensitivity is among the top ``top_share`` (default 5 %) of the
   covered (non-nodata) pixels of the region **and** strictly positive. Only positive values

@@ -4,7 +4,8 @@
 
 - the run directory (``--out``, ``--force``, ``--resume``): :func:`soilsource.rundir.check_out`,
   a run in progress there included (its lock), and, with ``--resume``, that the killed
-  run's checkpoints are of this configuration (:meth:`soilsource.resume.Checkpoints.verify`);
+  run's checkpoints are of this configuration
+  (:meth:`soilsource.pipeline.resume.Checkpoints.verify`);
 - the Dask scheduler of ``compute.scheduler``, when one is set;
 - the imagery: every raster opens, has a CRS and a north-up grid, the rasters agree in
   bands (count, names, scales, offsets) and in patch size in pixels, the patch fits in
@@ -13,11 +14,11 @@
 - land use and its class table (a code missing from the table is found here, before any
   training), the rasters of ``mapping`` (pH, study area) and the reference layers of
   ``report``, all before the patches are read;
-- the samples, the label rule and the patches (:func:`soilsource.dataset.load_dataset`,
+- the samples, the label rule and the patches (:func:`soilsource.data.dataset.load_dataset`,
   which reads each sample's patch once, with the working-set memory check of
-  :func:`soilsource.dataset.check_memory`): a region with no sample in the imagery, or
+  :func:`soilsource.data.dataset.check_memory`): a region with no sample in the imagery, or
   none with enough data in its patch, is refused; the returned
-  :class:`~soilsource.dataset.Dataset` is what ``run`` trains on, so patches are not read
+  :class:`~soilsource.data.dataset.Dataset` is what ``run`` trains on, so patches are not read
   twice;
 - labels: a region of one class is a warning (its AUC cannot be computed; the models
   still learn), a scope with fewer usable samples than ``train.folds`` is refused, and
@@ -28,7 +29,7 @@ Problems that make a run impossible raise :class:`~soilsource.errors.InputError`
 line, exit 2); problems that only weaken it become :attr:`RunPlan.warnings`, which the
 caller prints once the whole preflight has passed, so a refused run prints one line.
 
-``check`` prints the plan (:mod:`soilsource.check`); ``run`` trains on it
+``check`` prints the plan (:mod:`soilsource.pipeline.check`); ``run`` trains on it
 (:func:`soilsource.pipeline.run`); ``predict`` has its own inputs, a run directory and new
 imagery, checked by :func:`predict_plan`.
 """
@@ -46,15 +47,15 @@ from typing import Any
 import numpy as np
 from rasterio.enums import MaskFlags
 
-from soilsource.compute import check_scheduler
 from soilsource.config import Config, load_config
-from soilsource.dataset import (
+from soilsource.data.dataset import (
     Dataset,
     check_memory,
     load_dataset,
     prediction_area,
     size_text,
 )
+from soilsource.data.patches import one_patch_size, patch_size_px
 from soilsource.errors import InputError
 from soilsource.inputs import (
     RasterInfo,
@@ -67,14 +68,14 @@ from soilsource.inputs import (
 )
 from soilsource.inputs.imagery import check_like_training
 from soilsource.inputs.reference import read_reference
-from soilsource.modelio import SavedModel, load_model, read_header
-from soilsource.patches import one_patch_size, patch_size_px
-from soilsource.report import read_run_config
-from soilsource.resume import Checkpoints, results_yaml
+from soilsource.learn.training import TrainSettings
+from soilsource.models.modelio import SavedModel, load_model, read_header
+from soilsource.pipeline.resume import Checkpoints, results_yaml
+from soilsource.report.document import read_run_config
 from soilsource.rundir import check_out, is_complete, read_status
+from soilsource.runtime import check_scheduler
 from soilsource.sources import validate
 from soilsource.sources.join import detection_limits, metal_table
-from soilsource.training import TrainSettings
 
 FREE_DISK_ENV = "SOILSOURCE_FREE_DISK"
 """Bytes of free disk to assume instead of asking the file system (tests simulate a full

@@ -38,16 +38,16 @@ from scipy.spatial import cKDTree
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
+from soilsource.data.target import Target
 from soilsource.errors import InputError
-from soilsource.folds import KNNDM, FoldDesign, RandomKFold, SpatialBlocks, block_ids
-from soilsource.progress import track, warn
-from soilsource.target import Target
-from soilsource.training import (
+from soilsource.learn.folds import KNNDM, FoldDesign, RandomKFold, SpatialBlocks, block_ids
+from soilsource.learn.training import (
     PatchEstimator,
     TorchPatchClassifier,
     TrainSettings,
     derive_seed,
 )
+from soilsource.progress import track, warn
 
 __all__ = [
     "MIN_NEGATIVES",
@@ -235,7 +235,7 @@ def brier_score(labels: np.ndarray, proba: np.ndarray) -> float | None:
 
 
 CV_DESIGNS = ("knndm", "spatial", "buffered", "random")
-"""The fold designs of ``train.cv`` (:mod:`soilsource.folds`)."""
+"""The fold designs of ``train.cv`` (:mod:`soilsource.learn.folds`)."""
 
 
 def spatial_folds(
@@ -247,7 +247,7 @@ def spatial_folds(
     seed: int = 0,
     regions: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Fold id (0..k-1) per sample of :class:`~soilsource.folds.SpatialBlocks`.
+    """Fold id (0..k-1) per sample of :class:`~soilsource.learn.folds.SpatialBlocks`.
 
     >>> rng = np.random.default_rng(0)
     >>> xy = rng.uniform(0, 1000, size=(200, 2)); y = (xy[:, 0] > 600).astype(int)
@@ -264,7 +264,7 @@ def random_folds(
     seed: int = 0,
     regions: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Fold id per sample of :class:`~soilsource.folds.RandomKFold` (optimistic in space).
+    """Fold id per sample of :class:`~soilsource.learn.folds.RandomKFold` (optimistic in space).
 
     >>> random_folds(np.array([0, 1] * 5), folds=5, seed=0).tolist().count(0)
     2
@@ -393,7 +393,7 @@ class CVResult:
 class FoldCheckpoint(Protocol):
     """Where :func:`cross_validate` keeps finished folds, so that a killed run resumes.
 
-    :class:`soilsource.resume.FoldStore` keeps them in the run directory. A fold's
+    :class:`soilsource.pipeline.resume.FoldStore` keeps them in the run directory. A fold's
     result is its test samples' probabilities; ``test`` (the indices) lets the store
     refuse a checkpoint of different folds.
     """
@@ -476,8 +476,8 @@ def cross_validate(
     ----------
     factory:
         Zero-argument callable returning a fresh untrained ``nn.Module`` (wrapped in
-        :class:`~soilsource.training.TorchPatchClassifier` with ``settings`` and
-        ``device``) or a :class:`~soilsource.training.PatchEstimator`. Torch is seeded
+        :class:`~soilsource.learn.training.TorchPatchClassifier` with ``settings`` and
+        ``device``) or a :class:`~soilsource.learn.training.PatchEstimator`. Torch is seeded
         before each call, so initial weights are repeatable.
     patches, labels:
         (N, C, H, H) float32 patches as the models take them (normalised for a bare
@@ -499,7 +499,7 @@ def cross_validate(
         theirs).
     target, values, limits:
         ``"label"``: models learn the 0/1 labels. ``"value"``: models learn the
-        concentrations ``values`` (mg/kg; :mod:`soilsource.target`), and the out-of-fold
+        concentrations ``values`` (mg/kg; :mod:`soilsource.data.target`), and the out-of-fold
         probability is that of exceeding each sample's own ``limits``; the predicted
         median goes to :attr:`CVResult.pred_value`. Folds, stratification and AUC use
         ``labels`` either way.
@@ -513,7 +513,7 @@ def cross_validate(
         its samples only, not on what ran before it in the process (what makes
         ``checkpoint`` resumption exact).
     device, settings, num_threads:
-        For torch models (see :func:`soilsource.training.fit`).
+        For torch models (see :func:`soilsource.learn.training.fit`).
     final:
         Also train the final model on all samples (``CVResult.final``).
     n_boot:

@@ -131,8 +131,8 @@ def patch_origins(
 
     For odd sizes the pixel containing ``p`` is the centre pixel; for even sizes the grid
     corner nearest ``p`` is the centre, and a tie (a point at a pixel's centre) goes to the
-    pixel's upper-left corner. That is the rule of :mod:`soilsource.mapping`: the patch of
-    a sample in pixel ``(i, j)`` (at its centre, for even sizes) is the one the probability
+    pixel's upper-left corner. That is the rule of :mod:`soilsource.mapping.probability`: the
+    patch of a sample in pixel ``(i, j)`` (at its centre, for even sizes) is the one the probability
     map gives at ``(i, j)``, rows ``i - size // 2`` to ``i - size // 2 + size - 1``.
 
     >>> patch_origins(np.array([10.3, 10.5, 10.6]), np.array([0.2, 0.2, 0.2]), 4)

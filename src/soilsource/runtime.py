@@ -252,7 +252,7 @@ def session_or_local(session: Session | None) -> AbstractContextManager[Session]
 def _import_task_modules() -> None:
     """Import what the tasks need (run on each worker when a session starts)."""
     import soilsource.explain.sensitivity
-    import soilsource.mapping  # noqa: F401
+    import soilsource.mapping.probability  # noqa: F401
 
 
 def _worker_torch_threads(client: Any) -> dict[str, int]:
@@ -274,7 +274,7 @@ class ModelState:
 
     This is what travels to workers, never a pickled module (whose class, buffers and
     hooks depend on the sending process). :meth:`build` rebuilds the module from the fixed
-    registry :data:`soilsource.modelio.ARCHITECTURES`, as loading a model file does.
+    registry :data:`soilsource.models.modelio.ARCHITECTURES`, as loading a model file does.
     """
 
     architecture: str
@@ -283,7 +283,7 @@ class ModelState:
 
     def build(self) -> nn.Module:
         """The module in evaluation mode on the CPU, with exactly the saved weights."""
-        from soilsource.modelio import ARCHITECTURES
+        from soilsource.models.modelio import ARCHITECTURES
 
         module = ARCHITECTURES[self.architecture](**self.init_kwargs)
         module.load_state_dict({k: torch.from_numpy(v) for k, v in self.weights.items()})
@@ -300,7 +300,7 @@ def model_state(model: nn.Module) -> ModelState:
     >>> bool(torch.equal(model(x), again(x)))
     True
     """
-    from soilsource.modelio import ARCHITECTURES, _architecture_of
+    from soilsource.models.modelio import ARCHITECTURES, _architecture_of
 
     name = _architecture_of(model)
     kwargs = getattr(model, "config", None)

@@ -41,14 +41,14 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 from torch import Tensor
 
-from soilsource.compute import ModelState, Session, model_state, session_or_local
+from soilsource.data.labels import gb15618_screening_value
+from soilsource.data.patches import BandStats, read_windows
+from soilsource.data.target import LogNormalLink
 from soilsource.gisout import RasterStyle, cog_path
 from soilsource.inputs import RasterInfo
-from soilsource.labels import gb15618_screening_value
 from soilsource.models.silicnet import STEM_STRIDE, SILICNet
-from soilsource.patches import BandStats, read_windows
 from soilsource.progress import track
-from soilsource.target import LogNormalLink
+from soilsource.runtime import ModelState, Session, model_state, session_or_local
 
 __all__ = [
     "MapRule",
@@ -376,14 +376,14 @@ def write_probability_map(
 ) -> Path:
     """Write the wall-to-wall probability map of one raster as a float32 Cloud-Optimised GeoTIFF.
 
-    Each output tile is one task (:mod:`soilsource.compute`): the task reads its own
+    Each output tile is one task (:mod:`soilsource.runtime`): the task reads its own
     window of the imagery (the tile plus its halo, boundless windowed reads of
-    :func:`soilsource.patches.read_windows`), scales it with the model's band statistics
+    :func:`soilsource.data.patches.read_windows`), scales it with the model's band statistics
     and returns the tile; this process writes tiles block by block as they arrive, in
     tile order, with a bounded number of tasks in flight. Memory stays bounded however
     large the raster is, and the file is the same whether the tasks ran here or on a
     Dask cluster. The model travels to the tasks as plain weights
-    (:func:`~soilsource.compute.model_state`).
+    (:func:`~soilsource.runtime.model_state`).
 
     Patches are treated as in training: pixels without data (nodata, or beyond the raster
     edge) take the band mean, and a pixel's value is NaN (the file's nodata) where more

@@ -12,15 +12,15 @@ import torch
 from rasterio.transform import from_origin
 from torch import nn
 
-from soilsource.compute import _add_shared, compute_session, model_state
+from soilsource.data.patches import BandStats, extract_patches
 from soilsource.errors import InputError
 from soilsource.explain.mosaic import write_sensitivity
 from soilsource.explain.sensitivity import sensitivity_maps
 from soilsource.inputs.imagery import describe_raster
-from soilsource.mapping import write_probability_map
+from soilsource.mapping.probability import write_probability_map
 from soilsource.models import SILICNet
 from soilsource.models.silicnet import random_silicnet
-from soilsource.patches import BandStats, extract_patches
+from soilsource.runtime import _add_shared, compute_session, model_state
 
 BANDS, PATCH_PX = 3, 24
 

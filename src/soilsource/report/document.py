@@ -17,7 +17,7 @@ autoescaping, so a region named ``<script>`` is shown, never run.
 Maps are layers of the same size stacked in the browser: the true-colour imagery, the
 sensitivity and probability overlays (a chooser and an opacity slider), and an SVG with the
 samples (coloured by measured value) and the hotspot outlines. Rasters are read decimated
-to at most :data:`~soilsource.figures.MAP_MAX_PX` pixels on the long side.
+to at most :data:`~soilsource.report.figures.MAP_MAX_PX` pixels on the long side.
 """
 
 from __future__ import annotations
@@ -41,7 +41,11 @@ from soilsource import __version__
 from soilsource.atomic import write_text_atomic
 from soilsource.config import Config, load_config
 from soilsource.errors import InputError
-from soilsource.figures import (
+from soilsource.gisout import CONCENTRATION_CMAP, PROBABILITY_CMAP, SIGNED_CMAP
+from soilsource.inputs.imagery import describe_raster, region_path
+from soilsource.inputs.reference import read_reference
+from soilsource.progress import track
+from soilsource.report.figures import (
     LABELS,
     MapFurniture,
     MapGrid,
@@ -58,10 +62,6 @@ from soilsource.figures import (
     true_colour_bands,
     true_colour_jpeg,
 )
-from soilsource.gisout import CONCENTRATION_CMAP, PROBABILITY_CMAP, SIGNED_CMAP
-from soilsource.inputs.imagery import describe_raster, region_path
-from soilsource.inputs.reference import read_reference
-from soilsource.progress import track
 from soilsource.rundir import safe_stem
 from soilsource.sources.join import factor_label
 
@@ -203,7 +203,7 @@ def write_predict_report(
 def render(context: dict[str, Any], template: str = "report.html.j2") -> str:
     """The HTML of a report from its context (autoescaped ``template``: :func:`gather`'s
     context for ``report.html.j2``)."""
-    assets = resources.files("soilsource") / "report_assets"
+    assets = resources.files("soilsource") / "report" / "assets"
     env = jinja2.Environment(
         loader=jinja2.FunctionLoader(lambda name: (assets / name).read_text(encoding="utf-8")),
         autoescape=True,

@@ -4,12 +4,12 @@ A run keeps, in ``OUT/.checkpoints/``:
 
 - ``fingerprint.json``: the resolved configuration and every training setting; a
   resumed run must have the same, or it is refused (its folds would not fit). That
-  includes the defaults of :class:`~soilsource.training.TrainSettings`: a run killed
+  includes the defaults of :class:`~soilsource.learn.training.TrainSettings`: a run killed
   under one soilsource version is not resumed by a version that trains differently;
 - ``cv/MODEL/SCOPE/fold_K.json``: each finished fold's test indices and out-of-fold
   probabilities (JSON floats round-trip exactly, so resumed metrics are
   byte-identical), and ``final.pt`` / ``final.npz``: the final model of the scope,
-  in the model file format of :mod:`soilsource.modelio` (loaded without pickle, so a
+  in the model file format of :mod:`soilsource.models.modelio` (loaded without pickle, so a
   file planted among the checkpoints runs no code).
 
 Explanation and probability maps need no checkpoint files: each region's GeoTIFF is
@@ -18,7 +18,7 @@ Every checkpoint is written atomically too. A complete run deletes
 ``.checkpoints/``: its outputs hold everything, and a complete run is not resumed.
 
 Resuming is exact because each fold trains with a seed derived from the run's seed
-and the fold number alone (:func:`soilsource.evaluation.cross_validate`).
+and the fold number alone (:func:`soilsource.learn.evaluation.cross_validate`).
 """
 
 from __future__ import annotations
@@ -34,12 +34,17 @@ import torch
 
 from soilsource.atomic import write_text_atomic
 from soilsource.config import Config
+from soilsource.data.patches import BandStats
 from soilsource.errors import InputError
-from soilsource.modelio import load_model, save_model
+from soilsource.learn.training import (
+    PatchEstimator,
+    Standardized,
+    TorchPatchClassifier,
+    TrainSettings,
+)
 from soilsource.models.baselines import WindowStatsForest
-from soilsource.patches import BandStats
+from soilsource.models.modelio import load_model, save_model
 from soilsource.rundir import safe_stem
-from soilsource.training import PatchEstimator, Standardized, TorchPatchClassifier, TrainSettings
 
 CHECKPOINTS = ".checkpoints"
 FINGERPRINT = "fingerprint.json"
@@ -134,7 +139,7 @@ class Checkpoints:
 class FoldStore:
     """Finished folds and the final model of one cross-validation, as files.
 
-    Implements :class:`soilsource.evaluation.FoldCheckpoint`.
+    Implements :class:`soilsource.learn.evaluation.FoldCheckpoint`.
     """
 
     def __init__(self, folder: Path, settings: TrainSettings, device: str | torch.device) -> None:

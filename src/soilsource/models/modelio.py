@@ -44,15 +44,15 @@ from torch import nn
 
 from soilsource import __version__
 from soilsource.atomic import atomic_path
+from soilsource.data.target import LogNormalLink
 from soilsource.errors import InputError
+from soilsource.learn.training import TorchPatchClassifier
 from soilsource.models.baselines import (
     TreeEnsemble,
     WindowStatsForest,
     mobilenet_v3_small,
     resnet18,
 )
-from soilsource.target import LogNormalLink
-from soilsource.training import TorchPatchClassifier
 
 __all__ = ["ARCHITECTURES", "FORMAT", "SavedModel", "load_model", "read_header", "save_model"]
 
@@ -100,7 +100,7 @@ def save_model(
     Parameters
     ----------
     model:
-        A trained torch module (or :class:`~soilsource.training.TorchPatchClassifier`),
+        A trained torch module (or :class:`~soilsource.learn.training.TorchPatchClassifier`),
         or a fitted :class:`~soilsource.models.baselines.WindowStatsForest`.
     architecture, init_kwargs:
         For torch: a name in :data:`ARCHITECTURES` and the JSON-serialisable keyword
