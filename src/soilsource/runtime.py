@@ -26,26 +26,23 @@ cluster is asked for.
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import numpy as np
 import torch
-from torch import nn
 
 from soilsource.errors import InputError
 
 __all__ = [
-    "ModelState",
     "Session",
     "check_scheduler",
     "compute_session",
-    "model_state",
     "session_or_local",
     "set_torch_threads",
     "task_threads",
@@ -145,6 +142,7 @@ def compute_session(
     local_threads: int | None = None,
     max_in_flight: int | None = None,
     timeout: str = "20s",
+    preload: Sequence[str] = (),
 ) -> Iterator[Session]:
     """A :class:`Session` for the duration of a ``with`` block.
 
@@ -166,6 +164,9 @@ def compute_session(
         every slot has its next task waiting while the main thread writes.
     timeout:
         How long to try to reach ``scheduler``.
+    preload:
+        Modules of the tasks to come, imported by every Dask worker when the session starts
+        (seconds per worker, paid once, not inside the first tasks); the local pool ignores it.
 
     Raises
     ------
@@ -202,7 +203,7 @@ def compute_session(
         try:
             # Every worker imports torch and soilsource now, not inside the first tasks
             # (seconds per worker); a worker without soilsource fails here, plainly.
-            client.run(_import_task_modules)
+            client.run(_import_modules, tuple(preload))
             threads = _worker_torch_threads(client)
             slots = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
             yield Session(client, slots, threads, max_in_flight or max(2, 2 * slots))
@@ -249,10 +250,14 @@ def session_or_local(session: Session | None) -> AbstractContextManager[Session]
     return nullcontext(session) if session is not None else compute_session()
 
 
-def _import_task_modules() -> None:
-    """Import what the tasks need (run on each worker when a session starts)."""
-    import soilsource.explain.sensitivity
-    import soilsource.mapping.probability  # noqa: F401
+def _import_modules(names: tuple[str, ...]) -> None:
+    """Import the task modules ``names`` (run on each worker when a session starts).
+
+    Unpickling this function imports this module, hence torch and soilsource, already; the
+    caller names the modules of its tasks, so this bottom layer need not know them.
+    """
+    for name in names:
+        importlib.import_module(name)
 
 
 def _worker_torch_threads(client: Any) -> dict[str, int]:
@@ -266,48 +271,6 @@ def _worker_torch_threads(client: Any) -> dict[str, int]:
         address: max(1, (cores.get(address) or 1) // slots_on_host[info["host"]])
         for address, info in workers.items()
     }
-
-
-@dataclass(frozen=True)
-class ModelState:
-    """A torch model as plain state: registry name, constructor arguments, weights as arrays.
-
-    This is what travels to workers, never a pickled module (whose class, buffers and
-    hooks depend on the sending process). :meth:`build` rebuilds the module from the fixed
-    registry :data:`soilsource.models.modelio.ARCHITECTURES`, as loading a model file does.
-    """
-
-    architecture: str
-    init_kwargs: dict[str, Any]
-    weights: dict[str, np.ndarray]
-
-    def build(self) -> nn.Module:
-        """The module in evaluation mode on the CPU, with exactly the saved weights."""
-        from soilsource.models.modelio import ARCHITECTURES
-
-        module = ARCHITECTURES[self.architecture](**self.init_kwargs)
-        module.load_state_dict({k: torch.from_numpy(v) for k, v in self.weights.items()})
-        return module.eval()
-
-
-def model_state(model: nn.Module) -> ModelState:
-    """The :class:`ModelState` of a soilsource network (SI-LICNet or a baseline).
-
-    >>> from soilsource.models import SILICNet
-    >>> model = SILICNet(2, patch_px=16).eval()
-    >>> again = model_state(model).build()
-    >>> x = torch.randn(1, 2, 16, 16)
-    >>> bool(torch.equal(model(x), again(x)))
-    True
-    """
-    from soilsource.models.modelio import ARCHITECTURES, _architecture_of
-
-    name = _architecture_of(model)
-    kwargs = getattr(model, "config", None)
-    if name not in ARCHITECTURES or not isinstance(kwargs, dict):
-        raise TypeError(f"cannot send a {type(model).__name__} to workers as plain state")
-    weights = {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
-    return ModelState(name, dict(kwargs), weights)
 
 
 def task_threads(torch_threads: dict[str, int]) -> int:

@@ -15,8 +15,9 @@ import torch
 
 from soilsource.data.patches import BandStats, Patches
 from soilsource.explain.occlusion import occlusion_sensitivity
+from soilsource.models.modelio import ModelState, model_state
 from soilsource.progress import track
-from soilsource.runtime import ModelState, Session, model_state, session_or_local
+from soilsource.runtime import Session, session_or_local
 
 __all__ = ["occlusion_px", "sensitivity_maps", "sensitivity_task"]
 

@@ -46,9 +46,10 @@ from soilsource.data.patches import BandStats, read_windows
 from soilsource.data.target import LogNormalLink
 from soilsource.gisout import RasterStyle, cog_path
 from soilsource.inputs import RasterInfo
+from soilsource.models.modelio import ModelState, model_state
 from soilsource.models.silicnet import STEM_STRIDE, SILICNet
 from soilsource.progress import track
-from soilsource.runtime import ModelState, Session, model_state, session_or_local
+from soilsource.runtime import Session, session_or_local
 
 __all__ = [
     "MapRule",
@@ -383,7 +384,7 @@ def write_probability_map(
     tile order, with a bounded number of tasks in flight. Memory stays bounded however
     large the raster is, and the file is the same whether the tasks ran here or on a
     Dask cluster. The model travels to the tasks as plain weights
-    (:func:`~soilsource.runtime.model_state`).
+    (:func:`~soilsource.models.modelio.model_state`).
 
     Patches are treated as in training: pixels without data (nodata, or beyond the raster
     edge) take the band mean, and a pixel's value is NaN (the file's nodata) where more

@@ -54,7 +54,16 @@ from soilsource.models.baselines import (
     resnet18,
 )
 
-__all__ = ["ARCHITECTURES", "FORMAT", "SavedModel", "load_model", "read_header", "save_model"]
+__all__ = [
+    "ARCHITECTURES",
+    "FORMAT",
+    "ModelState",
+    "SavedModel",
+    "load_model",
+    "model_state",
+    "read_header",
+    "save_model",
+]
 
 FORMAT = "soilsource-model"
 VERSION = 1
@@ -154,6 +163,46 @@ def _architecture_of(model: nn.Module) -> str | None:
     if kind.__name__ == "SILICNet" and kind.__module__.startswith("soilsource.models"):
         return "silicnet"
     return getattr(model, "architecture", None)
+
+
+@dataclass(frozen=True)
+class ModelState:
+    """A torch model as plain state: registry name, constructor arguments, weights as arrays.
+
+    This is what travels to workers, never a pickled module (whose class, buffers and
+    hooks depend on the sending process). :meth:`build` rebuilds the module from the fixed
+    registry :data:`ARCHITECTURES`, as loading a model file does. It lives here, beside
+    the model files, because it is the same idea: a model as names and arrays, no code.
+    """
+
+    architecture: str
+    init_kwargs: dict[str, Any]
+    weights: dict[str, np.ndarray]
+
+    def build(self) -> nn.Module:
+        """The module in evaluation mode on the CPU, with exactly the saved weights."""
+        module = ARCHITECTURES[self.architecture](**self.init_kwargs)
+        module.load_state_dict({k: torch.from_numpy(v) for k, v in self.weights.items()})
+        return module.eval()
+
+
+def model_state(model: nn.Module) -> ModelState:
+    """The :class:`ModelState` of a soilsource network (SI-LICNet or a baseline), which
+    :class:`~soilsource.runtime.Session` tasks (map tiles, occlusion batches) rebuild.
+
+    >>> from soilsource.models import SILICNet
+    >>> model = SILICNet(2, patch_px=16).eval()
+    >>> again = model_state(model).build()
+    >>> x = torch.randn(1, 2, 16, 16)
+    >>> bool(torch.equal(model(x), again(x)))
+    True
+    """
+    name = _architecture_of(model)
+    kwargs = getattr(model, "config", None)
+    if name not in ARCHITECTURES or not isinstance(kwargs, dict):
+        raise TypeError(f"cannot send a {type(model).__name__} to workers as plain state")
+    weights = {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+    return ModelState(name, dict(kwargs), weights)
 
 
 def _dumps(header: Mapping[str, Any]) -> str:

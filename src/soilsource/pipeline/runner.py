@@ -95,6 +95,10 @@ from soilsource.sources.join import (
 MODEL = "silicnet"
 """Name of the method's own network in metrics, predictions and model files."""
 
+TASK_MODULES = (sensitivity.__name__, write_probability_map.__module__)
+"""Modules of the tasks a Dask session runs (occlusion batches, map tiles): its workers import
+them when the session starts."""
+
 PREDICTION_COLUMNS = ["sample_id", "region", "x", "y", "value", "label", "prob", "fold"]
 
 
@@ -367,7 +371,7 @@ def execute(
     for region in dataset:  # trained: what follows reads few patches; stream them
         region.patches.drop_cache()
     # Occlusion batches and map tiles run here, or on the Dask cluster of compute.scheduler.
-    with compute_session(config.compute.scheduler) as session:
+    with compute_session(config.compute.scheduler, preload=TASK_MODULES) as session:
         with _timed(seconds, "explanation"):
             explain(out, dataset, config, cv[MODEL], session=session)
         with _timed(seconds, "probability maps"):
