@@ -44,7 +44,7 @@ from scipy.sparse.csgraph import connected_components
 
 from soilsource.errors import InputError
 from soilsource.gisout import layer_style_qml, write_features
-from soilsource.inputs.imagery import describe_raster, open_raster
+from soilsource.inputs.imagery import describe_raster, open_raster, same_grid
 from soilsource.inputs.landuse import Landuse
 from soilsource.progress import track
 
@@ -456,12 +456,7 @@ class RegionRasters:
 def _check_same_grid(
     reference: rasterio.DatasetReader, other: rasterio.DatasetReader, path: os.PathLike[str] | str
 ) -> None:
-    same = (
-        (other.width, other.height) == (reference.width, reference.height)
-        and other.transform.almost_equals(reference.transform, precision=1e-6)
-        and (other.crs == reference.crs or other.crs is None or reference.crs is None)
-    )
-    if not same:
+    if not same_grid(reference, other):
         raise InputError(
             path,
             "grid",

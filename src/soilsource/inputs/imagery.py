@@ -255,6 +255,31 @@ def reproject_points(
     return np.asarray(tx, dtype=float), np.asarray(ty, dtype=float)
 
 
+def same_grid(a: Any, b: Any) -> bool:
+    """True when two rasters lie on one grid: the one rule for "same grid" in soilsource.
+
+    ``a`` and ``b`` are anything with ``width``, ``height``, ``transform`` and ``crs``
+    (open rasterio datasets, :class:`RasterInfo`). Same size in pixels, transforms equal to
+    1e-6 (a GeoTIFF stores them as doubles: rounding in a round trip through another tool
+    is ~1e-9 m, a real shift is at least a fraction of a pixel), and the same CRS where both
+    name one (a file without a CRS is taken to be on the other's).
+
+    >>> from types import SimpleNamespace
+    >>> from affine import Affine
+    >>> grid = dict(width=4, height=3, crs=None)
+    >>> a = SimpleNamespace(**grid, transform=Affine(10, 0, 500000, 0, -10, 2e6))
+    >>> b = SimpleNamespace(**grid, transform=Affine(10, 0, 500000 + 1e-9, 0, -10, 2e6))
+    >>> c = SimpleNamespace(**grid, transform=Affine(10, 0, 500005, 0, -10, 2e6))
+    >>> same_grid(a, b), same_grid(a, c)
+    (True, False)
+    """
+    return (
+        (a.width, a.height) == (b.width, b.height)
+        and a.transform.almost_equals(b.transform, precision=1e-6)
+        and (a.crs is None or b.crs is None or a.crs == b.crs)
+    )
+
+
 PIXEL_TOLERANCE = 0.01
 """Relative difference of pixel size that :func:`check_like_training` accepts (1 %)."""
 

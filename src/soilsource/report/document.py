@@ -42,7 +42,7 @@ from soilsource.atomic import write_text_atomic
 from soilsource.config import Config, load_config
 from soilsource.errors import InputError
 from soilsource.gisout import CONCENTRATION_CMAP, PROBABILITY_CMAP, SIGNED_CMAP
-from soilsource.inputs.imagery import describe_raster, region_path
+from soilsource.inputs.imagery import describe_raster, region_path, same_grid
 from soilsource.inputs.reference import read_reference
 from soilsource.progress import track
 from soilsource.report.figures import (
@@ -559,11 +559,10 @@ def _same_grid(candidates: list[Path], outputs: list[Path]) -> Path | None:
     if len(candidates) == 1 or not outputs:
         return candidates[0] if candidates else None
     with rasterio.open(outputs[0]) as out:
-        grid = (out.transform, out.shape)
-    for path in candidates:
-        with rasterio.open(path) as src:
-            if (src.transform, src.shape) == grid:
-                return path
+        for path in candidates:
+            with rasterio.open(path) as src:
+                if same_grid(src, out):
+                    return path
     return None
 
 
