@@ -7,6 +7,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from sklearn.exceptions import NotFittedError
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
@@ -292,7 +293,7 @@ def test_standardized_scales_with_training_statistics_only():
     p = model.predict_proba(x_test)
     assert p.shape == (20,) and np.isfinite(p).all()
     assert model.fit_result_ is inner.fit_result_
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         Standardized(inner).predict_proba(x_test)
 
 

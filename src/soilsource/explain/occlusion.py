@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from soilsource.models.registry import network_spec
 from soilsource.models.silicnet import STEM_STRIDE, SILICNet
 
 __all__ = ["occlusion_sensitivity", "window_starts"]
@@ -126,9 +127,11 @@ def occlusion_sensitivity(
             )
     if not torch.isfinite(x).all():
         raise ValueError("x holds NaN or infinite values; fill or mask nodata first")
+    entry = network_spec(model)
+    incremental = entry is not None and entry.incremental_occlusion
     if method == "auto":
-        method = "incremental" if isinstance(model, SILICNet) else "full"
-    if method == "incremental" and not isinstance(model, SILICNet):
+        method = "incremental" if incremental else "full"
+    if method == "incremental" and not incremental:
         raise TypeError(f"incremental occlusion needs a SILICNet, got {type(model).__name__}")
     if method not in ("incremental", "full"):
         raise ValueError(f"method must be 'auto', 'incremental' or 'full', got {method!r}")

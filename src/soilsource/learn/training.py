@@ -43,6 +43,7 @@ from typing import Literal, Protocol, Self
 
 import numpy as np
 import torch
+from sklearn.exceptions import NotFittedError
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from torch import nn
@@ -74,9 +75,13 @@ DIHEDRAL_ORDER = 8
 
 
 class PatchEstimator(Protocol):
-    """What evaluation needs from a model: scikit-learn style fit and predict_proba.
+    """The one protocol of every model (:mod:`soilsource.models.registry` builds them):
+    scikit-learn style ``fit``, and the two outputs.
 
-    ``predict_proba`` returns the probability of the positive class, shape (N,).
+    ``predict_proba`` returns the probability of the positive class (of exceeding
+    ``limit``, mg/kg per patch, for a model of the concentration), shape (N,);
+    ``predict_value`` the predicted median concentration (mg/kg), or None for a classifier
+    of labels. Before ``fit`` both raise scikit-learn's ``NotFittedError``.
     """
 
     def fit(
@@ -88,7 +93,9 @@ class PatchEstimator(Protocol):
         seed: int = 0,
     ) -> Self: ...
 
-    def predict_proba(self, patches: np.ndarray) -> np.ndarray: ...
+    def predict_proba(self, patches: np.ndarray, limit: np.ndarray | None = None) -> np.ndarray: ...
+
+    def predict_value(self, patches: np.ndarray) -> np.ndarray | None: ...
 
 
 @dataclass(frozen=True)
@@ -713,7 +720,7 @@ class TorchPatchClassifier:
 
     def _link(self) -> LogNormalLink:
         if self.link_ is None:
-            raise RuntimeError("TorchPatchClassifier is not fitted")
+            raise NotFittedError("TorchPatchClassifier is not fitted: call fit first")
         return self.link_
 
 
@@ -757,7 +764,7 @@ class Standardized:
     def transform(self, patches: np.ndarray) -> np.ndarray:
         """Standardised float32 patches; pixels without data become 0 (the band mean)."""
         if self.stats_ is None:
-            raise RuntimeError("Standardized is not fitted")
+            raise NotFittedError("Standardized is not fitted: call fit first")
         if isinstance(patches, PatchArray):  # scaled as each batch is read
             return patches.map(self.stats_.transform_physical)
         return self.stats_.transform_physical(patches)

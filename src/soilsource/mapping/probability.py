@@ -47,6 +47,7 @@ from soilsource.data.target import LogNormalLink
 from soilsource.gisout import RasterStyle, cog_path
 from soilsource.inputs import RasterInfo
 from soilsource.models.modelio import ModelState, model_state
+from soilsource.models.registry import network_spec
 from soilsource.models.silicnet import STEM_STRIDE, SILICNet
 from soilsource.progress import track
 from soilsource.runtime import Session, session_or_local
@@ -81,7 +82,8 @@ def patch_halo(patch_px: int) -> tuple[int, int]:
 
 
 def _check(model: SILICNet, channels: int, patch_px: int | None) -> int:
-    if not isinstance(model, SILICNet):
+    entry = network_spec(model)
+    if entry is None or not entry.dense_maps:
         raise TypeError(f"dense maps need a SILICNet, got {type(model).__name__}")
     if patch_px is not None and patch_px != model.patch_px:
         raise ValueError(f"patch_px={patch_px} but the model was built for {model.patch_px} px")

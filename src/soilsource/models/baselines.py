@@ -11,20 +11,21 @@
   replaced to take the band count, and the classifier gives one logit. They are trained
   by :func:`soilsource.learn.training.fit`, like SI-LICNet.
 
-:data:`BASELINES` maps the configuration names (``model.baselines``) to factories
-``(in_channels, patch_px) -> model``.
+The names, labels and the one estimator factory of every model are in
+:mod:`soilsource.models.registry`.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Self
 
 import numpy as np
 import torch
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+from sklearn.exceptions import NotFittedError
 from torch import nn
 from torchvision import models as tvm
 
@@ -33,11 +34,9 @@ from soilsource.data.target import LogNormalLink, Target, log_values, required_l
 from soilsource.learn.training import available_cpus
 
 __all__ = [
-    "BASELINES",
     "TorchvisionLogit",
     "TreeEnsemble",
     "WindowStatsForest",
-    "make_baseline",
     "mobilenet_v3_small",
     "random_forest",
     "resnet18",
@@ -377,7 +376,7 @@ class WindowStatsForest:
         if self.target == "value":
             return self._link().exceedance(self._log_value(patches), required_limit(limit))
         if self.forest_ is None or self.scales_ is None:
-            raise RuntimeError("WindowStatsForest is not fitted")
+            raise NotFittedError("WindowStatsForest is not fitted: call fit first")
         return self.forest_.predict_proba(window_statistics(patches, self.scales_))[:, 1]
 
     def predict_value(self, patches: np.ndarray) -> np.ndarray | None:
@@ -386,7 +385,7 @@ class WindowStatsForest:
 
     def _log_value(self, patches: np.ndarray) -> np.ndarray:
         if self.forest_ is None or self.scales_ is None:
-            raise RuntimeError("WindowStatsForest is not fitted")
+            raise NotFittedError("WindowStatsForest is not fitted: call fit first")
         features = window_statistics(patches, self.scales_)
         if isinstance(self.forest_, TreeEnsemble):
             return self.forest_.predict_proba(features)[:, 0]
@@ -394,7 +393,7 @@ class WindowStatsForest:
 
     def _link(self) -> LogNormalLink:
         if self.link_ is None:
-            raise RuntimeError("WindowStatsForest is not fitted")
+            raise NotFittedError("WindowStatsForest is not fitted: call fit first")
         return self.link_
 
     def to_ensemble(self) -> TreeEnsemble:
@@ -402,7 +401,7 @@ class WindowStatsForest:
         if isinstance(self.forest_, TreeEnsemble):
             return self.forest_
         if self.forest_ is None:
-            raise RuntimeError("WindowStatsForest is not fitted")
+            raise NotFittedError("WindowStatsForest is not fitted: call fit first")
         return TreeEnsemble.from_forest(self.forest_)
 
     @classmethod
@@ -484,24 +483,3 @@ def random_forest(in_channels: int, patch_px: int, target: Target = "label") -> 
     """The window-statistics random forest for ``patch_px`` patches (bands: any number)."""
     del in_channels
     return WindowStatsForest(window_scales(patch_px), target=target)
-
-
-BASELINES: dict[str, Callable[[int, int], nn.Module | WindowStatsForest]] = {
-    "random_forest": random_forest,
-    "mobilenet_v3_small": mobilenet_v3_small,
-    "resnet18": resnet18,
-}
-"""Configuration name (``model.baselines``) -> factory ``(in_channels, patch_px)``."""
-
-
-def make_baseline(name: str, in_channels: int, patch_px: int) -> nn.Module | WindowStatsForest:
-    """A fresh, untrained baseline by its configuration name.
-
-    >>> type(make_baseline("random_forest", 6, 32)).__name__
-    'WindowStatsForest'
-    """
-    try:
-        factory = BASELINES[name]
-    except KeyError:
-        raise ValueError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}") from None
-    return factory(in_channels, patch_px)

@@ -44,24 +44,28 @@ from torch import nn
 
 from soilsource import __version__
 from soilsource.atomic import atomic_path
+from soilsource.data.patches import BandStats
 from soilsource.data.target import LogNormalLink
 from soilsource.errors import InputError
-from soilsource.learn.training import TorchPatchClassifier
-from soilsource.models.baselines import (
-    TreeEnsemble,
-    WindowStatsForest,
-    mobilenet_v3_small,
-    resnet18,
+from soilsource.learn.training import (
+    PatchEstimator,
+    Standardized,
+    TorchPatchClassifier,
+    TrainSettings,
 )
+from soilsource.models.baselines import TreeEnsemble, WindowStatsForest
+from soilsource.models.registry import REGISTRY, network_spec
 
 __all__ = [
     "ARCHITECTURES",
     "FORMAT",
     "ModelState",
     "SavedModel",
+    "load_estimator",
     "load_model",
     "model_state",
     "read_header",
+    "save_estimator",
     "save_model",
 ]
 
@@ -70,16 +74,8 @@ VERSION = 1
 FOREST = "random_forest"
 
 
-def _silicnet(**kwargs: Any) -> nn.Module:
-    from soilsource.models import SILICNet  # imported late: models/__init__ imports baselines
-
-    return SILICNet(**kwargs)
-
-
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
-    "silicnet": _silicnet,
-    "mobilenet_v3_small": mobilenet_v3_small,
-    "resnet18": resnet18,
+    name: entry.network for name, entry in REGISTRY.items() if entry.network is not None
 }
 """The torch architectures a model file may name, by name; nothing else is built."""
 
@@ -159,10 +155,53 @@ def save_model(
 
 def _architecture_of(model: nn.Module) -> str | None:
     """Registry name of a soilsource network (SILICNet or a torchvision baseline)."""
-    kind = type(model)
-    if kind.__name__ == "SILICNet" and kind.__module__.startswith("soilsource.models"):
-        return "silicnet"
-    return getattr(model, "architecture", None)
+    entry = network_spec(model)
+    return None if entry is None else entry.name
+
+
+def save_estimator(stem: str | os.PathLike[str], model: Any) -> Path | None:
+    """Save a fitted estimator as fitting returned it, or return None if it cannot be.
+
+    A standardised torch model (:func:`~soilsource.models.registry.estimator`'s networks)
+    goes to ``stem.pt`` with its band statistics in the header, the forest to ``stem.npz``;
+    :func:`load_estimator` rebuilds either. Anything else is not saved (None).
+    """
+    stem = Path(stem)
+    if isinstance(model, Standardized) and isinstance(model.inner, TorchPatchClassifier):
+        metadata = {"band_stats": model.stats_.to_dict()}
+        return save_model(stem.with_name(stem.name + ".pt"), model.inner, metadata=metadata)
+    if isinstance(model, WindowStatsForest):
+        return save_model(stem.with_name(stem.name + ".npz"), model)
+    return None
+
+
+def load_estimator(
+    stem: str | os.PathLike[str],
+    *,
+    settings: TrainSettings | None = None,
+    device: str | torch.device = "auto",
+) -> PatchEstimator | None:
+    """The estimator :func:`save_estimator` wrote at ``stem``, as fitting returned it; None
+    when there is none. A network gets the fitting ``settings`` and ``device`` back."""
+    stem = Path(stem)
+    for suffix in (".pt", ".npz"):
+        path = stem.with_name(stem.name + suffix)
+        if not path.is_file():
+            continue
+        saved = load_model(path)
+        if isinstance(saved.model, WindowStatsForest):
+            return saved.model
+        inner = TorchPatchClassifier(
+            saved.model,
+            settings=settings,
+            device=device,
+            target="label" if saved.link is None else "value",
+        )
+        inner.link_ = saved.link
+        model = Standardized(inner)
+        model.stats_ = BandStats.from_dict(saved.metadata["band_stats"])
+        return model
+    return None
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,7 @@ from soilsource.inputs.imagery import check_like_training
 from soilsource.inputs.reference import read_reference
 from soilsource.learn.training import TrainSettings
 from soilsource.models.modelio import SavedModel, load_model, read_header
+from soilsource.models.registry import METHOD, REGISTRY
 from soilsource.pipeline.resume import Checkpoints, results_yaml
 from soilsource.report.document import read_run_config
 from soilsource.rundir import check_out, is_complete, read_status
@@ -89,9 +90,6 @@ SAMPLE_BYTES = 8192
 """Output bytes per sample: its rows in predictions.csv and the candidate and land-use
 tables, and its share of the random forest's nodes (about 4 KiB a sample in the quick
 demo, written twice: the model and its checkpoint)."""
-NETWORK_BYTES = {"silicnet": 256 * 2**10, "mobilenet_v3_small": 8 * 2**20, "resnet18": 48 * 2**20}
-"""Bytes of one saved network per scope (SI-LICNet per ensemble member: about 60 KiB in the
-demo; the torchvision baselines: 6 and 45 MB), written twice (model and checkpoint)."""
 FIXED_BYTES = 8 * 2**20
 """Output bytes of any run: ROC figures, the report and its assets (about 1 MiB in the
 demo), run.json, config.yaml."""
@@ -304,16 +302,16 @@ def output_bytes(dataset: Dataset, config: Config) -> int:
     """Estimate of the bytes a run of ``dataset`` writes (meant as an upper bound).
 
     :data:`MAP_BYTES_PER_PX` per pixel of every raster a region reads (maps are
-    wall-to-wall), :data:`SAMPLE_BYTES` per sample, :data:`NETWORK_BYTES` per network
-    and scope, and :data:`FIXED_BYTES`. Measured: the quick demo (six 256 x 256 px
-    regions, 3 folds, one member, the forest) writes 3.8 MB besides its city; this
-    estimate says about 25 MB.
+    wall-to-wall), :data:`SAMPLE_BYTES` per sample, each network's ``saved_bytes`` (model
+    registry) twice per scope (model and checkpoint), and :data:`FIXED_BYTES`. Measured:
+    the quick demo (six 256 x 256 px regions, 3 folds, one member, the forest) writes
+    3.8 MB besides its city; this estimate says about 25 MB.
     """
     pixels = sum(r.width * r.height for region in dataset for r in region.rasters)
     samples = sum(len(region) + len(region.dropped) for region in dataset)
     scopes = 1 if config.train.scope == "pooled" else len(dataset.regions)
-    networks = config.model.members * NETWORK_BYTES["silicnet"] + sum(
-        NETWORK_BYTES.get(name, 0) for name in config.model.baselines
+    networks = config.model.members * REGISTRY[METHOD].saved_bytes + sum(
+        REGISTRY[name].saved_bytes for name in config.model.baselines
     )
     return pixels * MAP_BYTES_PER_PX + samples * SAMPLE_BYTES + 2 * scopes * networks + FIXED_BYTES
 

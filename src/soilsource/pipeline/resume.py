@@ -34,16 +34,12 @@ import torch
 
 from soilsource.atomic import write_text_atomic
 from soilsource.config import Config
-from soilsource.data.patches import BandStats
 from soilsource.errors import InputError
 from soilsource.learn.training import (
     PatchEstimator,
-    Standardized,
-    TorchPatchClassifier,
     TrainSettings,
 )
-from soilsource.models.baselines import WindowStatsForest
-from soilsource.models.modelio import load_model, save_model
+from soilsource.models.modelio import load_estimator, save_estimator
 from soilsource.rundir import safe_stem
 
 CHECKPOINTS = ".checkpoints"
@@ -186,32 +182,12 @@ class FoldStore:
 
     def load_final(self) -> PatchEstimator | None:
         """The final model, rebuilt as training returns it; None when not saved."""
-        for suffix in (".pt", ".npz"):
-            path = self.folder / f"final{suffix}"
-            if path.is_file():
-                saved = load_model(path)
-                if isinstance(saved.model, WindowStatsForest):
-                    return saved.model
-                inner = TorchPatchClassifier(
-                    saved.model,
-                    settings=self.settings,
-                    device=self.device,
-                    target="label" if saved.link is None else "value",
-                )
-                inner.link_ = saved.link
-                model = Standardized(inner)
-                model.stats_ = BandStats.from_dict(saved.metadata["band_stats"])
-                return model
-        return None
+        return load_estimator(self.folder / "final", settings=self.settings, device=self.device)
 
     def save_final(self, model: PatchEstimator) -> None:
-        """Keep the final model (a standardised torch model, or the forest)."""
-        if isinstance(model, Standardized) and isinstance(model.inner, TorchPatchClassifier):
-            metadata = {"band_stats": model.stats_.to_dict()}
-            save_model(self.folder / "final.pt", model.inner, metadata=metadata)
-        elif isinstance(model, WindowStatsForest):
-            save_model(self.folder / "final.npz", model)
-        # anything else is retrained on resumption
+        """Keep the final model (a standardised torch model, or the forest); anything else
+        is retrained on resumption."""
+        save_estimator(self.folder / "final", model)
 
 
 def results_yaml(config: Config) -> str:

@@ -65,13 +65,13 @@ from soilsource.learn.evaluation import (
     cross_validate,
     paired_auc_difference,
 )
-from soilsource.learn.training import Standardized, TorchPatchClassifier, TrainSettings, derive_seed
+from soilsource.learn.training import Standardized, TrainSettings, derive_seed
 from soilsource.mapping.applicability import Applicability, pooled_features, write_applicability
 from soilsource.mapping.probability import MapRule, write_probability_map
 from soilsource.models import SILICNet
-from soilsource.models.baselines import make_baseline, random_forest
 from soilsource.models.modelio import save_model
 from soilsource.models.pretrain import PretrainSettings, load_trunk, pretrained_trunk
+from soilsource.models.registry import METHOD, estimator
 from soilsource.pipeline.preflight import RunPlan, plan_several
 from soilsource.pipeline.preflight import plan as preflight
 from soilsource.pipeline.resume import Checkpoints
@@ -92,7 +92,7 @@ from soilsource.sources.join import (
     write_factor_samples,
 )
 
-MODEL = "silicnet"
+MODEL = METHOD
 """Name of the method's own network in metrics, predictions and model files."""
 
 TASK_MODULES = (sensitivity.__name__, write_probability_map.__module__)
@@ -403,28 +403,21 @@ def model_factory(
     settings: TrainSettings | None,
     trunk: dict[str, torch.Tensor] | None = None,
 ) -> Callable[[], Any]:
-    """A zero-argument factory of a fresh, untrained estimator for ``name``.
+    """A zero-argument factory of a fresh, untrained estimator for ``name``
+    (:func:`~soilsource.models.registry.estimator`, with the configured SI-LICNet).
 
-    Torch models are wrapped in :class:`~soilsource.learn.training.Standardized`, so each
-    fold's band statistics come from its training samples only; the random forest
-    reads physical values (NaN where there is no data) and needs no scaling. Every
-    model learns ``model.target`` (the concentration, or the label). ``trunk``: a
+    Every model learns ``model.target`` (the concentration, or the label). ``trunk``: a
     pretrained SI-LICNet trunk (:mod:`soilsource.models.pretrain`) every network starts from.
     """
     channels, size = len(dataset.band_names), dataset.patch_px
     device, target = config.compute.device, config.model.target
-
-    def torch_model(build: Callable[[], torch.nn.Module]) -> Callable[[], Standardized]:
-        return lambda: Standardized(
-            TorchPatchClassifier(build(), settings=settings, device=device, target=target)
-        )
-
+    build = None
     if name == MODEL:
-        build = silicnet_builder(dataset, config)
-        return torch_model(build if trunk is None else lambda: load_trunk(build(), trunk))
-    if name == "random_forest":
-        return lambda: random_forest(channels, size, target=target)
-    return torch_model(lambda: make_baseline(name, channels, size))
+        silicnet = silicnet_builder(dataset, config)
+        build = silicnet if trunk is None else lambda: load_trunk(silicnet(), trunk)
+    return lambda: estimator(
+        name, channels, size, target=target, settings=settings, device=device, build=build
+    )
 
 
 def silicnet_builder(dataset: Dataset, config: Config) -> Callable[[], SILICNet]:

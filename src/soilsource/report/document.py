@@ -44,9 +44,9 @@ from soilsource.errors import InputError
 from soilsource.gisout import CONCENTRATION_CMAP, PROBABILITY_CMAP, SIGNED_CMAP
 from soilsource.inputs.imagery import describe_raster, region_path, same_grid
 from soilsource.inputs.reference import read_reference
+from soilsource.models.registry import LABELS
 from soilsource.progress import track
 from soilsource.report.figures import (
-    LABELS,
     MapFurniture,
     MapGrid,
     colour_bar_png,

@@ -29,20 +29,7 @@ from rasterio.windows import from_bounds
 from sklearn.metrics import roc_curve
 
 from soilsource.atomic import atomic_path
-
-# One colour per model, SI-LICNet first and strongest.
-_COLOURS = {
-    "silicnet": "#c0392b",
-    "random_forest": "#2471a3",
-    "mobilenet_v3_small": "#239b56",
-    "resnet18": "#7d3c98",
-}
-LABELS = {
-    "silicnet": "SI-LICNet",
-    "random_forest": "Random forest (window statistics)",
-    "mobilenet_v3_small": "MobileNetV3-small",
-    "resnet18": "ResNet18",
-}
+from soilsource.models.registry import COLOURS, LABELS, METHOD
 
 
 def roc_figure(
@@ -66,14 +53,14 @@ def roc_figure(
         label = LABELS.get(name, name)
         finite = np.isfinite(proba)
         if auc is None or len(np.unique(labels[finite])) < 2:
-            ax.plot([], [], color=_COLOURS.get(name, "0.3"), label=f"{label}: AUC n/a")
+            ax.plot([], [], color=COLOURS.get(name, "0.3"), label=f"{label}: AUC n/a")
             continue
         fpr, tpr, _ = roc_curve(labels[finite], proba[finite])
         ax.plot(
             fpr,
             tpr,
-            color=_COLOURS.get(name),
-            lw=2 if name == "silicnet" else 1.3,
+            color=COLOURS.get(name),
+            lw=2 if name == METHOD else 1.3,
             label=f"{label}: AUC {auc:.3f}",
         )
     ax.set_xlim(0, 1)
