@@ -83,7 +83,7 @@ def read_status(out: str | PathLike[str]) -> dict[str, Any] | None:
 def is_complete(out: str | PathLike[str]) -> bool:
     """True when ``out`` holds a finished run."""
     status = read_status(out)
-    return bool(status) and status.get("status") == "complete"
+    return status is not None and status.get("status") == "complete"
 
 
 def check_out(

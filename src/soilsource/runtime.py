@@ -120,9 +120,10 @@ class Session:
                 future.cancel()
 
     def _local_submit(self, fn: Callable[..., R], shared: Any) -> Callable[[Any], Future]:
-        assert self._pool is not None
+        pool = self._pool
+        assert pool is not None
         threads = self.torch_threads["local"]
-        return lambda task: self._pool.submit(_guarded, fn, shared, task, threads)
+        return lambda task: pool.submit(_guarded, fn, shared, task, threads)
 
     def _dask_submit(self, fn: Callable[..., R], shared: Any) -> Callable[[Any], Any]:
         # In a list, so that a dict or list is scattered as one object.
@@ -191,7 +192,7 @@ def compute_session(
                 ) from None
             cluster = None
         else:
-            if workers < 1 or threads_per_worker < 1:
+            if workers is None or workers < 1 or threads_per_worker < 1:
                 raise ValueError("workers and threads_per_worker must be >= 1")
             cluster = LocalCluster(
                 n_workers=workers,
@@ -204,9 +205,9 @@ def compute_session(
             # Every worker imports torch and soilsource now, not inside the first tasks
             # (seconds per worker); a worker without soilsource fails here, plainly.
             client.run(_import_modules, tuple(preload))
-            threads = _worker_torch_threads(client)
+            per_worker = _worker_torch_threads(client)
             slots = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
-            yield Session(client, slots, threads, max_in_flight or max(2, 2 * slots))
+            yield Session(client, slots, per_worker, max_in_flight or max(2, 2 * slots))
         finally:
             client.close()
             if cluster is not None:

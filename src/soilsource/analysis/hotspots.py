@@ -295,7 +295,8 @@ def _polygons(
     joined = joined[joined.n_pixels >= min_pixels]
     pixel_area = abs(transform.a * transform.e - transform.b * transform.d)
     names = dict(classes or {})
-    dominant, share = [], []
+    dominant: list[str | None] = []
+    share: list[float] = []
     for counts, n_pixels in zip(joined.classes, joined.n_pixels, strict=True):
         known = {code: c for code, c in counts.items() if code in names}
         if not known:

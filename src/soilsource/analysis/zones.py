@@ -419,8 +419,9 @@ def landuse_statistics(
         rows, cols = w.toslices()
         return sensitivity[rows, cols], landuse[rows, cols]
 
+    height, width = sensitivity.shape
     sums = _accumulate(
-        read, *sensitivity.shape, codes, threshold, max_cells, tile_px, f"land use {region}"
+        read, height, width, codes, threshold, max_cells, tile_px, f"land use {region}"
     )
     return _results(sums, codes, classes, region)
 

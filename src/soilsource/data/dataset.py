@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -131,7 +132,7 @@ def load_dataset(
     """
     samples = read_samples(config.samples)
     source = Path(config.samples.path)
-    labels = label_samples(samples, config.label, config.metal, source=source)
+    labels = label_samples(samples, config.label, cast(str, config.metal), source=source)
     samples = samples.assign(limit=labels.limit, label=labels.positive.astype(np.int64))
     names = sorted(samples["region"].unique().tolist())
     imagery = resolve_imagery(config.imagery, names)
@@ -170,7 +171,11 @@ def _region(
             f"(samples in {describe_crs(samples.crs)}, raster in {rasters[0].describe_crs()}); "
             "check samples.crs and the x/y columns",
         )
-    tables, patch_parts, shares, dropped, sizes = [], [], [], [], []
+    tables: list[pd.DataFrame] = []
+    patch_parts: list[Any] = []
+    shares: list[np.ndarray] = []
+    dropped: list[pd.DataFrame] = []
+    sizes: list[int] = []
     outside = samples.iloc[np.flatnonzero(which < 0)]
     if len(outside):
         dropped.append(_dropped(outside, "outside imagery"))
@@ -214,11 +219,11 @@ def _region(
     lost = pd.concat(dropped, ignore_index=True) if dropped else pd.DataFrame()
     table = pd.concat(tables, ignore_index=True)
     if len(table) == 0:  # every sample inside the imagery has too little data around it
-        share = config.patch.max_nodata_share
+        max_share = config.patch.max_nodata_share
         raise InputError(
             _source(config),
             "key 'patch.max_nodata_share'",
-            f"every sample of region '{name}' inside the imagery has more than {share:.0%} "
+            f"every sample of region '{name}' inside the imagery has more than {max_share:.0%} "
             f"of its {sizes[0]} x {sizes[0]} px patch without data; check the imagery's "
             "nodata or use a smaller patch.size_m",
         )

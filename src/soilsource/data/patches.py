@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from os import PathLike
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -384,7 +385,7 @@ class _Worker:
 
     def __init__(self, raster: RasterInfo) -> None:
         self.raster = raster
-        self.src = None
+        self.src: Any = None  # rasterio's dataset, opened in the thread that reads
         self.mode = "none"
         self.blocks: dict[tuple[int, int], tuple[np.ndarray, np.ndarray | None]] = {}
         scales = np.asarray(raster.scales, dtype=np.float32)
@@ -504,8 +505,8 @@ class _Worker:
 
 def _gdal_reason(exc: BaseException) -> str:
     """The first line of the innermost error (rasterio wraps GDAL's own message)."""
-    while exc.__cause__ is not None or exc.__context__ is not None:
-        exc = exc.__cause__ or exc.__context__
+    while (inner := exc.__cause__ or exc.__context__) is not None:
+        exc = inner
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
 

@@ -38,6 +38,7 @@ import math
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import cast
 
 import geopandas as gpd
 import numpy as np
@@ -126,7 +127,7 @@ def object_labels(
     """
     if cell_px < 1:
         raise ValueError(f"cell_px must be >= 1, got {cell_px}")
-    shape = np.shape(codes) if codes is not None else np.shape(valid)
+    shape = np.shape(codes if codes is not None else cast(np.ndarray, valid))
     ncols = shape[1] // cell_px + 1
     # Cell ids only for the pixels asked about (a region-size int64 grid of them, and
     # np.indices's two more, took 0.5 GB on a 4,096 px region).
@@ -146,7 +147,8 @@ def object_labels(
         return labels, names + [CELL_CLASS] * (int(inverse.max()) + 1 if inverse.size else 0)
     codes = np.asarray(codes)
     inside = np.ones(shape, bool) if valid is None else valid
-    for code in sorted(classes or {}):
+    classes = classes or {}
+    for code in sorted(classes):
         mask = (codes == code) & inside
         if not mask.any():
             continue

@@ -76,7 +76,7 @@ def accumulate_window(
     row_off: np.ndarray,
     col_off: np.ndarray,
     window: Window,
-    samples: np.ndarray | None = None,
+    samples: Sequence[int] | np.ndarray | None = None,
     expected: np.ndarray | None = None,
     weights: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:

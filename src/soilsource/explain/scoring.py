@@ -133,7 +133,8 @@ def _covered_values(
 
         n_covered = sum(int(read(w)[2].sum()) for w in windows)
         step = max(1, math.ceil(n_covered / max_pixels))
-        kept_s, kept_c, by_code = [], [], {}
+        kept_s, kept_c = [], []
+        by_code: dict[int, tuple[int, float]] = {}
         seen = 0
         for window in windows:
             s, c, covered = read(window)

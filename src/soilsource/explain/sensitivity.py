@@ -9,6 +9,7 @@ order, so the maps are the same arrays whether they were computed here or on wor
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -41,7 +42,7 @@ class _OcclusionJob:
     window_px: int
     stride_px: int
     baseline: float
-    output: str = "probability"
+    output: Literal["probability", "raw"] = "probability"
 
 
 def sensitivity_task(job: _OcclusionJob, batch: np.ndarray) -> np.ndarray:
@@ -65,7 +66,7 @@ def sensitivity_maps(
     batch: int = 16,
     session: Session | None = None,
     progress: bool = True,
-    output: str = "probability",
+    output: Literal["probability", "raw"] = "probability",
 ) -> np.ndarray:
     """Occlusion sensitivity ``(N, S, S)`` of every patch under a trained network.
 

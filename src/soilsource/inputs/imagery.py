@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import rasterio
@@ -183,8 +183,9 @@ def prediction_points(raster: RasterInfo, n: int = 1000) -> np.ndarray:
         valid = src.dataset_mask(out_shape=(rows, cols)) > 0
     r, c = np.nonzero(valid)
     step = max(1, len(r) // n)
-    r, c = r[::step] + 0.5, c[::step] + 0.5
-    x, y = raster.transform @ (c * raster.width / cols, r * raster.height / rows)
+    rc, cc = r[::step] + 0.5, c[::step] + 0.5
+    # affine's types say a point of two floats; it maps arrays of points just as well
+    x, y = raster.transform @ (cc * raster.width / cols, rc * raster.height / rows)  # type: ignore[operator]
     return np.column_stack([x, y]).astype(np.float64)
 
 
@@ -212,7 +213,7 @@ def resolve_imagery(spec: ImageryConfig, regions: Sequence[str]) -> dict[str, li
     if spec.is_template:
         out = {}
         for region in regions:
-            path = region_path(spec.path, region)
+            path = region_path(cast(Path, spec.path), region)  # a template is one path
             if not path.exists():
                 raise InputError(
                     path, "", f"no raster for region '{region}' (template key 'imagery.path')"

@@ -545,12 +545,12 @@ def cross_validate(
         target=target,
     )
     regression = target == "value"
+    y, limit, pred_value = labels, np.full(n, np.nan), np.full(n, np.nan)
     if regression:
         if values is None or limits is None:
             raise ValueError("target='value' needs values and limits")
-        values, limits = np.asarray(values, dtype=np.float64), np.asarray(limits, np.float64)
-        result.pred_value = np.full(n, np.nan)
-    y = values if regression else labels
+        y, limit = np.asarray(values, dtype=np.float64), np.asarray(limits, np.float64)
+        result.pred_value = pred_value
     if _one_class(labels):
         warn(f"{description}: one class only ({int(labels.sum())} positive of {n}); not trained")
         return _score(result, labels, region_arr, n_boot)
@@ -564,7 +564,11 @@ def cross_validate(
     result.fold = _fold_ids(design, labels, coords, strata_regions)
     result.design = design.describe()
     result.folds = int(result.fold.max()) + 1
-    groups = block_ids(coords, block_m, region_arr) if block_m is not None else None
+    groups = (
+        block_ids(coords, block_m, region_arr)
+        if block_m is not None and coords is not None
+        else None
+    )
     overlapping = np.zeros(n, dtype=bool)
     options = {"settings": settings, "device": device, "num_threads": num_threads, "target": target}
 
@@ -594,7 +598,7 @@ def cross_validate(
             result.proba[test] = done[0]
             info = dict(done[1])
             if regression:
-                result.pred_value[test] = np.asarray(info.pop("pred_value"), dtype=np.float64)
+                pred_value[test] = np.asarray(info.pop("pred_value"), dtype=np.float64)
             result.fold_info.append({**info, "from_checkpoint": True})
             continue
         if len(train) < MIN_TRAIN:
@@ -615,8 +619,8 @@ def cross_validate(
                 options,
             )
             if regression:
-                result.proba[test] = model.predict_proba(patches[test], limits[test])
-                result.pred_value[test] = model.predict_value(patches[test])
+                result.proba[test] = model.predict_proba(patches[test], limit[test])
+                pred_value[test] = model.predict_value(patches[test])
             else:
                 result.proba[test] = model.predict_proba(patches[test])
             fit_result = getattr(model, "fit_result_", None)
@@ -626,7 +630,7 @@ def cross_validate(
         if checkpoint:
             saved = dict(result.fold_info[-1])
             if regression:
-                saved["pred_value"] = result.pred_value[test].tolist()
+                saved["pred_value"] = pred_value[test].tolist()
             checkpoint.save_fold(k, test, result.proba[test], saved)
 
     if patch_m is not None and coords is not None:

@@ -36,10 +36,10 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, Self
+from typing import Any, Literal, Protocol, Self
 
 import numpy as np
 import torch
@@ -490,7 +490,7 @@ def fit(
         model.to(device)
         # log of the spread sigma_z (regression only), learned with the model, not decayed
         log_sigma = torch.zeros((), device=device, requires_grad=True)
-        groups_ = [{"params": list(model.parameters())}]
+        groups_: list[dict[str, Any]] = [{"params": list(model.parameters())}]
         if regression:
             groups_.append({"params": [log_sigma], "weight_decay": 0.0})
         optimiser = torch.optim.AdamW(groups_, lr=settings.lr, weight_decay=settings.weight_decay)
@@ -524,7 +524,7 @@ def fit(
                     xb = augment(xb, generator)
                 yb = y_all[batch].to(device)
                 if members > 1:  # every member scored on its own: an ensemble, not one net
-                    out = model.member_outputs(xb)
+                    out = model.member_outputs(xb)  # type: ignore[operator]  # SI-LICNet's
                     loss = loss_fn(out, yb[:, None].expand_as(out))
                 else:
                     loss = loss_fn(model(xb).reshape(-1), yb)
@@ -572,7 +572,7 @@ def _validate(
     model: nn.Module,
     x_val: Inputs,
     y_val: np.ndarray,
-    loss_fn: nn.Module,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     device: torch.device,
     settings: TrainSettings,
     epoch: int,

@@ -441,9 +441,10 @@ def _band_conv(old: nn.Conv2d, in_channels: int) -> nn.Conv2d:
     conv = nn.Conv2d(
         in_channels,
         old.out_channels,
-        kernel_size=old.kernel_size,
-        stride=old.stride,
-        padding=old.padding,
+        # torch types these attributes as tuple[int, ...]; a Conv2d's are pairs
+        kernel_size=old.kernel_size,  # type: ignore[arg-type]
+        stride=old.stride,  # type: ignore[arg-type]
+        padding=old.padding,  # type: ignore[arg-type]
         bias=old.bias is not None,
     )
     nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")

@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.exceptions import NotFittedError
 from torch import nn
 
 from soilsource import __version__
@@ -135,7 +136,9 @@ def save_model(
             n_features=ensemble.n_features,
         )
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez_compressed(f, header=np.array(_dumps(header)), **ensemble.arrays())
+            # numpy's stubs take the keyword arrays for its own keyword arguments
+            arrays = ensemble.arrays()
+            np.savez_compressed(f, header=np.array(_dumps(header)), **arrays)  # type: ignore[arg-type]
         return path
     if not isinstance(model, nn.Module):
         raise TypeError(f"cannot save a {type(model).__name__}")
@@ -168,6 +171,8 @@ def save_estimator(stem: str | os.PathLike[str], model: Any) -> Path | None:
     """
     stem = Path(stem)
     if isinstance(model, Standardized) and isinstance(model.inner, TorchPatchClassifier):
+        if model.stats_ is None:
+            raise NotFittedError("Standardized is not fitted: call fit first")
         metadata = {"band_stats": model.stats_.to_dict()}
         return save_model(stem.with_name(stem.name + ".pt"), model.inner, metadata=metadata)
     if isinstance(model, WindowStatsForest):

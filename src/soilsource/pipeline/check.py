@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
+from typing import cast
 
 from soilsource.config import Config, load_config
 from soilsource.pipeline.preflight import (
@@ -89,7 +90,7 @@ def _summary(found: RunPlan) -> CheckSummary:
     config = found.config
     return CheckSummary(
         config=str(config.source) if config.source else "",
-        metal=config.metal,
+        metal=cast(str, config.metal),  # one metal's plan
         rule=found.dataset.rule,
         patch_size_m=config.patch.size_m,
         max_nodata_share=config.patch.max_nodata_share,

@@ -25,11 +25,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
+from typing import cast
 
 from soilsource.data.patches import BandStats
 from soilsource.inputs import RasterInfo
 from soilsource.mapping.probability import write_probability_map
 from soilsource.models.modelio import SavedModel
+from soilsource.models.silicnet import SILICNet
 from soilsource.pipeline.preflight import predict_plan
 from soilsource.pipeline.runner import MODEL, rule_of
 from soilsource.report.document import write_predict_report
@@ -96,7 +98,7 @@ def predict(
     rule = rule_of(how, saved.link)
     result.maps["probability"] = write_probability_map(
         out / "probability" / name,
-        saved.model,
+        cast(SILICNet, saved.model),  # predict_plan refuses any other model
         stats,
         raster,
         max_nodata_share=config.patch.max_nodata_share,

@@ -8,9 +8,10 @@ never whole at full resolution, so a large region costs one small read.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from os import PathLike
 from pathlib import Path
+from typing import Any, cast
 
 import matplotlib
 
@@ -346,8 +347,9 @@ def colour_bar_png(
         bar.ax.xaxis.set_minor_formatter(NullFormatter())
     else:
         if isinstance(norm, TwoSlopeNorm):  # ticks at the ends, halves and zero of each side
-            bar.set_ticks([norm.vmin, norm.vmin / 2, 0.0, norm.vmax / 2, norm.vmax])
-        bar.formatter.set_powerlimits((-2, 3))
+            low, high = cast(float, norm.vmin), cast(float, norm.vmax)  # set by symmetric_norm
+            bar.set_ticks([low, low / 2, 0.0, high / 2, high])
+        bar.formatter.set_powerlimits((-2, 3))  # type: ignore[attr-defined]  # a ScalarFormatter
         bar.ax.xaxis.get_offset_text().set_fontsize(7)
     bar.set_label(label, fontsize=7, labelpad=1)
     buffer = io.BytesIO()
@@ -474,7 +476,7 @@ def _round_length(metres: float) -> float:
     return float(max(m * power for m in (1, 2, 5) if m * power <= metres))
 
 
-def svg_paths(geometries: object, grid: MapGrid, simplify_px: float = 0.5) -> list[str]:
+def svg_paths(geometries: Iterable[Any], grid: MapGrid, simplify_px: float = 0.5) -> list[str]:
     """SVG path data of polygons and lines on the grid, in display pixels.
 
     Geometries are in the grid's CRS; each is clipped to the map (so a river that runs on
