@@ -303,6 +303,23 @@ def imagery_record(raster: RasterInfo) -> dict[str, Any]:
     }
 
 
+def scaling_mismatch(
+    raster: RasterInfo, scales: Sequence[float], offsets: Sequence[float]
+) -> tuple[int, str, float, float] | None:
+    """The first band whose scale or offset differs from ``scales``/``offsets``, as
+    ``(band index, "scale" or "offset", the raster's, the other)``; None when all agree.
+
+    One rule for "the values mean the same" (to 1e-9 relative, 1e-12 absolute: a float32
+    round trip of 0.0001 stays inside it, another scale does not), between the rasters of
+    one run and between new imagery and a model's training imagery.
+    """
+    for what, got, want in (("scale", raster.scales, scales), ("offset", raster.offsets, offsets)):
+        for i, (a, b) in enumerate(zip(got, want, strict=True)):
+            if not math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12):
+                return i, what, float(a), float(b)
+    return None
+
+
 def check_like_training(raster: RasterInfo, record: dict[str, Any]) -> None:
     """Refuse imagery whose bands or pixel size differ from what a model was trained on.
 
@@ -335,18 +352,15 @@ def check_like_training(raster: RasterInfo, record: dict[str, Any]) -> None:
                 f"band {i + 1}",
                 f"is '{name}', but the model was trained with '{expected}' there{hint}",
             )
-    for what, got, want in (
-        ("scale", raster.scales, record["scales"]),
-        ("offset", raster.offsets, record["offsets"]),
-    ):
-        for i, (a, b) in enumerate(zip(got, want, strict=True)):
-            if not math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12):
-                raise InputError(
-                    raster.path,
-                    f"band {i + 1} ('{names[i]}')",
-                    f"{what} {a:g}, but the training imagery had {what} {b:g}; the values "
-                    "would not mean the same",
-                )
+    differs = scaling_mismatch(raster, record["scales"], record["offsets"])
+    if differs is not None:
+        i, what, a, b = differs
+        raise InputError(
+            raster.path,
+            f"band {i + 1} ('{names[i]}')",
+            f"{what} {a:g}, but the training imagery had {what} {b:g}; the values "
+            "would not mean the same",
+        )
     size, trained = raster.pixel_size_m, float(record["pixel_size_m"])
     if abs(size - trained) > PIXEL_TOLERANCE * trained:
         raise InputError(

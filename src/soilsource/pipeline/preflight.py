@@ -66,7 +66,7 @@ from soilsource.inputs import (
     read_samples,
     resolve_imagery,
 )
-from soilsource.inputs.imagery import check_like_training
+from soilsource.inputs.imagery import check_like_training, scaling_mismatch
 from soilsource.inputs.reference import read_reference
 from soilsource.learn.training import TrainSettings
 from soilsource.models.modelio import SavedModel, load_model, read_header
@@ -350,7 +350,7 @@ def _check_imagery(rasters: list[RasterInfo], config: Config, warnings: list[str
     """Bands that mean the same in every raster, patches that fit, nodata declared.
 
     The count is checked by :func:`~soilsource.inputs.resolve_imagery`; names, scales and
-    offsets here (with :func:`~soilsource.inputs.imagery.check_like_training`'s rules):
+    offsets here (:func:`~soilsource.inputs.imagery.scaling_mismatch`, as for new imagery):
     one model reads every raster's patches, so band 2 must be red in each of them.
     """
     first = rasters[0]
@@ -363,18 +363,15 @@ def _check_imagery(rasters: list[RasterInfo], config: Config, warnings: list[str
                     f"is '{name}', but {first.path.name} has '{expected}' there: every imagery "
                     "raster needs the same bands in the same order",
                 )
-        for what, got, want in (
-            ("scale", other.scales, first.scales),
-            ("offset", other.offsets, first.offsets),
-        ):
-            for i, (a, b) in enumerate(zip(got, want, strict=True)):
-                if not np.isclose(a, b, rtol=1e-9, atol=1e-12):
-                    raise InputError(
-                        other.path,
-                        f"band {i + 1} ('{first.band_names[i]}')",
-                        f"{what} {a:g}, but {first.path.name} has {what} {b:g}: every imagery "
-                        "raster needs the same scales and offsets",
-                    )
+        differs = scaling_mismatch(other, first.scales, first.offsets)
+        if differs is not None:
+            i, what, a, b = differs
+            raise InputError(
+                other.path,
+                f"band {i + 1} ('{first.band_names[i]}')",
+                f"{what} {a:g}, but {first.path.name} has {what} {b:g}: every imagery "
+                "raster needs the same scales and offsets",
+            )
     sizes = {patch_size_px(config.patch.size_m, raster) for raster in rasters}
     one_patch_size(sizes, config.patch.size_m, config.source or "config")
     for raster in rasters:
