@@ -13,6 +13,7 @@ from soilsource.learn.training import TrainSettings, fit
 from soilsource.models.baselines import (
     TreeEnsemble,
     WindowStatsForest,
+    _nanpercentile_rows,
     mobilenet_v3_small,
     resnet18,
     window_feature_names,
@@ -56,6 +57,20 @@ def test_window_statistics_ignore_nodata():
     assert np.isnan(feats["b0_w1_value"])  # the sample's own pixel is missing
     assert feats["b0_w3_mean"] == 1.0 and feats["b0_w9_std"] == 0.0
     assert feats["b0_w9_q50"] == 1.0
+
+
+def test_nodata_percentiles_are_numpys_bit_for_bit():
+    """The grouped percentiles of windows with nodata equal np.nanpercentile exactly,
+    including rows of one valid pixel and rows of none (NaN)."""
+    rng = np.random.default_rng(3)
+    window = rng.normal(size=(40, 3, 121)) * 10.0 ** rng.integers(-3, 4, size=(40, 3, 1))
+    window[rng.random(window.shape) < 0.3] = np.nan
+    window[0, 0] = np.nan  # no valid pixel
+    window[1, 2, 1:] = np.nan  # one valid pixel
+    with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):  # the all-NaN row
+        expected = [np.nanpercentile(window, q, axis=-1) for q in (10.0, 50.0, 90.0)]
+    np.testing.assert_array_equal(_nanpercentile_rows(window, [10.0, 50.0, 90.0]), expected)
+    np.testing.assert_array_equal(_nanpercentile_rows(window, [50.0])[0], expected[1])
 
 
 def test_window_statistics_reject_bad_shapes():

@@ -12,6 +12,7 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from soilsource.errors import InputError
+from soilsource.learn import training
 from soilsource.learn.training import (
     DIHEDRAL_ORDER,
     Standardized,
@@ -342,8 +343,14 @@ def test_lazy_patches_train_and_predict_exactly_as_arrays_in_batches(target, mon
     sizes = []
     read = PatchStore.read
     monkeypatch.setattr(PatchStore, "read", lambda s, i=None: sizes.append(len(s)) or read(s, i))
-    lazy_model, lazy_p = trained(_lazy(x))
-    np.testing.assert_array_equal(dense_p, lazy_p)
-    for key, value in dense_model.inner.module.state_dict().items():
-        assert torch.equal(value, lazy_model.inner.module.state_dict()[key]), key
-    assert max(sizes) <= 64  # batches, never the 140 training patches at once
+    for in_memory_mb in (0, training.IN_MEMORY_MB):  # streamed; read once and held
+        sizes.clear()
+        monkeypatch.setattr(training, "IN_MEMORY_MB", in_memory_mb)
+        lazy_model, lazy_p = trained(_lazy(x))
+        np.testing.assert_array_equal(dense_p, lazy_p)
+        for key, value in dense_model.inner.module.state_dict().items():
+            assert torch.equal(value, lazy_model.inner.module.state_dict()[key]), key
+        if in_memory_mb == 0:
+            assert max(sizes) <= 64  # batches, never the 140 training patches at once
+        else:  # band statistics in chunks, then the scaled copy in one read, not per epoch
+            assert sizes.count(140) == 1 and sum(sizes) == 2 * 140 + 20

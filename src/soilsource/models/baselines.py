@@ -126,18 +126,49 @@ def window_statistics(
         has_nan = bool(np.isnan(window).any())
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows give NaN
-            stats = [_one_statistic(window, stat, has_nan) for stat in _statistics(side)]
+            stats = _window_statistics(window, _statistics(side), has_nan)
         blocks.append(np.stack(stats, axis=-1).reshape(n, -1))  # band-major, as the names
     return np.concatenate(blocks, axis=1).astype(np.float32)
 
 
-def _one_statistic(window: np.ndarray, stat: str, has_nan: bool) -> np.ndarray:
-    if stat in ("value", "mean"):
-        return np.nanmean(window, axis=-1) if has_nan else window.mean(axis=-1)
-    if stat == "std":
-        return np.nanstd(window, axis=-1) if has_nan else window.std(axis=-1)
-    q = float(stat[1:])
-    return np.nanpercentile(window, q, axis=-1) if has_nan else np.percentile(window, q, axis=-1)
+def _window_statistics(window: np.ndarray, names: tuple[str, ...], has_nan: bool) -> list:
+    """The statistics ``names`` of each row of ``window`` (..., pixels), in that order; the
+    quantiles are taken together (one sort of the window for all of them)."""
+    quantiles = [float(name[1:]) for name in names if name.startswith("q")]
+    if quantiles and has_nan:
+        qs = _nanpercentile_rows(window, quantiles)
+    elif quantiles:
+        qs = np.percentile(window, quantiles, axis=-1)
+    out, k = [], 0
+    for name in names:
+        if name in ("value", "mean"):
+            out.append(np.nanmean(window, axis=-1) if has_nan else window.mean(axis=-1))
+        elif name == "std":
+            out.append(np.nanstd(window, axis=-1) if has_nan else window.std(axis=-1))
+        else:
+            out.append(qs[k])
+            k += 1
+    return out
+
+
+def _nanpercentile_rows(window: np.ndarray, q: list[float]) -> np.ndarray:
+    """``np.nanpercentile(window, q, axis=-1)``, the same numbers, without its row loop.
+
+    With an axis, ``np.nanpercentile`` goes through ``apply_along_axis``, one Python call
+    per row: it was 12 % of a demo-size run (about 10 s of 75 s, py-spy). A row's NaN-free
+    percentile depends only on its valid values, so rows are sorted once (NaN last) and
+    grouped by their count of valid values, and ``np.percentile`` takes each group at once:
+    a few vectorised calls, bit-identical to ``np.nanpercentile`` (tests/test_baselines.py).
+    Returns (len(q), ...) as numpy does for a list of ``q``.
+    """
+    lead, width = window.shape[:-1], window.shape[-1]
+    rows = np.sort(window.reshape(-1, width), axis=-1)  # NaN sort last
+    valid = width - np.isnan(rows).sum(axis=-1)
+    out = np.full((len(q), len(rows)), np.nan)  # all-NaN rows stay NaN
+    for count in np.unique(valid[valid > 0]):
+        which = valid == count
+        out[:, which] = np.percentile(rows[which, :count], q, axis=-1)
+    return out.reshape((len(q), *lead))
 
 
 # --- random forest, and a predict-only copy of it built from plain arrays -------------------
