@@ -194,7 +194,7 @@ def results_yaml(config: Config) -> str:
     """The configuration that decides a run's results: where it computes does not.
 
     The Dask scheduler is left out, so a run killed on one cluster (or locally) can be
-    resumed on another; the results are identical either way (``tests/test_compute.py``).
+    resumed on another; the results are identical either way (``tests/test_runtime.py``).
     """
     where = config.model_copy(deep=True)
     where.compute.scheduler = None
