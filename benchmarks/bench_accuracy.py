@@ -8,7 +8,7 @@ estimate in which no test patch overlaps a training patch):
   default and the ablations between them; :data:`VARIANTS`) and each baseline (the random
   forest and, with ``--baselines``, MobileNetV3-small), all on the same folds;
 - SI-LICNet (new default) minus the random forest: the paired-bootstrap difference of
-  :func:`soilsource.evaluation.paired_auc_difference`, pooled over seeds as the mean
+  :func:`soilsource.learn.evaluation.paired_auc_difference`, pooled over seeds as the mean
   difference and the mean of the interval ends (``diff [lo, hi]``), and how many seeds'
   intervals lie above 0;
 - Spearman's rho of the out-of-fold predicted median (``pred_value``) with the measured
@@ -22,7 +22,7 @@ Cases: ``synthetic`` (the demo profile's city: ``soilsource demo`` regions of
 ``cli.DEMO_CITY_PX`` px, ``cli.DEMO_PATCH_M`` m patches, ``cli.DEMO_FOLDS`` folds; each seed
 a new city and a new training seed) and ``meuse`` (``examples/meuse/config.yaml`` as
 shipped: Cd > 2 mg/kg, 960 m patches, 5 folds; the seed changes folds and training).
-The cross-validation is :func:`soilsource.pipeline.evaluate`, the code behind
+The cross-validation is :func:`soilsource.pipeline.runner.evaluate`, the code behind
 ``soilsource run``, without the final models.
 
 Usage: ``python benchmarks/bench_accuracy.py [--seeds N] [--first-seed S] [--only synthetic|meuse]
@@ -49,11 +49,11 @@ from scipy.stats import spearmanr
 # soilsource before torch: it sets OMP_WAIT_POLICY, which torch reads when it loads
 from soilsource import cli
 from soilsource.config import Config, ModelConfig, TrainConfig, load_config
-from soilsource.dataset import Dataset, load_dataset
-from soilsource.evaluation import paired_auc_difference
-from soilsource.pipeline import MODEL, evaluate, train_settings
+from soilsource.data.dataset import Dataset, load_dataset
+from soilsource.learn.evaluation import paired_auc_difference
+from soilsource.learn.training import TrainSettings
+from soilsource.pipeline.runner import MODEL, evaluate, train_settings
 from soilsource.synth import write_city
-from soilsource.training import TrainSettings
 
 MEUSE = Path(__file__).resolve().parent.parent / "examples" / "meuse" / "config.yaml"
 N_BOOT = 1000

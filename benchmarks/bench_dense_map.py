@@ -33,7 +33,7 @@ import rasterio
 import torch
 from torch import nn
 
-from soilsource.mapping import patch_halo, probability_map
+from soilsource.mapping.probability import patch_halo, probability_map
 from soilsource.models import SILICNet
 from soilsource.models.silicnet import random_silicnet
 

@@ -3,7 +3,7 @@
 Per seed: build the synthetic city at the demo profile (``soilsource demo``: city side,
 patch, folds and epochs from :mod:`soilsource.cli`; ``--quick`` for the quick one), run the
 cross-validate and train SI-LICNet (no baselines: the explanation is SI-LICNet's), explain
-as ``soilsource run`` does (:func:`soilsource.pipeline.explain`), and score its outputs with
+as ``soilsource run`` does (:func:`soilsource.pipeline.runner.explain`), and score its outputs with
 :func:`soilsource.explain.scoring.score_run`: per region, the ROC AUC of the sensitivity
 map for the true source pixels (top 10 % of the true anthropogenic contribution among the
 covered pixels) against the other covered pixels, and the Spearman correlation of the
@@ -40,11 +40,12 @@ from rasterio.windows import Window
 
 from soilsource import cli
 from soilsource.config import load_config
-from soilsource.dataset import load_dataset
+from soilsource.data.dataset import load_dataset
 from soilsource.explain.mosaic import accumulate_window, expected_map, mosaic_sensitivity
 from soilsource.explain.scoring import candidate_scores, ranking_spearman, score_run, source_auc
 from soilsource.explain.sensitivity import occlusion_px
-from soilsource.pipeline import (
+from soilsource.learn.training import TrainSettings
+from soilsource.pipeline.runner import (
     MODEL,
     build_metrics,
     evaluate,
@@ -53,7 +54,6 @@ from soilsource.pipeline import (
 )
 from soilsource.rundir import prepare
 from soilsource.synth import write_city
-from soilsource.training import TrainSettings
 
 SHIPPED = "raw/mean"
 """The output/baseline that ``soilsource run`` ships (pipeline.attribution_output)."""
@@ -414,7 +414,7 @@ def meuse(workdir: Path, seeds: list[int]) -> None:
     known answer is often-flooded land first and near-river above far."""
     import importlib.util
 
-    from soilsource.pipeline import run
+    from soilsource.pipeline.runner import run
 
     root = Path(__file__).resolve().parent.parent / "examples" / "meuse"
     spec = importlib.util.spec_from_file_location("analyze", root / "analyze_sensitivity.py")

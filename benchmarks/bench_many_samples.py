@@ -2,7 +2,7 @@
 
 Issue 16: a provincial survey has tens of thousands of samples. Patches are kept in
 memory only up to ``compute.patch_cache_mb`` and otherwise read from the imagery batch
-by batch (:class:`soilsource.patches.PatchStore`), and the occlusion step explains at
+by batch (:class:`soilsource.data.patches.PatchStore`), and the occlusion step explains at
 most ``explain.max_samples`` per region, so memory and the explanation time stop
 growing with the samples.
 
@@ -195,10 +195,10 @@ def part_store(args, folder: Path) -> None:
     import torch
 
     from soilsource.config import load_config
-    from soilsource.dataset import load_dataset
-    from soilsource.patches import BandStats
-    from soilsource.pipeline import silicnet_builder
-    from soilsource.training import Standardized, TorchPatchClassifier, TrainSettings, _take
+    from soilsource.data.dataset import load_dataset
+    from soilsource.data.patches import BandStats
+    from soilsource.learn.training import Standardized, TorchPatchClassifier, TrainSettings, _take
+    from soilsource.pipeline.runner import silicnet_builder
 
     start = time.perf_counter()
     scene = folder / "region.tif"

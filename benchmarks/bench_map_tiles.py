@@ -1,6 +1,6 @@
 """Map tile size: seconds per million pixels and memory of one dense-map tile.
 
-``soilsource.mapping.TILE_PX`` decides how much of a region the dense SI-LICNet map
+``soilsource.mapping.probability.TILE_PX`` decides how much of a region the dense SI-LICNet map
 computes at once. For the default 3-member SI-LICNet and patches of 43 px (1280 m at
 30 m) and 128 px (1280 m at 10 m), each tile size runs in a fresh process on one thread
 (random imagery, the model untrained: the cost does not depend on the weights), so the
@@ -27,7 +27,7 @@ def one(tile: int, patch: int) -> dict:
     """Map one ``tile`` x ``tile`` output tile (after a warm-up) in this process."""
     import torch
 
-    from soilsource.mapping import probability_map
+    from soilsource.mapping.probability import probability_map
     from soilsource.models import SILICNet
 
     torch.set_num_threads(1)

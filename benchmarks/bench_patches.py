@@ -75,8 +75,8 @@ def measure(
     """Extract patches around random samples; throughput and this process's peak RSS."""
     import rasterio
 
+    from soilsource.data.patches import iter_patches
     from soilsource.inputs import describe_raster
-    from soilsource.patches import iter_patches
 
     info = describe_raster(path)
     rng = np.random.default_rng(1)

@@ -82,7 +82,7 @@ def step(name: str, tmp: Path, size: int, cache_mb: int) -> dict:
     import rasterio
     import scipy.fft  # noqa: F401  (the import baseline)
 
-    from soilsource import hotspots, zones
+    from soilsource.analysis import hotspots, zones
     from soilsource.explain import mosaic
 
     with rasterio.Env(GDAL_CACHEMAX=cache_mb):

@@ -72,11 +72,11 @@ def render(kind: str, path: str) -> dict:
     """Render one layer as the report does (this runs in its own process)."""
     from matplotlib.colors import Normalize  # noqa: F401  (imports counted in the baseline)
 
-    import soilsource.figures
+    import soilsource.report.figures
 
     if os.environ.get("BENCH_CACHE_MB"):
-        soilsource.figures.READ_CACHE_MB = int(os.environ["BENCH_CACHE_MB"])
-    from soilsource.figures import (
+        soilsource.report.figures.READ_CACHE_MB = int(os.environ["BENCH_CACHE_MB"])
+    from soilsource.report.figures import (
         map_grid,
         overlay_png,
         read_on_grid,

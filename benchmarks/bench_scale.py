@@ -4,8 +4,9 @@ A synthetic 6-band uint16 region (tiled GeoTIFF, 256 px blocks, written window b
 from a few textured 1024 px tiles; about 4.8 GB uncompressed, in a temporary directory that
 is deleted afterwards) and SI-LICNet at the default 128 px patch **with random weights**
 (timing does not depend on the weights). The map is written exactly as ``soilsource run``
-writes ``probability/REGION.tif`` (:func:`soilsource.mapping.write_probability_map`: 512 px
-tiles, each read by window inside its task, written as it arrives).
+writes ``probability/REGION.tif``
+(:func:`soilsource.mapping.probability.write_probability_map`: 512 px tiles, each read by window
+inside its task, written as it arrives).
 
 Table 1, the full region: by default only the first ``--rows`` complete rows of tiles are
 computed (each row is 512 x 20,000 px, 40 tiles) and the time for the whole region is
@@ -41,12 +42,12 @@ import torch
 from rasterio.transform import from_origin
 from rasterio.windows import Window
 
-from soilsource.compute import compute_session
+from soilsource.data.patches import BandStats
 from soilsource.inputs.imagery import describe_raster
-from soilsource.mapping import write_probability_map
+from soilsource.mapping.probability import write_probability_map
 from soilsource.models import SILICNet
 from soilsource.models.silicnet import random_silicnet
-from soilsource.patches import BandStats
+from soilsource.runtime import compute_session
 
 BANDS, PATCH_PX, TILE_PX, TEXTURE_PX = 6, 128, 512, 1024
 

@@ -35,10 +35,10 @@ from scipy.ndimage import gaussian_filter
 from sklearn.metrics import roc_auc_score
 
 # soilsource before torch: it sets OMP_WAIT_POLICY, which torch reads when it loads
-from soilsource.evaluation import cross_validate
+from soilsource.learn.evaluation import cross_validate
+from soilsource.learn.training import TrainSettings, available_cpus, fit, predict_proba
 from soilsource.models import SILICNet
 from soilsource.models.baselines import WindowStatsForest, mobilenet_v3_small, resnet18
-from soilsource.training import TrainSettings, available_cpus, fit, predict_proba
 
 if TYPE_CHECKING:
     from torch import nn

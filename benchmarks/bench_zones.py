@@ -1,6 +1,6 @@
 """Calibration and power of the land-use significance tests on autocorrelated maps.
 
-Why ``soilsource.zones`` uses a mirrored torus translation test: on maps where sensitivity
+Why ``soilsource.analysis.zones`` uses a mirrored torus translation test: on maps where sensitivity
 and land use are independent but each spatially autocorrelated, a valid test rejects at
 the 5 % level in about 5 % of the maps; an anti-conservative one much more often. This
 compares, on the same simulated maps:
@@ -9,7 +9,7 @@ compares, on the same simulated maps:
 - block permutation: land use cut into square blocks, blocks shuffled with a random
   rotation/reflection each (blocks of 16 and 32 pixels);
 - plain torus translation (land use shifted cyclically by every offset);
-- mirrored torus translation (``soilsource.zones``: land use mirrored to twice its size,
+- mirrored torus translation (``soilsource.analysis.zones``: land use mirrored to twice its size,
   then every cyclic offset).
 
 Maps: 96 x 96 pixels, Gaussian random fields (white noise smoothed by a Gaussian of
@@ -30,7 +30,7 @@ import time
 import numpy as np
 from scipy import fft, ndimage
 
-from soilsource.zones import landuse_statistics
+from soilsource.analysis.zones import landuse_statistics
 
 SIZE = 96
 N_PERM = 199

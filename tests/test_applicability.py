@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 import rasterio
 
-from soilsource.applicability import (
+from soilsource.data.patches import BandStats, read_windows
+from soilsource.inputs.imagery import describe_raster
+from soilsource.mapping.applicability import (
     TAG,
     Applicability,
     pooled_features,
     threshold,
     write_applicability,
 )
-from soilsource.inputs.imagery import describe_raster
 from soilsource.models.silicnet import random_silicnet
-from soilsource.patches import BandStats, read_windows
 from tinyinputs import write_raster
 
 

@@ -8,7 +8,7 @@ exactly, with ``{dir}`` standing for the copied project.
 
 Every case goes through ``run`` as well: a ``check`` case is run again as ``run CONFIG
 --out {dir}/out``, and a ``run`` case about the inputs is checked again with ``check``;
-both must give the same line (one preflight, :mod:`soilsource.preflight`). Through ``run``
+both must give the same line (one preflight, :mod:`soilsource.pipeline.preflight`). Through ``run``
 the test asserts what issue 16 asks: exit 2, exactly one line on stderr, no traceback,
 no training started, and the project (``out`` included) exactly as before.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-import soilsource.pipeline
+import soilsource.pipeline.runner
 from soilsource.cli import main
 from tinyinputs import claiming_process, snapshot
 
@@ -112,7 +112,7 @@ def test_case_gives_its_one_line(case, args, tmp_path, capsys, monkeypatch):
     for name, value in case.get("env", {}).items():
         monkeypatch.setenv(name, str(value))
     trained = []
-    monkeypatch.setattr(soilsource.pipeline, "evaluate", lambda *a, **k: trained.append(a))
+    monkeypatch.setattr(soilsource.pipeline.runner, "evaluate", lambda *a, **k: trained.append(a))
     expected = case["stderr"].replace("{dir}", str(root))
     holder = claiming_process(root / case["lock"]) if "lock" in case else None
     try:

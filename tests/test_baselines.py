@@ -2,28 +2,24 @@
 
 from __future__ import annotations
 
-from typing import get_args
-
 import numpy as np
 import pytest
 import torch
 from sklearn.ensemble import RandomForestClassifier
+from sklearn.exceptions import NotFittedError
 from sklearn.metrics import roc_auc_score
 
-from soilsource.config import Baseline
+from soilsource.learn.training import TrainSettings, fit
 from soilsource.models.baselines import (
-    BASELINES,
     TreeEnsemble,
     WindowStatsForest,
     _nanpercentile_rows,
-    make_baseline,
     mobilenet_v3_small,
     resnet18,
     window_feature_names,
     window_scales,
     window_statistics,
 )
-from soilsource.training import TrainSettings, fit
 
 
 def test_window_scales():
@@ -127,8 +123,10 @@ def test_window_stats_forest_learns_context_and_is_seeded():
     other = WindowStatsForest(n_estimators=100).fit(x, y, seed=1).predict_proba(xt)
     assert np.array_equal(proba, again) and not np.array_equal(proba, other)
     assert np.array_equal(model.to_ensemble().predict_proba(window_statistics(xt))[:, 1], proba)
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         WindowStatsForest().predict_proba(xt)
+    with pytest.raises(NotFittedError, match="not fitted"):
+        WindowStatsForest(target="value").predict_value(xt)
 
 
 @pytest.mark.parametrize("factory", [mobilenet_v3_small, resnet18])
@@ -155,11 +153,3 @@ def test_torchvision_baseline_trains_with_fit():
         num_threads=1,
     )
     assert result.epochs_run == 2 and np.isfinite(result.history[-1].train_loss)
-
-
-def test_registry_covers_the_configuration_names():
-    assert set(BASELINES) == set(get_args(Baseline))
-    assert isinstance(make_baseline("random_forest", 6, 32), WindowStatsForest)
-    assert make_baseline("random_forest", 6, 32).scales == (1, 3, 9, 27, 32)
-    with pytest.raises(ValueError, match="unknown baseline"):
-        make_baseline("xgboost", 6, 32)

@@ -11,9 +11,9 @@ import pytest
 import rasterio
 import yaml
 
-from soilsource.check import check
 from soilsource.cli import main
 from soilsource.errors import InputError
+from soilsource.pipeline.check import check
 from tinyinputs import (
     ORIGIN,
     PIXEL_M,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from soilsource.config import load_config
-from soilsource.dataset import load_dataset
-from soilsource.pipeline import MODEL, evaluate
-from soilsource.training import TrainSettings
+from soilsource.data.dataset import load_dataset
+from soilsource.learn.training import TrainSettings
+from soilsource.pipeline.runner import MODEL, evaluate
 from tinyinputs import write_project
 
 FAST = TrainSettings(max_epochs=2, batch_size=8)

@@ -1,4 +1,4 @@
-"""Tests of soilsource.evaluation: blocks, folds, AUC with interval, cross-validation."""
+"""Tests of soilsource.learn.evaluation: blocks, folds, AUC with interval, cross-validation."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from soilsource.errors import InputError
-from soilsource.evaluation import (
+from soilsource.learn.evaluation import (
     MIN_POSITIVES,
     block_ids,
     bootstrap_auc,
@@ -24,8 +24,8 @@ from soilsource.evaluation import (
     roc_auc,
     spatial_folds,
 )
+from soilsource.learn.training import TrainSettings
 from soilsource.models.baselines import WindowStatsForest
-from soilsource.training import TrainSettings
 
 
 def spatial_task(n: int = 120, px: int = 8, seed: int = 0, extent: float = 2000.0):

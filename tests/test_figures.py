@@ -11,7 +11,7 @@ from matplotlib.colors import Normalize
 from PIL import Image
 from rasterio.transform import from_origin
 
-from soilsource.figures import (
+from soilsource.report.figures import (
     MAP_MAX_PX,
     colour_bar_png,
     map_grid,
@@ -99,7 +99,7 @@ def test_colour_bar_is_a_png(log):
 
 
 def test_furniture_of_a_projected_map_names_the_crs_and_measures_the_ground():
-    from soilsource.figures import MapGrid, map_furniture
+    from soilsource.report.figures import MapGrid, map_furniture
 
     grid = MapGrid(780, 1040, (178440.0, 329600.0, 181560.0, 333760.0))  # Meuse, RD New
     f = map_furniture(grid, "EPSG:28992")
@@ -115,7 +115,7 @@ def test_furniture_of_a_projected_map_names_the_crs_and_measures_the_ground():
 
 
 def test_furniture_points_to_true_north_and_works_in_degrees():
-    from soilsource.figures import MapGrid, map_furniture
+    from soilsource.report.figures import MapGrid, map_furniture
 
     # UTM 49N, 2 degrees east of the central meridian (111 E) at 23 N: convergence ~0.8 deg
     grid = MapGrid(500, 500, (700_000.0, 2_540_000.0, 710_000.0, 2_550_000.0))
@@ -134,7 +134,7 @@ def test_furniture_points_to_true_north_and_works_in_degrees():
 def test_svg_paths_clip_to_the_map_and_keep_lines_open():
     import shapely
 
-    from soilsource.figures import MapGrid, svg_paths
+    from soilsource.report.figures import MapGrid, svg_paths
 
     grid = MapGrid(100, 100, (0.0, 0.0, 1000.0, 1000.0))
     river = shapely.LineString([(-500, 500), (1500, 500)])  # runs on beyond the map

@@ -7,8 +7,8 @@ import pytest
 from scipy.spatial import cKDTree
 
 from soilsource.errors import InputError
-from soilsource.evaluation import cross_validate, fold_design
-from soilsource.folds import KNNDM, RandomKFold, SpatialBlocks, nearest_other_fold
+from soilsource.learn.evaluation import cross_validate, fold_design
+from soilsource.learn.folds import KNNDM, RandomKFold, SpatialBlocks, nearest_other_fold
 
 
 class Mean:
@@ -95,7 +95,7 @@ def test_knndm_is_repeatable_and_seeded():
 
 
 def test_knndm_above_the_ward_limit_clusters_centroids(monkeypatch):
-    import soilsource.folds as folds
+    import soilsource.learn.folds as folds
 
     monkeypatch.setattr(folds, "MAX_WARD", 50)
     xy, pred = _clustered(), _grid(30, 10_000)

@@ -14,8 +14,7 @@ from rasterio.transform import from_origin
 from scipy import ndimage
 
 import tinyinputs
-from soilsource.errors import InputError
-from soilsource.hotspots import (
+from soilsource.analysis.hotspots import (
     COLUMNS,
     hotspot_mask,
     hotspot_polygons,
@@ -24,6 +23,7 @@ from soilsource.hotspots import (
     region_hotspots,
     write_hotspots,
 )
+from soilsource.errors import InputError
 
 ORIGIN_XY = (500_000.0, 2_560_000.0)
 TRANSFORM = from_origin(*ORIGIN_XY, 10.0, 10.0)

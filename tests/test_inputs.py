@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
+from affine import Affine
+from rasterio.crs import CRS
 
 from soilsource.config import ImageryConfig, LanduseConfig, SamplesConfig
 from soilsource.errors import InputError
@@ -19,6 +23,7 @@ from soilsource.inputs import (
     reproject_points,
     resolve_imagery,
 )
+from soilsource.inputs.imagery import same_grid
 from tinyinputs import (
     CRS_UTM,
     ORIGIN,
@@ -322,3 +327,27 @@ def test_sample_table_is_inside_the_tiny_raster():
     x, y = reproject_points(table["lon"], table["lat"], "EPSG:4326", CRS_UTM)
     assert pd.Series(x).between(ORIGIN[0], ORIGIN[0] + SIZE * PIXEL_M).all()
     assert pd.Series(y).between(ORIGIN[1] - SIZE * PIXEL_M, ORIGIN[1]).all()
+
+
+@pytest.mark.parametrize(
+    ("change", "same"),
+    [
+        ({}, True),
+        ({"transform": Affine(10, 0, 500000 + 1e-9, 0, -10, 2e6)}, True),  # round-off
+        ({"crs": None}, True),  # a file without CRS is taken to be on the other's grid
+        ({"transform": Affine(10, 0, 500005, 0, -10, 2e6)}, False),  # half a pixel east
+        ({"transform": Affine(20, 0, 500000, 0, -20, 2e6)}, False),  # other pixel size
+        ({"width": 5}, False),
+        ({"crs": CRS.from_epsg(32650)}, False),
+    ],
+)
+def test_same_grid_is_one_rule(change, same):
+    grid = {
+        "width": 4,
+        "height": 3,
+        "transform": Affine(10, 0, 500000, 0, -10, 2e6),
+        "crs": CRS.from_epsg(32649),
+    }
+    a, b = SimpleNamespace(**grid), SimpleNamespace(**{**grid, **change})
+    assert same_grid(a, b) is same
+    assert same_grid(b, a) is same

@@ -7,8 +7,7 @@ import pandas as pd
 import pytest
 
 from soilsource.config import LabelConfig
-from soilsource.errors import InputError
-from soilsource.labels import (
+from soilsource.data.labels import (
     GB15618_TABLE1,
     exceeds,
     gb15618_screening_value,
@@ -16,6 +15,7 @@ from soilsource.labels import (
     ph_class,
     quantile_limit,
 )
+from soilsource.errors import InputError
 
 # One pH inside each class of the standard: <= 5.5, (5.5, 6.5], (6.5, 7.5], > 7.5.
 PH_PER_CLASS = np.array([5.0, 6.0, 7.0, 8.0])

@@ -8,7 +8,7 @@ import rasterio
 import torch
 from torch import nn
 
-from soilsource.mapping import patch_halo, probability_map, probability_map_tile
+from soilsource.mapping.probability import patch_halo, probability_map, probability_map_tile
 from soilsource.models import SILICNet
 from soilsource.models.silicnet import random_silicnet
 
@@ -161,11 +161,11 @@ def test_raw_map_is_the_model_output_and_its_sigmoid_the_probability():
 
 def test_a_ph_raster_gives_each_pixel_its_own_gb15618_limits(tmp_path):
     """mapping.ph: limits from each pixel's pH (paddy and other land by the paddy share)."""
+    from soilsource.data.labels import gb15618_screening_value
+    from soilsource.data.patches import BandStats, Patches
+    from soilsource.data.target import LogNormalLink
     from soilsource.inputs import describe_raster
-    from soilsource.labels import gb15618_screening_value
-    from soilsource.mapping import MapRule, write_probability_map
-    from soilsource.patches import BandStats, Patches
-    from soilsource.target import LogNormalLink
+    from soilsource.mapping.probability import MapRule, write_probability_map
     from tinyinputs import write_raster
 
     rng = np.random.default_rng(0)

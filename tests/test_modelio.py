@@ -1,4 +1,4 @@
-"""Tests of soilsource.modelio: round trips, and files that must be refused."""
+"""Tests of soilsource.models.modelio: round trips, and files that must be refused."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from soilsource.errors import InputError
-from soilsource.modelio import load_model, read_header, save_model
+from soilsource.learn.training import TorchPatchClassifier, predict_proba
+from soilsource.models import SILICNet
 from soilsource.models.baselines import WindowStatsForest, mobilenet_v3_small
-from soilsource.training import TorchPatchClassifier, predict_proba
+from soilsource.models.modelio import load_model, model_state, read_header, save_model
 
 META = {"bands": ["red", "nir"], "mean": [0.1, 0.2], "std": [1.0, 2.0], "patch_px": 16}
 
@@ -181,3 +183,14 @@ def test_save_rejects_what_it_cannot_write(tmp_path, forest):
     with pytest.raises(ValueError, match="architecture"):
         save_model(tmp_path / "m.pt", torch.nn.Linear(2, 1))  # not a known network
     assert not list(tmp_path.iterdir())
+
+
+def test_model_state_rebuilds_the_same_network_and_refuses_other_modules():
+    model = SILICNet(2, patch_px=16).eval()
+    state = model_state(model)
+    assert all(isinstance(v, np.ndarray) for v in state.weights.values())
+    x = torch.randn(3, 2, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(model(x), state.build()(x))
+    with pytest.raises(TypeError, match="plain state"):
+        model_state(nn.Conv2d(2, 1, 3))

@@ -51,8 +51,8 @@ def test_two_overlapping_constant_patches_average_in_the_overlap():
 
 
 def test_maps_go_back_where_the_patch_extractor_read_them(tmp_path):
-    """Round trip with soilsource.patches: a map of the patch's own pixels lands on them."""
-    from soilsource.patches import extract_patches
+    """Round trip with soilsource.data.patches: a map of the patch's own pixels lands on them."""
+    from soilsource.data.patches import extract_patches
 
     height, width = 30, 40
     grid = np.arange(height * width, dtype=np.float32).reshape(height, width) + 1

@@ -31,10 +31,10 @@ def test_package_data_is_installed():
     # the configuration reference (every key, generated like docs/configuration.md)
     reference = package.joinpath("configuration.md")
     assert reference.is_file() and "`train.cv`" in reference.read_text(encoding="utf-8")
-    assets = sorted(p for p in (SOURCE / "report_assets").iterdir() if p.is_file())
+    assets = sorted(p for p in (SOURCE / "report" / "assets").iterdir() if p.is_file())
     assert assets, "no report assets in src/"
     for asset in assets:
-        installed = package.joinpath("report_assets", asset.name)
+        installed = package.joinpath("report", "assets", asset.name)
         assert installed.is_file(), f"{asset.name} is missing from the installed package"
         assert installed.read_bytes() == asset.read_bytes(), asset.name
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from soilsource.errors import InputError
-from soilsource.inputs import describe_raster
-from soilsource.patches import (
+from soilsource.data.patches import (
     BandStats,
     Patches,
     PatchReader,
@@ -21,6 +19,8 @@ from soilsource.patches import (
     patch_size_px,
     sample_patches,
 )
+from soilsource.errors import InputError
+from soilsource.inputs import describe_raster
 from tinyinputs import ORIGIN, PIXEL_M, imagery_data, write_raster
 
 
@@ -322,7 +322,7 @@ def test_patch_array_indexing_and_refusals():
      ("uint16", (0.0001, 0.0001, 0.0001))],
 )  # fmt: skip
 def test_cache_keeps_16_bit_imagery_in_16_bits_and_reads_the_same(tmp_path, dtype, scales):
-    from soilsource.patches import cache_bytes, cache_dtype
+    from soilsource.data.patches import cache_bytes, cache_dtype
 
     rng = np.random.default_rng(3)
     top = 255 if dtype == "uint8" else 30000

@@ -14,16 +14,16 @@ import torch
 
 from soilsource.cli import main
 from soilsource.config import load_config
-from soilsource.dataset import load_dataset
+from soilsource.data.dataset import load_dataset
+from soilsource.data.patches import extract_patches, patch_size_px
 from soilsource.inputs import describe_raster
-from soilsource.mapping import probability_map
-from soilsource.modelio import load_model
+from soilsource.learn.training import TrainSettings
+from soilsource.mapping.probability import probability_map
 from soilsource.models import SILICNet
-from soilsource.patches import extract_patches, patch_size_px
-from soilsource.pipeline import MODEL, model_factory, pretrained_trunks, run
-from soilsource.pretrain import PretrainSettings
+from soilsource.models.modelio import load_model
+from soilsource.models.pretrain import PretrainSettings
+from soilsource.pipeline.runner import MODEL, model_factory, pretrained_trunks, run
 from soilsource.rundir import is_complete
-from soilsource.training import TrainSettings
 
 FAST = TrainSettings(max_epochs=2, batch_size=16, patience=1)
 

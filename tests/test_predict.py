@@ -20,9 +20,9 @@ from rasterio.enums import Resampling
 
 from soilsource.cli import main
 from soilsource.gisout import overview_count
-from soilsource.pipeline import run
+from soilsource.learn.training import TrainSettings
+from soilsource.pipeline.runner import run
 from soilsource.rundir import read_status
-from soilsource.training import TrainSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tinyinputs import write_project
@@ -143,7 +143,7 @@ def test_predictions_state_their_crs_and_lonlat_at_full_precision(tiny_run):
 
 
 def test_saved_model_records_its_imagery_and_rule(tiny_run):
-    from soilsource.modelio import read_header
+    from soilsource.models.modelio import read_header
 
     metadata = read_header(tiny_run / "run" / "models" / "r1" / "silicnet.pt")["metadata"]
     assert metadata["imagery"]["band_names"] == ["blue", "red", "nir"]

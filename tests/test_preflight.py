@@ -1,4 +1,4 @@
-"""The preflight (:mod:`soilsource.preflight`): valid unusual inputs pass it, and ``run``
+"""The preflight (:mod:`soilsource.pipeline.preflight`): valid unusual inputs pass it, and ``run``
 trains on the dataset it built (each patch read once).
 
 Bad inputs are the corpus's (``tests/badinputs/``, through ``check`` and ``run``); here are
@@ -16,10 +16,10 @@ import rasterio
 import yaml
 from pyproj import Transformer
 
-import soilsource.dataset
-import soilsource.pipeline
+import soilsource.data.dataset
+import soilsource.pipeline.runner
 from soilsource.errors import InputError
-from soilsource.preflight import FREE_DISK_ENV, output_bytes, plan
+from soilsource.pipeline.preflight import FREE_DISK_ENV, output_bytes, plan
 from soilsource.rundir import LOCK_FILE
 from tinyinputs import (
     BAND_NAMES,
@@ -181,7 +181,7 @@ def test_run_trains_on_the_preflights_dataset_reading_each_patch_once(tmp_path, 
     """run reads every patch once (in the preflight), then trains on that dataset."""
     config = write_project(tmp_path)
     reads, trained = [], []
-    sample_patches = soilsource.dataset.sample_patches
+    sample_patches = soilsource.data.dataset.sample_patches
 
     def counted(raster, points, size, **kwargs):
         reads.append(len(points))
@@ -191,8 +191,8 @@ def test_run_trains_on_the_preflights_dataset_reading_each_patch_once(tmp_path, 
         trained.append(dataset)
         raise KeyboardInterrupt  # stop before training
 
-    monkeypatch.setattr(soilsource.dataset, "sample_patches", counted)
-    monkeypatch.setattr(soilsource.pipeline, "evaluate", evaluate)
+    monkeypatch.setattr(soilsource.data.dataset, "sample_patches", counted)
+    monkeypatch.setattr(soilsource.pipeline.runner, "evaluate", evaluate)
     with pytest.raises(KeyboardInterrupt):
         soilsource.pipeline.run(config, tmp_path / "out")
     assert sum(reads) == 20 and len(trained) == 1
@@ -261,7 +261,7 @@ def test_a_landuse_code_missing_from_the_table_is_found_before_any_patch(tmp_pat
     config = write_project(tmp_path)
     (tmp_path / "classes.csv").write_text("code,name\n1,industrial\n2,paddy\n")
     reads = []
-    monkeypatch.setattr(soilsource.dataset, "sample_patches", lambda *a, **k: reads.append(a))
+    monkeypatch.setattr(soilsource.data.dataset, "sample_patches", lambda *a, **k: reads.append(a))
     with pytest.raises(InputError, match=r"code 3: not in the class table classes\.csv"):
         plan(config, tmp_path / "out")
     assert not reads and not (tmp_path / "out").exists()

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from soilsource.data.patches import BandStats
 from soilsource.inputs.imagery import describe_raster
 from soilsource.models import SILICNet
-from soilsource.patches import BandStats
-from soilsource.pretrain import (
+from soilsource.models.pretrain import (
     PretrainSettings,
     cache_dir,
     fingerprint,
@@ -102,7 +102,7 @@ def test_a_pretrained_trunk_is_cached_by_the_imagery(raster, tmp_path, monkeypat
     def refuse(*args, **kwargs):
         raise AssertionError("pretrained again although the cache holds the trunk")
 
-    monkeypatch.setattr("soilsource.pretrain.pretrain_trunk", refuse)
+    monkeypatch.setattr("soilsource.models.pretrain.pretrain_trunk", refuse)
     again = pretrained_trunk([raster], build, FAST, seed=0, device="cpu", cache=cache)
     assert all(torch.equal(state[k], again[k]) for k in state)
     # Another seed, other settings or other imagery: another entry.

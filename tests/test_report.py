@@ -17,10 +17,10 @@ import yaml
 from soilsource.cli import main
 from soilsource.config import load_config
 from soilsource.errors import InputError
-from soilsource.pipeline import run
-from soilsource.report import REPORT_FILE, write_report
+from soilsource.learn.training import TrainSettings
+from soilsource.pipeline.runner import run
+from soilsource.report.document import REPORT_FILE, write_report
 from soilsource.rundir import is_complete
-from soilsource.training import TrainSettings
 
 FAST = TrainSettings(max_epochs=1, batch_size=16, patience=1)
 REGIONS = ("industrial_town", "river_paddies")

@@ -26,12 +26,12 @@ import yaml
 from soilsource.cli import main
 from soilsource.config import load_config
 from soilsource.errors import InputError
-from soilsource.evaluation import cross_validate
+from soilsource.learn.evaluation import cross_validate
+from soilsource.learn.training import Standardized, TorchPatchClassifier, TrainSettings
 from soilsource.models import SILICNet
-from soilsource.pipeline import _results_yaml, train_settings
-from soilsource.resume import CHECKPOINTS, Checkpoints
+from soilsource.pipeline.resume import CHECKPOINTS, Checkpoints
+from soilsource.pipeline.runner import _results_yaml, train_settings
 from soilsource.rundir import is_complete, mark, prepare, read_status
-from soilsource.training import Standardized, TorchPatchClassifier, TrainSettings
 
 REGIONS = ("industrial_town", "river_paddies")
 KILL_TIMEOUT_S = 120

@@ -18,11 +18,11 @@ import psutil
 import pytest
 import yaml
 
-import soilsource.pipeline
+import soilsource.pipeline.runner
 from soilsource.atomic import atomic_path, write_text_atomic
 from soilsource.cli import main
 from soilsource.errors import InputError
-from soilsource.resume import CHECKPOINTS
+from soilsource.pipeline.resume import CHECKPOINTS
 from soilsource.rundir import (
     LOCK_FILE,
     check_out,
@@ -118,7 +118,7 @@ def test_disk_full_is_one_line_and_leaves_nothing_that_looks_complete(
 ):
     """The disk fills up while metrics.json is written: exit 2, no metrics.json, no
     temporary file, run.json still 'running'; after freeing space --resume finishes."""
-    real = soilsource.pipeline.write_text_atomic
+    real = soilsource.pipeline.runner.write_text_atomic
 
     def full_disk(path, text):
         if Path(path).name != "metrics.json":
@@ -127,7 +127,7 @@ def test_disk_full_is_one_line_and_leaves_nothing_that_looks_complete(
             tmp.write_text(text[: len(text) // 2])  # half written, then the disk is full
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp))
 
-    monkeypatch.setattr(soilsource.pipeline, "write_text_atomic", full_disk)
+    monkeypatch.setattr(soilsource.pipeline.runner, "write_text_atomic", full_disk)
     out = tmp_path / "run"
     assert run_error(project, out, capsys) == (
         f"{PREFIX}{out}: cannot write: no space left on device; "
@@ -137,7 +137,7 @@ def test_disk_full_is_one_line_and_leaves_nothing_that_looks_complete(
     assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
     assert read_status(out)["status"] == "running" and not is_complete(out)
 
-    monkeypatch.setattr(soilsource.pipeline, "write_text_atomic", write_text_atomic)
+    monkeypatch.setattr(soilsource.pipeline.runner, "write_text_atomic", write_text_atomic)
     assert main(["run", str(project), "--out", str(out), "--resume"]) == 0
     assert is_complete(out) and (out / "metrics.json").is_file()
 
@@ -178,12 +178,12 @@ def test_every_file_of_a_run_is_moved_into_place(project, tmp_path, monkeypatch)
 
 
 def test_ctrl_c_is_one_line_and_the_run_resumes(project, tmp_path, capsys, monkeypatch):
-    evaluate = soilsource.pipeline.evaluate
+    evaluate = soilsource.pipeline.runner.evaluate
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(soilsource.pipeline, "evaluate", interrupted)
+    monkeypatch.setattr(soilsource.pipeline.runner, "evaluate", interrupted)
     out = tmp_path / "run"
     assert main(["run", str(project), "--out", str(out)]) == 130
     err = capsys.readouterr().err
@@ -191,7 +191,7 @@ def test_ctrl_c_is_one_line_and_the_run_resumes(project, tmp_path, capsys, monke
         err.splitlines()[-1] == "soilsource: interrupted; 'soilsource run ... --resume' continues"
     )
     assert "Traceback" not in err and not is_complete(out)
-    monkeypatch.setattr(soilsource.pipeline, "evaluate", evaluate)
+    monkeypatch.setattr(soilsource.pipeline.runner, "evaluate", evaluate)
     assert main(["run", str(project), "--out", str(out), "--resume"]) == 0
     assert is_complete(out)
 

@@ -21,8 +21,8 @@ import yaml
 from soilsource.cli import main
 from soilsource.config import load_config
 from soilsource.errors import InputError
-from soilsource.modelio import load_model
-from soilsource.resume import Checkpoints
+from soilsource.models.modelio import load_model
+from soilsource.pipeline.resume import Checkpoints
 from soilsource.rundir import safe_stem
 
 BASE = Path(__file__).resolve().parent / "badinputs" / "base"

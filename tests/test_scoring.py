@@ -11,6 +11,7 @@ from rasterio.transform import from_origin
 from scipy import ndimage
 
 import tinyinputs
+from soilsource.analysis.zones import landuse_statistics, write_landuse_sensitivity
 from soilsource.explain.scoring import (
     SCORE_COLUMNS,
     ranking_spearman,
@@ -19,7 +20,6 @@ from soilsource.explain.scoring import (
     source_auc,
     source_pixels,
 )
-from soilsource.zones import landuse_statistics, write_landuse_sensitivity
 
 ORIGIN_XY = (500_000.0, 2_560_000.0)
 TRANSFORM = from_origin(*ORIGIN_XY, 10.0, 10.0)

@@ -16,12 +16,12 @@ import pytest
 import torch
 import yaml
 
-from soilsource import training
 from soilsource.cli import main
 from soilsource.config import load_config
-from soilsource.pipeline import run, runs_at_once
+from soilsource.learn import training
+from soilsource.learn.training import TrainSettings, available_cpus, share_cpus
+from soilsource.pipeline.runner import run, runs_at_once
 from soilsource.rundir import is_complete
-from soilsource.training import TrainSettings, available_cpus, share_cpus
 
 FAST = TrainSettings(max_epochs=1, batch_size=16, patience=1)
 REGION = "industrial_town"
@@ -186,7 +186,7 @@ def test_sources_are_apportioned_and_each_factor_learned_from_the_imagery(small_
 
 
 def test_check_prints_every_metal_and_validates_the_sources(small_city, tmp_path):
-    from soilsource.check import check_all
+    from soilsource.pipeline.check import check_all
 
     summaries = check_all(_sources_config(small_city, tmp_path))
     assert [s.metal for s in summaries] == ["Cd", "Pb", "Zn", "Cu"]

@@ -18,8 +18,8 @@ from sklearn.metrics import roc_auc_score
 
 from soilsource.cli import main
 from soilsource.config import load_config
+from soilsource.data.labels import exceeds, gb15618_screening_value
 from soilsource.errors import InputError
-from soilsource.labels import exceeds, gb15618_screening_value
 from soilsource.synth import REGIONS, LandUse, build_region, write_city
 from soilsource.synth.cadmium import (
     AUC_BAND,

@@ -8,11 +8,11 @@ import torch
 from scipy.stats import norm
 from sklearn.metrics import roc_auc_score
 
-from soilsource.modelio import load_model, save_model
+from soilsource.data.target import MIN_VALUE, LogNormalLink
+from soilsource.learn.training import Standardized, TorchPatchClassifier, TrainSettings, fit
 from soilsource.models import SILICNet
 from soilsource.models.baselines import WindowStatsForest
-from soilsource.target import MIN_VALUE, LogNormalLink
-from soilsource.training import Standardized, TorchPatchClassifier, TrainSettings, fit
+from soilsource.models.modelio import load_model, save_model
 
 
 def test_link_round_trips_and_gives_lognormal_exceedance():

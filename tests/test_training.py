@@ -1,4 +1,4 @@
-"""Tests of soilsource.training: augmentation group, splits, fitting, repeatability."""
+"""Tests of soilsource.learn.training: augmentation group, splits, fitting, repeatability."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from sklearn.exceptions import NotFittedError
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from soilsource import training
 from soilsource.errors import InputError
-from soilsource.training import (
+from soilsource.learn import training
+from soilsource.learn.training import (
     DIHEDRAL_ORDER,
     Standardized,
     TorchPatchClassifier,
@@ -293,7 +294,7 @@ def test_standardized_scales_with_training_statistics_only():
     p = model.predict_proba(x_test)
     assert p.shape == (20,) and np.isfinite(p).all()
     assert model.fit_result_ is inner.fit_result_
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         Standardized(inner).predict_proba(x_test)
 
 
@@ -313,7 +314,7 @@ def test_test_time_augmentation_averages_the_eight_rotations_and_flips():
 
 def _lazy(x: np.ndarray):
     """``x`` (physical, NaN for nodata) as a lazy PatchArray over an in-memory store."""
-    from soilsource.patches import PatchStore, _Part
+    from soilsource.data.patches import PatchStore, _Part
 
     n = len(x)
     zeros = np.zeros(n, int)
@@ -323,7 +324,7 @@ def _lazy(x: np.ndarray):
 
 @pytest.mark.parametrize("target", ["label", "value"])
 def test_lazy_patches_train_and_predict_exactly_as_arrays_in_batches(target, monkeypatch):
-    from soilsource.patches import PatchStore
+    from soilsource.data.patches import PatchStore
 
     x, y = blob_task(n=160)
     x = x * 3.0 + 10.0

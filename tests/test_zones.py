@@ -11,8 +11,7 @@ from rasterio.transform import from_origin
 from scipy import ndimage
 
 import tinyinputs
-from soilsource.errors import InputError
-from soilsource.zones import (
+from soilsource.analysis.zones import (
     GEODETECTOR_COLUMNS,
     TABLE_COLUMNS,
     landuse_statistics,
@@ -20,6 +19,7 @@ from soilsource.zones import (
     write_geodetector,
     write_landuse_sensitivity,
 )
+from soilsource.errors import InputError
 
 ORIGIN_XY = (500_000.0, 2_560_000.0)
 TRANSFORM = from_origin(*ORIGIN_XY, 10.0, 10.0)

@@ -1,10 +1,13 @@
 """soilsource: find likely sources of soil heavy-metal pollution from imagery and samples.
 
-The package is laid out as the pipeline it runs, with imports flowing one way:
-inputs -> labels -> patches -> models -> training and evaluation -> explanation ->
-zones and hotspots -> mapping -> report. `soilsource.synth` writes the known-truth
-synthetic city used as demo and benchmark; `soilsource.cli` is a thin layer over
-the Python API.
+The package is laid out as the pipeline it runs, with imports flowing one way (bottom first;
+``tests/test_layers.py`` holds the order and enforces it): plumbing (errors, atomic,
+progress, runtime, gisout, rundir) -> config -> inputs -> data (labels, target, patches,
+dataset) -> sources (apportionment) -> synth -> learn (training, folds, evaluation) ->
+models (SI-LICNet, baselines, registry, model files) -> explain -> analysis (hotspots,
+zones) -> mapping (probability maps, applicability) -> report -> pipeline (preflight, run,
+resume, check, predict) -> cli, a thin layer over the Python API. ``soilsource.synth``
+writes the known-truth synthetic city used as demo and benchmark.
 """
 
 import os

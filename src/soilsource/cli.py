@@ -143,8 +143,8 @@ def demo(
 ) -> None:
     """Build the synthetic city in OUT/city and run the whole pipeline on it into OUT."""
     from soilsource.config import load_config
-    from soilsource.pipeline import execute, execute_several
-    from soilsource.preflight import plan_several
+    from soilsource.pipeline.preflight import plan_several
+    from soilsource.pipeline.runner import execute, execute_several
     from soilsource.rundir import check_out, claim, prepare
     from soilsource.synth import write_city
 
@@ -205,7 +205,7 @@ def run(
 ) -> None:
     """Run the whole pipeline of CONFIG into OUT (metrics, maps, hotspots, models)."""
     from soilsource.config import load_config
-    from soilsource.pipeline import run as run_pipeline
+    from soilsource.pipeline.runner import run as run_pipeline
 
     settings = load_config(config)
     if scheduler is not None:
@@ -220,7 +220,7 @@ def report(
     run_dir: Annotated[Path, typer.Argument(help="Run directory written by run or demo.")],
 ) -> None:
     """(Re)build RUN_DIR/report.html from the files of a run directory."""
-    from soilsource.report import write_report
+    from soilsource.report.document import write_report
 
     stdout.print(f"report: {write_report(run_dir)}")
 
@@ -229,7 +229,7 @@ def check(
     config: Annotated[Path, typer.Argument(help="The YAML configuration file.")],
 ) -> None:
     """Validate the inputs of CONFIG and print a summary (no training, writes nothing)."""
-    from soilsource.check import check_all, print_summary
+    from soilsource.pipeline.check import check_all, print_summary
 
     for summary in check_all(config):  # one per metal
         print_summary(summary, stdout)
@@ -258,7 +258,7 @@ def predict(
     ] = False,
 ) -> None:
     """Apply a run's model to new imagery: probability and concentration maps, short report."""
-    from soilsource.predict import predict as apply_model
+    from soilsource.pipeline.predict import predict as apply_model
 
     result = apply_model(run_dir, imagery, out, region=region, force=force)
     for kind, path in result.maps.items():

@@ -262,7 +262,7 @@ Baseline = Literal["random_forest", "mobilenet_v3_small", "resnet18"]
 class ModelConfig(_Section):
     """What the models learn, and which run beside SI-LICNet in the same harness."""
 
-    baselines: list[Baseline] = Field(default_factory=lambda: ["random_forest"])
+    baselines: list[Baseline] = Field(default_factory=lambda: list[Baseline](["random_forest"]))
     members: int = Field(
         default=3,
         ge=1,

@@ -10,7 +10,7 @@ overwritten by accident:
 - a directory that is not a soilsource run (no ``run.json``) but holds files is the
   user's, and is refused;
 - an unfinished run is continued with :func:`resume` (checkpoints in
-  :mod:`soilsource.resume`), or started afresh by :func:`prepare`.
+  :mod:`soilsource.pipeline.resume`), or started afresh by :func:`prepare`.
 
 One run at a time per directory: :func:`claim` holds ``OUT/.soilsource.lock`` (an
 ``flock`` through the ``filelock`` package, with the holder's pid inside) for as long as
@@ -20,7 +20,7 @@ recovered by the next run; a run that ends, however it ends, removes the file, s
 finished directory looks as before.
 
 :func:`check_out` is what :func:`prepare` and :func:`resume` refuse, found without
-writing anything (the preflight, :mod:`soilsource.preflight`, calls it before any
+writing anything (the preflight, :mod:`soilsource.pipeline.preflight`, calls it before any
 input is read).
 
 Names that come from the inputs (regions, rasters) become file names only through
@@ -83,7 +83,7 @@ def read_status(out: str | PathLike[str]) -> dict[str, Any] | None:
 def is_complete(out: str | PathLike[str]) -> bool:
     """True when ``out`` holds a finished run."""
     status = read_status(out)
-    return bool(status) and status.get("status") == "complete"
+    return status is not None and status.get("status") == "complete"
 
 
 def check_out(

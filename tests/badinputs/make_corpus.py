@@ -48,11 +48,11 @@ def write_trained_run(root: Path) -> Path:
     """
     import torch
 
+    from soilsource.data.patches import BandStats
     from soilsource.inputs import describe_raster
     from soilsource.inputs.imagery import imagery_record
-    from soilsource.modelio import save_model
     from soilsource.models import SILICNet
-    from soilsource.patches import BandStats
+    from soilsource.models.modelio import save_model
     from soilsource.rundir import mark
 
     run = root / "run"
@@ -307,8 +307,8 @@ def main() -> None:
     old = write_case("predict_model_without_imagery_record")
     import torch
 
-    from soilsource.modelio import save_model
     from soilsource.models import SILICNet
+    from soilsource.models.modelio import save_model
 
     torch.manual_seed(0)
     metadata = {"scope": "r1", "patch_px": 16, "band_names": list(BAND_NAMES)}  # no imagery

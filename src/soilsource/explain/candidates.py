@@ -27,9 +27,9 @@ two things the run already has, and a choice documented here once:
 
 Candidates are the objects with a positive effect, ranked by it (1 = strongest), at most
 ``top`` per region, of the classes that drive contamination in the region (significant
-positive evidence, :func:`soilsource.zones.mark_drivers`; every class when none does or
+positive evidence, :func:`soilsource.analysis.zones.mark_drivers`; every class when none does or
 there is no land-use map). A region whose model has no skill gets none
-(:mod:`soilsource.pipeline`).
+(:mod:`soilsource.pipeline.runner`).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ import math
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import cast
 
 import geopandas as gpd
 import numpy as np
@@ -82,7 +83,7 @@ OBJECT_BLOCK = 4096
 def covered_window(patches, height: int, width: int) -> Window:
     """The part of a ``height`` x ``width`` grid that any of ``patches`` covers.
 
-    >>> from soilsource.patches import Patches
+    >>> from soilsource.data.patches import Patches
     >>> p = Patches(np.zeros((2, 1, 4, 4)), np.ones((2, 4, 4), bool), np.array([-1, 5]),
     ...             np.array([2, 3]), np.arange(2), ("b",))
     >>> covered_window(p, 8, 20)
@@ -126,7 +127,7 @@ def object_labels(
     """
     if cell_px < 1:
         raise ValueError(f"cell_px must be >= 1, got {cell_px}")
-    shape = np.shape(codes) if codes is not None else np.shape(valid)
+    shape = np.shape(codes if codes is not None else cast(np.ndarray, valid))
     ncols = shape[1] // cell_px + 1
     # Cell ids only for the pixels asked about (a region-size int64 grid of them, and
     # np.indices's two more, took 0.5 GB on a 4,096 px region).
@@ -146,7 +147,8 @@ def object_labels(
         return labels, names + [CELL_CLASS] * (int(inverse.max()) + 1 if inverse.size else 0)
     codes = np.asarray(codes)
     inside = np.ones(shape, bool) if valid is None else valid
-    for code in sorted(classes or {}):
+    classes = classes or {}
+    for code in sorted(classes):
         mask = (codes == code) & inside
         if not mask.any():
             continue

@@ -10,7 +10,7 @@ Conventions
 -----------
 - Each map goes back where its patch was read: its upper-left pixel at grid pixel
   ``(row_off, col_off)``, the window origin the patch extractor reports
-  (:attr:`soilsource.patches.Patches.row_off` and ``col_off``), so the centring rule
+  (:attr:`soilsource.data.patches.Patches.row_off` and ``col_off``), so the centring rule
   lives in one place only. Parts of a patch beyond the raster edge are dropped.
 - NaN inside a map (a pixel the patch did not see) contributes nothing.
 - Nodata is NaN: sensitivity is a signed float with no value to spare, NaN cannot be
@@ -28,7 +28,7 @@ Aggregation (``aggregation``)
   that distance from a sample.
 
 Weights (``weights``): each sample's map times a factor before the mean, e.g. how far the
-sample's measured value exceeds its limit (:func:`soilsource.pipeline.sample_weights`, the
+sample's measured value exceeds its limit (:func:`soilsource.pipeline.runner.sample_weights`, the
 default of ``soilsource run``): a clean sample's map then counts zero, a contaminated
 sample's in proportion to its contamination, and the map shows what the network reads as
 the cause of the *measured* contamination around each sample.
@@ -76,7 +76,7 @@ def accumulate_window(
     row_off: np.ndarray,
     col_off: np.ndarray,
     window: Window,
-    samples: np.ndarray | None = None,
+    samples: Sequence[int] | np.ndarray | None = None,
     expected: np.ndarray | None = None,
     weights: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -269,7 +269,7 @@ def write_sensitivity(
         diverging ramp centred on 0 (:mod:`soilsource.gisout`).
     weights:
         Optional factor of each sample's map (e.g. its measured exceedance of its limit,
-        :func:`soilsource.pipeline.sample_weights`); pixels still divide by the number of
+        :func:`soilsource.pipeline.runner.sample_weights`); pixels still divide by the number of
         covering maps.
 
     Returns

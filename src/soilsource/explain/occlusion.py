@@ -31,13 +31,14 @@ At the defaults (128 px patch, 16 px window, 4 px stride) a window changes 9 x 9
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from soilsource.models.registry import network_spec
 from soilsource.models.silicnet import STEM_STRIDE, SILICNet
 
 __all__ = ["occlusion_sensitivity", "window_starts"]
@@ -126,9 +127,11 @@ def occlusion_sensitivity(
             )
     if not torch.isfinite(x).all():
         raise ValueError("x holds NaN or infinite values; fill or mask nodata first")
+    entry = network_spec(model)
+    incremental = entry is not None and entry.incremental_occlusion
     if method == "auto":
-        method = "incremental" if isinstance(model, SILICNet) else "full"
-    if method == "incremental" and not isinstance(model, SILICNet):
+        method = "incremental" if incremental else "full"
+    if method == "incremental" and not incremental:
         raise TypeError(f"incremental occlusion needs a SILICNet, got {type(model).__name__}")
     if method not in ("incremental", "full"):
         raise ValueError(f"method must be 'auto', 'incremental' or 'full', got {method!r}")
@@ -150,7 +153,7 @@ def occlusion_sensitivity(
         with torch.inference_mode():
             if method == "incremental":
                 drops = _incremental_drops(
-                    model, xd, base, ys, xs, window_px, batch_windows, squash
+                    cast(SILICNet, model), xd, base, ys, xs, window_px, batch_windows, squash
                 )
             else:
                 drops = _full_drops(model, xd, base, ys, xs, window_px, batch_windows, squash)
@@ -297,7 +300,7 @@ def _incremental_drops(
             # Stem: the input pixels of the changed cells, with the window substituted.
             r, q = STEM_STRIDE * by + pad, STEM_STRIDE * cx + pad
             hidden = scalar if base_frame is None else _gather(base_frame, r, q, size)
-            crop = torch.where(inside[sl], hidden, _gather(caches[0][0], r, q, size))
+            crop = torch.where(inside[sl], hidden, _gather(caches[0][0], r, q, size))  # type: ignore[arg-type]  # a scalar baseline broadcasts
             deltas = []
             for (stem, *blocks), cache in zip(members, caches, strict=True):
                 changed = _nhwc(stem(_nchw(crop)))
@@ -321,7 +324,7 @@ def _incremental_drops(
     return drops.reshape(n, len(ys), len(xs))
 
 
-def _member_stages(model: SILICNet) -> list[list[nn.Module]]:
+def _member_stages(model: SILICNet) -> list[list[nn.Sequential]]:
     """Each ensemble member's trunk as its own evaluation stages (one list for one network).
 
     The members of an ensemble share no trunk weight (the pointwise convolutions are
@@ -345,28 +348,30 @@ def _conv_like(conv: nn.Conv2d, weight: Tensor, bias: Tensor | None, groups: int
     out = nn.Conv2d(
         weight.shape[1] * groups,
         weight.shape[0],
-        conv.kernel_size,
-        stride=conv.stride,
+        conv.kernel_size,  # type: ignore[arg-type]  # torch: tuple[int, ...], a Conv2d's is a pair
+        stride=conv.stride,  # type: ignore[arg-type]
         groups=groups,
         bias=bias is not None,
     ).to(device=weight.device, dtype=weight.dtype)
     with torch.no_grad():
         out.weight.copy_(weight)
         if bias is not None:
-            out.bias.copy_(bias)
+            cast(Tensor, out.bias).copy_(bias)
     return out.to(memory_format=torch.channels_last).eval()
 
 
 def _member_stem(stem: nn.Sequential, keep: slice) -> nn.Sequential:
     """The stem's output channels ``keep``: its last convolution sliced (a blur stays whole)."""
-    *before, conv, relu = stem
+    *before, last, relu = stem
+    conv = cast(nn.Conv2d, last)
     bias = conv.bias[keep] if conv.bias is not None else None
     return nn.Sequential(*before, _conv_like(conv, conv.weight[keep], bias, 1), relu)
 
 
 def _member_block(block: nn.Sequential, keep: slice) -> nn.Sequential:
     """A block on one member's channels: the depthwise and the grouped pointwise sliced."""
-    depthwise, pointwise, relu = block
+    depthwise, pointwise = cast(nn.Conv2d, block[0]), cast(nn.Conv2d, block[1])
+    relu = block[2]
     width = keep.stop - keep.start
     dw = _conv_like(depthwise, depthwise.weight[keep], None, width)
     bias = pointwise.bias[keep] if pointwise.bias is not None else None

@@ -33,6 +33,8 @@ from rasterio.windows import Window, subdivide
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
+from soilsource.inputs.imagery import same_grid
+
 DEFAULT_SOURCE_QUANTILE = 0.9
 MAX_PIXELS = 2_000_000
 SCORE_COLUMNS = [
@@ -101,10 +103,7 @@ def ranking_spearman(estimated: Sequence[str], truth: Sequence[str]) -> float:
 
 
 def _check_grid(reference: rasterio.DatasetReader, other: rasterio.DatasetReader) -> None:
-    same = (other.width, other.height) == (reference.width, reference.height) and (
-        other.transform.almost_equals(reference.transform, precision=1e-6)
-    )
-    if not same:
+    if not same_grid(reference, other):
         raise ValueError(f"{other.name} is not on the grid of {reference.name}")
 
 
@@ -134,7 +133,8 @@ def _covered_values(
 
         n_covered = sum(int(read(w)[2].sum()) for w in windows)
         step = max(1, math.ceil(n_covered / max_pixels))
-        kept_s, kept_c, by_code = [], [], {}
+        kept_s, kept_c = [], []
+        by_code: dict[int, tuple[int, float]] = {}
         seen = 0
         for window in windows:
             s, c, covered = read(window)

@@ -1,7 +1,7 @@
 """Occlusion sensitivity of many samples, in batches that can run on a Dask cluster.
 
 A region's sensitivity raster needs one occlusion map per sample patch; the patches are
-independent, so batches of them are tasks (:mod:`soilsource.compute`). The model goes to
+independent, so batches of them are tasks (:mod:`soilsource.runtime`). The model goes to
 the tasks as plain weights, the batches as normalised arrays; results come back in batch
 order, so the maps are the same arrays whether they were computed here or on workers.
 """
@@ -9,14 +9,16 @@ order, so the maps are the same arrays whether they were computed here or on wor
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 
-from soilsource.compute import ModelState, Session, model_state, session_or_local
+from soilsource.data.patches import BandStats, Patches
 from soilsource.explain.occlusion import occlusion_sensitivity
-from soilsource.patches import BandStats, Patches
+from soilsource.models.modelio import ModelState, model_state
 from soilsource.progress import track
+from soilsource.runtime import Session, session_or_local
 
 __all__ = ["occlusion_px", "sensitivity_maps", "sensitivity_task"]
 
@@ -40,7 +42,7 @@ class _OcclusionJob:
     window_px: int
     stride_px: int
     baseline: float
-    output: str = "probability"
+    output: Literal["probability", "raw"] = "probability"
 
 
 def sensitivity_task(job: _OcclusionJob, batch: np.ndarray) -> np.ndarray:
@@ -64,7 +66,7 @@ def sensitivity_maps(
     batch: int = 16,
     session: Session | None = None,
     progress: bool = True,
-    output: str = "probability",
+    output: Literal["probability", "raw"] = "probability",
 ) -> np.ndarray:
     """Occlusion sensitivity ``(N, S, S)`` of every patch under a trained network.
 

@@ -3,7 +3,7 @@
 The ``imagery.path`` of the configuration is one raster (every region reads it),
 a list of rasters (scenes or tiles; each sample reads the first one that covers
 it) or a ``{region}`` template (one raster per region). Only metadata is read
-here; pixels are read in windows by :mod:`soilsource.patches`, never whole.
+here; pixels are read in windows by :mod:`soilsource.data.patches`, never whole.
 
 Band names come from the band descriptions (``band_1``, ... when there are none);
 nodata, scale and offset are kept per band so that readers can honour them.
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import rasterio
@@ -172,7 +172,7 @@ def describe_raster(path: str | PathLike[str], key: str = "imagery.path") -> Ras
 def prediction_points(raster: RasterInfo, n: int = 1000) -> np.ndarray:
     """About ``n`` regularly spaced points (x, y in the raster's CRS) on its valid pixels.
 
-    The prediction area of kNNDM cross-validation (:class:`soilsource.folds.KNNDM`): the
+    The prediction area of kNNDM cross-validation (:class:`soilsource.learn.folds.KNNDM`): the
     places the probability map covers. The raster's validity mask is read once at a
     reduced resolution (a grid of about ``4 n`` cells, GDAL's nearest-neighbour
     overview), and the centres of valid cells are thinned regularly to about ``n``.
@@ -183,8 +183,9 @@ def prediction_points(raster: RasterInfo, n: int = 1000) -> np.ndarray:
         valid = src.dataset_mask(out_shape=(rows, cols)) > 0
     r, c = np.nonzero(valid)
     step = max(1, len(r) // n)
-    r, c = r[::step] + 0.5, c[::step] + 0.5
-    x, y = raster.transform @ (c * raster.width / cols, r * raster.height / rows)
+    rc, cc = r[::step] + 0.5, c[::step] + 0.5
+    # affine's types say a point of two floats; it maps arrays of points just as well
+    x, y = raster.transform @ (cc * raster.width / cols, rc * raster.height / rows)  # type: ignore[operator]
     return np.column_stack([x, y]).astype(np.float64)
 
 
@@ -212,7 +213,7 @@ def resolve_imagery(spec: ImageryConfig, regions: Sequence[str]) -> dict[str, li
     if spec.is_template:
         out = {}
         for region in regions:
-            path = region_path(spec.path, region)
+            path = region_path(cast(Path, spec.path), region)  # a template is one path
             if not path.exists():
                 raise InputError(
                     path, "", f"no raster for region '{region}' (template key 'imagery.path')"
@@ -255,6 +256,31 @@ def reproject_points(
     return np.asarray(tx, dtype=float), np.asarray(ty, dtype=float)
 
 
+def same_grid(a: Any, b: Any) -> bool:
+    """True when two rasters lie on one grid: the one rule for "same grid" in soilsource.
+
+    ``a`` and ``b`` are anything with ``width``, ``height``, ``transform`` and ``crs``
+    (open rasterio datasets, :class:`RasterInfo`). Same size in pixels, transforms equal to
+    1e-6 (a GeoTIFF stores them as doubles: rounding in a round trip through another tool
+    is ~1e-9 m, a real shift is at least a fraction of a pixel), and the same CRS where both
+    name one (a file without a CRS is taken to be on the other's).
+
+    >>> from types import SimpleNamespace
+    >>> from affine import Affine
+    >>> grid = dict(width=4, height=3, crs=None)
+    >>> a = SimpleNamespace(**grid, transform=Affine(10, 0, 500000, 0, -10, 2e6))
+    >>> b = SimpleNamespace(**grid, transform=Affine(10, 0, 500000 + 1e-9, 0, -10, 2e6))
+    >>> c = SimpleNamespace(**grid, transform=Affine(10, 0, 500005, 0, -10, 2e6))
+    >>> same_grid(a, b), same_grid(a, c)
+    (True, False)
+    """
+    return (
+        (a.width, a.height) == (b.width, b.height)
+        and a.transform.almost_equals(b.transform, precision=1e-6)
+        and (a.crs is None or b.crs is None or a.crs == b.crs)
+    )
+
+
 PIXEL_TOLERANCE = 0.01
 """Relative difference of pixel size that :func:`check_like_training` accepts (1 %)."""
 
@@ -275,6 +301,23 @@ def imagery_record(raster: RasterInfo) -> dict[str, Any]:
         "crs": describe_crs(raster.crs),
         "dtype": raster.dtype,
     }
+
+
+def scaling_mismatch(
+    raster: RasterInfo, scales: Sequence[float], offsets: Sequence[float]
+) -> tuple[int, str, float, float] | None:
+    """The first band whose scale or offset differs from ``scales``/``offsets``, as
+    ``(band index, "scale" or "offset", the raster's, the other)``; None when all agree.
+
+    One rule for "the values mean the same" (to 1e-9 relative, 1e-12 absolute: a float32
+    round trip of 0.0001 stays inside it, another scale does not), between the rasters of
+    one run and between new imagery and a model's training imagery.
+    """
+    for what, got, want in (("scale", raster.scales, scales), ("offset", raster.offsets, offsets)):
+        for i, (a, b) in enumerate(zip(got, want, strict=True)):
+            if not math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12):
+                return i, what, float(a), float(b)
+    return None
 
 
 def check_like_training(raster: RasterInfo, record: dict[str, Any]) -> None:
@@ -309,18 +352,15 @@ def check_like_training(raster: RasterInfo, record: dict[str, Any]) -> None:
                 f"band {i + 1}",
                 f"is '{name}', but the model was trained with '{expected}' there{hint}",
             )
-    for what, got, want in (
-        ("scale", raster.scales, record["scales"]),
-        ("offset", raster.offsets, record["offsets"]),
-    ):
-        for i, (a, b) in enumerate(zip(got, want, strict=True)):
-            if not math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12):
-                raise InputError(
-                    raster.path,
-                    f"band {i + 1} ('{names[i]}')",
-                    f"{what} {a:g}, but the training imagery had {what} {b:g}; the values "
-                    "would not mean the same",
-                )
+    differs = scaling_mismatch(raster, record["scales"], record["offsets"])
+    if differs is not None:
+        i, what, a, b = differs
+        raise InputError(
+            raster.path,
+            f"band {i + 1} ('{names[i]}')",
+            f"{what} {a:g}, but the training imagery had {what} {b:g}; the values "
+            "would not mean the same",
+        )
     size, trained = raster.pixel_size_m, float(record["pixel_size_m"])
     if abs(size - trained) > PIXEL_TOLERANCE * trained:
         raise InputError(

@@ -23,6 +23,7 @@ the file, the column and the rows.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, cast
 
 import geopandas as gpd
 import numpy as np
@@ -169,7 +170,7 @@ def _check_coordinates(x: np.ndarray, y: np.ndarray, crs: CRS, path: Path, where
 def _standard_columns(frame: pd.DataFrame, spec: SamplesConfig) -> pd.DataFrame:
     path = Path(spec.path)
     n = len(frame)
-    value = _numbers(frame, spec.value, path, what="concentration")
+    value = _numbers(frame, cast(str, spec.value), path, what="concentration")  # one metal
     negative = np.flatnonzero(value < 0)
     if negative.size:
         raise InputError(
@@ -289,7 +290,12 @@ def _flags(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
 
 
 def _column_map(spec: SamplesConfig) -> dict[str, str]:
-    names = {"sample_id": spec.id, "region": spec.region, "value": spec.value, "ph": spec.ph}
+    names: dict[str, Any] = {
+        "sample_id": spec.id,
+        "region": spec.region,
+        "value": spec.value,
+        "ph": spec.ph,
+    }
     names |= {"paddy": spec.paddy, "orchard": spec.orchard}
     if is_csv(spec.path):
         names |= {"x": spec.x, "y": spec.y}

@@ -9,35 +9,34 @@
   initial weights (``weights=None``). Pretrained ImageNet weights cannot be downloaded
   here and would not fit six or more spectral bands anyway; the first convolution is
   replaced to take the band count, and the classifier gives one logit. They are trained
-  by :func:`soilsource.training.fit`, like SI-LICNet.
+  by :func:`soilsource.learn.training.fit`, like SI-LICNet.
 
-:data:`BASELINES` maps the configuration names (``model.baselines``) to factories
-``(in_channels, patch_px) -> model``.
+The names, labels and the one estimator factory of every model are in
+:mod:`soilsource.models.registry`.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Self
 
 import numpy as np
 import torch
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+from sklearn.exceptions import NotFittedError
 from torch import nn
 from torchvision import models as tvm
 
-from soilsource.patches import PatchArray, batch_rows
-from soilsource.target import LogNormalLink, Target, log_values, required_limit
-from soilsource.training import available_cpus
+from soilsource.data.patches import PatchArray, batch_rows
+from soilsource.data.target import LogNormalLink, Target, log_values, required_limit
+from soilsource.learn.training import available_cpus
 
 __all__ = [
-    "BASELINES",
     "TorchvisionLogit",
     "TreeEnsemble",
     "WindowStatsForest",
-    "make_baseline",
     "mobilenet_v3_small",
     "random_forest",
     "resnet18",
@@ -91,7 +90,7 @@ def window_feature_names(n_bands: int, scales: tuple[int, ...]) -> list[str]:
 
 
 FEATURE_BATCH = 512
-"""Patches of a lazy :class:`~soilsource.patches.PatchArray` read per step of
+"""Patches of a lazy :class:`~soilsource.data.patches.PatchArray` read per step of
 :func:`window_statistics` (512 patches of 128 px and 6 bands: 200 MB)."""
 
 
@@ -408,7 +407,7 @@ class WindowStatsForest:
         if self.target == "value":
             return self._link().exceedance(self._log_value(patches), required_limit(limit))
         if self.forest_ is None or self.scales_ is None:
-            raise RuntimeError("WindowStatsForest is not fitted")
+            raise NotFittedError("WindowStatsForest is not fitted: call fit first")
         return self.forest_.predict_proba(window_statistics(patches, self.scales_))[:, 1]
 
     def predict_value(self, patches: np.ndarray) -> np.ndarray | None:
@@ -417,7 +416,7 @@ class WindowStatsForest:
 
     def _log_value(self, patches: np.ndarray) -> np.ndarray:
         if self.forest_ is None or self.scales_ is None:
-            raise RuntimeError("WindowStatsForest is not fitted")
+            raise NotFittedError("WindowStatsForest is not fitted: call fit first")
         features = window_statistics(patches, self.scales_)
         if isinstance(self.forest_, TreeEnsemble):
             return self.forest_.predict_proba(features)[:, 0]
@@ -425,15 +424,15 @@ class WindowStatsForest:
 
     def _link(self) -> LogNormalLink:
         if self.link_ is None:
-            raise RuntimeError("WindowStatsForest is not fitted")
+            raise NotFittedError("WindowStatsForest is not fitted: call fit first")
         return self.link_
 
     def to_ensemble(self) -> TreeEnsemble:
-        """The fitted forest as plain arrays (what :mod:`soilsource.modelio` saves)."""
+        """The fitted forest as plain arrays (what :mod:`soilsource.models.modelio` saves)."""
         if isinstance(self.forest_, TreeEnsemble):
             return self.forest_
         if self.forest_ is None:
-            raise RuntimeError("WindowStatsForest is not fitted")
+            raise NotFittedError("WindowStatsForest is not fitted: call fit first")
         return TreeEnsemble.from_forest(self.forest_)
 
     @classmethod
@@ -473,9 +472,10 @@ def _band_conv(old: nn.Conv2d, in_channels: int) -> nn.Conv2d:
     conv = nn.Conv2d(
         in_channels,
         old.out_channels,
-        kernel_size=old.kernel_size,
-        stride=old.stride,
-        padding=old.padding,
+        # torch types these attributes as tuple[int, ...]; a Conv2d's are pairs
+        kernel_size=old.kernel_size,  # type: ignore[arg-type]
+        stride=old.stride,  # type: ignore[arg-type]
+        padding=old.padding,  # type: ignore[arg-type]
         bias=old.bias is not None,
     )
     nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
@@ -515,24 +515,3 @@ def random_forest(in_channels: int, patch_px: int, target: Target = "label") -> 
     """The window-statistics random forest for ``patch_px`` patches (bands: any number)."""
     del in_channels
     return WindowStatsForest(window_scales(patch_px), target=target)
-
-
-BASELINES: dict[str, Callable[[int, int], nn.Module | WindowStatsForest]] = {
-    "random_forest": random_forest,
-    "mobilenet_v3_small": mobilenet_v3_small,
-    "resnet18": resnet18,
-}
-"""Configuration name (``model.baselines``) -> factory ``(in_channels, patch_px)``."""
-
-
-def make_baseline(name: str, in_channels: int, patch_px: int) -> nn.Module | WindowStatsForest:
-    """A fresh, untrained baseline by its configuration name.
-
-    >>> type(make_baseline("random_forest", 6, 32)).__name__
-    'WindowStatsForest'
-    """
-    try:
-        factory = BASELINES[name]
-    except KeyError:
-        raise ValueError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}") from None
-    return factory(in_channels, patch_px)

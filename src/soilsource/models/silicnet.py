@@ -17,8 +17,8 @@ built from two parts with a hard boundary between them:
    invariant to the eight dihedral transforms. A small MLP head then gives one logit.
 
 Nothing nonlinear mixes positions before the pooling, which is what makes exact dense maps
-(:mod:`soilsource.mapping`: the trunk runs once over a region, the rings slide over it as
-box sums) and exact incremental occlusion (:mod:`soilsource.explain.occlusion`) possible.
+(:mod:`soilsource.mapping.probability`: the trunk runs once over a region, the rings slide
+over it as box sums) and exact incremental occlusion (:mod:`soilsource.explain.occlusion`) possible.
 The reasoning, costs and measurements are in ``docs/method.md``.
 """
 
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -253,6 +253,9 @@ class BlurStem(nn.Module):
     """
 
     kernel_size = 2 + len(BLUR) - 1
+    blur: Tensor
+    weight: Tensor
+    bias: Tensor | None
 
     def __init__(self, in_channels: int, out_channels: int, bias: bool) -> None:
         super().__init__()
@@ -271,10 +274,10 @@ class BlurStem(nn.Module):
 
     def parts(self) -> tuple[nn.Conv2d, nn.Conv2d]:
         """The blur and the strided convolution as plain convolutions (to fuse BatchNorm)."""
-        in_ch = self.blur.shape[0]
+        in_ch = int(self.blur.shape[0])
         blur = nn.Conv2d(in_ch, in_ch, len(BLUR), groups=in_ch, bias=False)
         conv = nn.Conv2d(
-            in_ch, self.weight.shape[0], 2, stride=STEM_STRIDE, bias=self.bias is not None
+            in_ch, int(self.weight.shape[0]), 2, stride=STEM_STRIDE, bias=self.bias is not None
         )
         blur, conv = (
             m.to(device=self.weight.device, dtype=self.weight.dtype) for m in (blur, conv)
@@ -283,11 +286,11 @@ class BlurStem(nn.Module):
             blur.weight.copy_(self.blur)
             conv.weight.copy_(self.weight)
             if self.bias is not None:
-                conv.bias.copy_(self.bias)
+                cast(Tensor, conv.bias).copy_(self.bias)
         return blur.eval(), conv.to(memory_format=torch.channels_last).eval()
 
     def forward(self, x: Tensor) -> Tensor:
-        blurred = nn.functional.conv2d(x, self.blur, groups=self.blur.shape[0])
+        blurred = nn.functional.conv2d(x, self.blur, groups=int(self.blur.shape[0]))
         return nn.functional.conv2d(blurred, self.weight, self.bias, stride=STEM_STRIDE)
 
 
@@ -333,7 +336,7 @@ class SILICNet(nn.Module):
         ``width`` trunk channels (the pointwise convolutions are grouped by member) and
         its own ``hidden`` head units (the head's first layer is block-diagonal), and the
         output is the mean of the members' outputs (:meth:`member_outputs`). Training
-        scores each member on its own (:func:`soilsource.training.fit`), so the members
+        scores each member on its own (:func:`soilsource.learn.training.fit`), so the members
         stay as diverse as separately trained networks, while the module stays one
         SI-LICNet: one linear pooling, so dense maps and incremental occlusion stay exact.
         With a few hundred samples an ensemble is the cheapest large gain we measured
@@ -426,8 +429,8 @@ class SILICNet(nn.Module):
             cols = torch.arange(channels * pooled) // (width * pooled)
             mask = (rows[:, None] == cols[None, :]).float()
             with torch.no_grad():  # initialised as `members` separate networks would be
-                self.head[0].weight.mul_(mask * math.sqrt(members))
-                self.head[3].weight.div_(math.sqrt(members))
+                cast(nn.Linear, self.head[0]).weight.mul_(mask * math.sqrt(members))
+                cast(nn.Linear, self.head[3]).weight.div_(math.sqrt(members))
             parametrize.register_parametrization(self.head[0], "weight", _BlockMask(mask))
         self.to(memory_format=torch.channels_last)
 
@@ -482,7 +485,7 @@ class SILICNet(nn.Module):
             f = stage(f)
         return f
 
-    def inference_stages(self) -> list[nn.Module]:
+    def inference_stages(self) -> list[nn.Sequential]:
         """The trunk as evaluation-mode stages with BatchNorm folded into the convolutions.
 
         One stage per spatial layer (the stem, then each block), so a caller can run the
@@ -491,14 +494,17 @@ class SILICNet(nn.Module):
         """
         if self.training:
             raise RuntimeError("inference_stages needs the model in eval mode (model.eval())")
-        if isinstance(self.stem[0], BlurStem):
-            blur, conv = self.stem[0].parts()
-            stem = nn.Sequential(blur, _fused(conv, self.stem[1]), nn.ReLU(inplace=True))
+        first, norm = self.stem[0], self.stem[1]
+        if isinstance(first, BlurStem):
+            blur, conv = first.parts()
+            stem = nn.Sequential(blur, _fused(conv, norm), nn.ReLU(inplace=True))
         else:
-            stem = nn.Sequential(_fused(self.stem[0], self.stem[1]), nn.ReLU(inplace=True))
+            stem = nn.Sequential(_fused(cast(nn.Conv2d, first), norm), nn.ReLU(inplace=True))
         blocks = [
-            nn.Sequential(block[0], _fused(block[1], block[2]), nn.ReLU(inplace=True))
-            for block in self.blocks
+            nn.Sequential(
+                block[0], _fused(cast(nn.Conv2d, block[1]), block[2]), nn.ReLU(inplace=True)
+            )
+            for block in cast(list[nn.Sequential], self.blocks)
         ]
         return [stage.to(memory_format=torch.channels_last) for stage in (stem, *blocks)]
 
@@ -522,7 +528,7 @@ class SILICNet(nn.Module):
         What the output means is the training target's: trained on labels
         (``model.target: label``) it is the logit of contamination; trained on
         concentrations (``value``, the default) it is the standardised log concentration
-        ``z``, which :class:`soilsource.target.LogNormalLink` turns into the median
+        ``z``, which :class:`soilsource.data.target.LogNormalLink` turns into the median
         (mg/kg) and the probability of exceeding a limit. With ``members > 1`` it is the
         mean of the members' outputs.
         """
@@ -535,7 +541,7 @@ class SILICNet(nn.Module):
         its own share of that sum, times ``members``, plus the bias.
         """
         hidden = self.head[:3](self.pooled(x))  # (N, hidden * members)
-        last = self.head[3]
+        last = cast(nn.Linear, self.head[3])
         per = hidden.view(len(hidden), self.members, -1) * last.weight.view(self.members, -1)
         return per.sum(-1) * self.members + last.bias
 
@@ -565,20 +571,20 @@ def random_silicnet(
     model = SILICNet(channels, patch_px, **kwargs)
     with torch.no_grad():
         for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
-            bn.running_mean.uniform_(-0.5, 0.5)
-            bn.running_var.uniform_(0.5, 2.0)
+            cast(Tensor, bn.running_mean).uniform_(-0.5, 0.5)
+            cast(Tensor, bn.running_var).uniform_(0.5, 2.0)
         if spread:
-            first = model.head[0]
+            first: Any = model.head[0]  # a Linear, maybe parametrised (members > 1)
             weight = (
                 first.parametrizations.weight.original  # members > 1: the masked weight's source
                 if parametrize.is_parametrized(first)
                 else first.weight
             )
             weight.mul_(10.0)
-            model.head[-1].weight.mul_(100.0)
+            cast(nn.Linear, model.head[-1]).weight.mul_(100.0)
         model.eval()
         if centre_on is not None:
             if isinstance(centre_on, int):
                 centre_on = torch.randn(centre_on, channels, patch_px, patch_px)
-            model.head[-1].bias.sub_(model(centre_on).mean())
+            cast(nn.Linear, model.head[-1]).bias.sub_(model(centre_on).mean())
     return model

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import cast
 
 import geopandas as gpd
 import numpy as np
@@ -43,7 +44,7 @@ from scipy.spatial import cKDTree
 from scipy.stats import hypergeom, norm, rankdata
 from sklearn.metrics import roc_auc_score
 
-from soilsource.labels import exceeds, gb15618_screening_value
+from soilsource.data.labels import exceeds, gb15618_screening_value
 from soilsource.synth.fields import distance_m, nearest_index, smooth_noise, upsample_linear
 from soilsource.synth.landscape import Landscape, RoadClass, WaterKind
 from soilsource.synth.recipes import (
@@ -219,7 +220,7 @@ def build_cadmium(land: Landscape, recipe: RegionRecipe, rng: np.random.Generato
 
     emissions = Emissions(site_strength, stacks, upstream, np.array(outfalls), np.array(loads))
     pathways = contribution_pathways(land, recipe, emissions)
-    contribution = sum(pathways.values()).astype(np.float32)
+    contribution = cast(np.ndarray, sum(pathways.values())).astype(np.float32)
     expected = sum(contribution_pathways(land, recipe, expected_emissions(land, recipe)).values())
 
     d_industry = distance_m(land.landuse == LandUse.INDUSTRIAL, PIXEL_M)
@@ -238,7 +239,7 @@ def build_cadmium(land: Landscape, recipe: RegionRecipe, rng: np.random.Generato
         background,
         ph,
         sources,
-        expected.astype(np.float32),
+        cast(np.ndarray, expected).astype(np.float32),
         background_median(land, recipe),
     )
 

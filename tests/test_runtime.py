@@ -10,17 +10,16 @@ import pytest
 import rasterio
 import torch
 from rasterio.transform import from_origin
-from torch import nn
 
-from soilsource.compute import _add_shared, compute_session, model_state
+from soilsource.data.patches import BandStats, extract_patches
 from soilsource.errors import InputError
 from soilsource.explain.mosaic import write_sensitivity
 from soilsource.explain.sensitivity import sensitivity_maps
 from soilsource.inputs.imagery import describe_raster
-from soilsource.mapping import write_probability_map
-from soilsource.models import SILICNet
+from soilsource.mapping.probability import write_probability_map
 from soilsource.models.silicnet import random_silicnet
-from soilsource.patches import BandStats, extract_patches
+from soilsource.pipeline.runner import TASK_MODULES
+from soilsource.runtime import _add_shared, compute_session
 
 BANDS, PATCH_PX = 3, 24
 
@@ -54,7 +53,7 @@ def scene(tmp_path_factory):
 def cluster():
     """A Dask LocalCluster of two worker processes with one thread each."""
     pytest.importorskip("distributed")
-    with compute_session(workers=2, threads_per_worker=1) as session:
+    with compute_session(workers=2, threads_per_worker=1, preload=TASK_MODULES) as session:
         yield session
 
 
@@ -150,17 +149,6 @@ def test_closing_early_cancels_and_local_session_restores_torch_threads():
         results.close()
         assert threading.active_count() >= 1
     assert torch.get_num_threads() == threads
-
-
-def test_model_state_rebuilds_the_same_network_and_refuses_other_modules():
-    model = SILICNet(2, patch_px=16).eval()
-    state = model_state(model)
-    assert all(isinstance(v, np.ndarray) for v in state.weights.values())
-    x = torch.randn(3, 2, 16, 16)
-    with torch.no_grad():
-        assert torch.equal(model(x), state.build()(x))
-    with pytest.raises(TypeError, match="plain state"):
-        model_state(nn.Conv2d(2, 1, 3))
 
 
 @pytest.mark.parametrize(

@@ -26,26 +26,23 @@ cluster is asked for.
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import numpy as np
 import torch
-from torch import nn
 
 from soilsource.errors import InputError
 
 __all__ = [
-    "ModelState",
     "Session",
     "check_scheduler",
     "compute_session",
-    "model_state",
     "session_or_local",
     "set_torch_threads",
     "task_threads",
@@ -123,9 +120,10 @@ class Session:
                 future.cancel()
 
     def _local_submit(self, fn: Callable[..., R], shared: Any) -> Callable[[Any], Future]:
-        assert self._pool is not None
+        pool = self._pool
+        assert pool is not None
         threads = self.torch_threads["local"]
-        return lambda task: self._pool.submit(_guarded, fn, shared, task, threads)
+        return lambda task: pool.submit(_guarded, fn, shared, task, threads)
 
     def _dask_submit(self, fn: Callable[..., R], shared: Any) -> Callable[[Any], Any]:
         # In a list, so that a dict or list is scattered as one object.
@@ -145,6 +143,7 @@ def compute_session(
     local_threads: int | None = None,
     max_in_flight: int | None = None,
     timeout: str = "20s",
+    preload: Sequence[str] = (),
 ) -> Iterator[Session]:
     """A :class:`Session` for the duration of a ``with`` block.
 
@@ -166,6 +165,9 @@ def compute_session(
         every slot has its next task waiting while the main thread writes.
     timeout:
         How long to try to reach ``scheduler``.
+    preload:
+        Modules of the tasks to come, imported by every Dask worker when the session starts
+        (seconds per worker, paid once, not inside the first tasks); the local pool ignores it.
 
     Raises
     ------
@@ -190,7 +192,7 @@ def compute_session(
                 ) from None
             cluster = None
         else:
-            if workers < 1 or threads_per_worker < 1:
+            if workers is None or workers < 1 or threads_per_worker < 1:
                 raise ValueError("workers and threads_per_worker must be >= 1")
             cluster = LocalCluster(
                 n_workers=workers,
@@ -202,10 +204,10 @@ def compute_session(
         try:
             # Every worker imports torch and soilsource now, not inside the first tasks
             # (seconds per worker); a worker without soilsource fails here, plainly.
-            client.run(_import_task_modules)
-            threads = _worker_torch_threads(client)
+            client.run(_import_modules, tuple(preload))
+            per_worker = _worker_torch_threads(client)
             slots = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
-            yield Session(client, slots, threads, max_in_flight or max(2, 2 * slots))
+            yield Session(client, slots, per_worker, max_in_flight or max(2, 2 * slots))
         finally:
             client.close()
             if cluster is not None:
@@ -249,10 +251,14 @@ def session_or_local(session: Session | None) -> AbstractContextManager[Session]
     return nullcontext(session) if session is not None else compute_session()
 
 
-def _import_task_modules() -> None:
-    """Import what the tasks need (run on each worker when a session starts)."""
-    import soilsource.explain.sensitivity
-    import soilsource.mapping  # noqa: F401
+def _import_modules(names: tuple[str, ...]) -> None:
+    """Import the task modules ``names`` (run on each worker when a session starts).
+
+    Unpickling this function imports this module, hence torch and soilsource, already; the
+    caller names the modules of its tasks, so this bottom layer need not know them.
+    """
+    for name in names:
+        importlib.import_module(name)
 
 
 def _worker_torch_threads(client: Any) -> dict[str, int]:
@@ -266,48 +272,6 @@ def _worker_torch_threads(client: Any) -> dict[str, int]:
         address: max(1, (cores.get(address) or 1) // slots_on_host[info["host"]])
         for address, info in workers.items()
     }
-
-
-@dataclass(frozen=True)
-class ModelState:
-    """A torch model as plain state: registry name, constructor arguments, weights as arrays.
-
-    This is what travels to workers, never a pickled module (whose class, buffers and
-    hooks depend on the sending process). :meth:`build` rebuilds the module from the fixed
-    registry :data:`soilsource.modelio.ARCHITECTURES`, as loading a model file does.
-    """
-
-    architecture: str
-    init_kwargs: dict[str, Any]
-    weights: dict[str, np.ndarray]
-
-    def build(self) -> nn.Module:
-        """The module in evaluation mode on the CPU, with exactly the saved weights."""
-        from soilsource.modelio import ARCHITECTURES
-
-        module = ARCHITECTURES[self.architecture](**self.init_kwargs)
-        module.load_state_dict({k: torch.from_numpy(v) for k, v in self.weights.items()})
-        return module.eval()
-
-
-def model_state(model: nn.Module) -> ModelState:
-    """The :class:`ModelState` of a soilsource network (SI-LICNet or a baseline).
-
-    >>> from soilsource.models import SILICNet
-    >>> model = SILICNet(2, patch_px=16).eval()
-    >>> again = model_state(model).build()
-    >>> x = torch.randn(1, 2, 16, 16)
-    >>> bool(torch.equal(model(x), again(x)))
-    True
-    """
-    from soilsource.modelio import ARCHITECTURES, _architecture_of
-
-    name = _architecture_of(model)
-    kwargs = getattr(model, "config", None)
-    if name not in ARCHITECTURES or not isinstance(kwargs, dict):
-        raise TypeError(f"cannot send a {type(model).__name__} to workers as plain state")
-    weights = {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
-    return ModelState(name, dict(kwargs), weights)
 
 
 def task_threads(torch_threads: dict[str, int]) -> int:

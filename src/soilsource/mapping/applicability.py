@@ -37,11 +37,11 @@ import torch
 from scipy.spatial.distance import pdist
 from sklearn.metrics import pairwise_distances_argmin
 
+from soilsource.data.patches import BandStats, read_windows
 from soilsource.gisout import RasterStyle, cog_path
 from soilsource.inputs import RasterInfo
-from soilsource.mapping import map_profile
+from soilsource.mapping.probability import map_profile
 from soilsource.models.silicnet import SILICNet
-from soilsource.patches import BandStats, read_windows
 from soilsource.progress import track
 
 __all__ = [

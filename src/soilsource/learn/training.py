@@ -36,21 +36,22 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, Self
+from typing import Any, Literal, Protocol, Self
 
 import numpy as np
 import torch
+from sklearn.exceptions import NotFittedError
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from torch import nn
 
+from soilsource.data.patches import BandStats, PatchArray, batch_rows
+from soilsource.data.target import LogNormalLink, Target, required_limit
 from soilsource.errors import InputError
-from soilsource.patches import BandStats, PatchArray, batch_rows
 from soilsource.progress import track, warn
-from soilsource.target import LogNormalLink, Target, required_limit
 
 __all__ = [
     "EpochLog",
@@ -75,9 +76,13 @@ DIHEDRAL_ORDER = 8
 
 
 class PatchEstimator(Protocol):
-    """What evaluation needs from a model: scikit-learn style fit and predict_proba.
+    """The one protocol of every model (:mod:`soilsource.models.registry` builds them):
+    scikit-learn style ``fit``, and the two outputs.
 
-    ``predict_proba`` returns the probability of the positive class, shape (N,).
+    ``predict_proba`` returns the probability of the positive class (of exceeding
+    ``limit``, mg/kg per patch, for a model of the concentration), shape (N,);
+    ``predict_value`` the predicted median concentration (mg/kg), or None for a classifier
+    of labels. Before ``fit`` both raise scikit-learn's ``NotFittedError``.
     """
 
     def fit(
@@ -89,7 +94,9 @@ class PatchEstimator(Protocol):
         seed: int = 0,
     ) -> Self: ...
 
-    def predict_proba(self, patches: np.ndarray) -> np.ndarray: ...
+    def predict_proba(self, patches: np.ndarray, limit: np.ndarray | None = None) -> np.ndarray: ...
+
+    def predict_value(self, patches: np.ndarray) -> np.ndarray | None: ...
 
 
 @dataclass(frozen=True)
@@ -338,7 +345,7 @@ def _as_tensor(patches: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 Inputs = torch.Tensor | PatchArray
 """What training and prediction index batch by batch: a tensor in memory, or a lazy
-:class:`~soilsource.patches.PatchArray` read batch by batch (many samples)."""
+:class:`~soilsource.data.patches.PatchArray` read batch by batch (many samples)."""
 
 
 def _as_input(patches: np.ndarray | torch.Tensor | PatchArray) -> Inputs:
@@ -439,7 +446,7 @@ def fit(
     target:
         ``"label"``: ``labels`` are 0/1 and the output is a logit (class-weighted binary
         cross-entropy). ``"value"``: ``labels`` are standardised log concentrations ``z``
-        (:meth:`~soilsource.target.LogNormalLink.encode`) and the output is the predicted
+        (:meth:`~soilsource.data.target.LogNormalLink.encode`) and the output is the predicted
         ``z``; the loss is the Gaussian negative log-likelihood with one learned spread
         ``sigma_z`` (returned in :attr:`FitResult.sigma_z`). The spread is one number per
         model, not per patch: the model's output stays one number per patch, which keeps
@@ -497,7 +504,7 @@ def fit(
         model.to(device)
         # log of the spread sigma_z (regression only), learned with the model, not decayed
         log_sigma = torch.zeros((), device=device, requires_grad=True)
-        groups_ = [{"params": list(model.parameters())}]
+        groups_: list[dict[str, Any]] = [{"params": list(model.parameters())}]
         if regression:
             groups_.append({"params": [log_sigma], "weight_decay": 0.0})
         optimiser = torch.optim.AdamW(groups_, lr=settings.lr, weight_decay=settings.weight_decay)
@@ -531,7 +538,7 @@ def fit(
                     xb = augment(xb, generator)
                 yb = y_all[batch].to(device)
                 if members > 1:  # every member scored on its own: an ensemble, not one net
-                    out = model.member_outputs(xb)
+                    out = model.member_outputs(xb)  # type: ignore[operator]  # SI-LICNet's
                     loss = loss_fn(out, yb[:, None].expand_as(out))
                 else:
                     loss = loss_fn(model(xb).reshape(-1), yb)
@@ -579,7 +586,7 @@ def _validate(
     model: nn.Module,
     x_val: Inputs,
     y_val: np.ndarray,
-    loss_fn: nn.Module,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     device: torch.device,
     settings: TrainSettings,
     epoch: int,
@@ -641,7 +648,7 @@ class TorchPatchClassifier:
     target:
         ``"label"``: :meth:`fit` takes 0/1 labels, the output is a logit. ``"value"``:
         :meth:`fit` takes concentrations (mg/kg); the module learns their standardised
-        log and a spread (:class:`~soilsource.target.LogNormalLink`, kept in ``link_``),
+        log and a spread (:class:`~soilsource.data.target.LogNormalLink`, kept in ``link_``),
         and :meth:`predict_proba` needs each sample's limit.
     """
 
@@ -727,7 +734,7 @@ class TorchPatchClassifier:
 
     def _link(self) -> LogNormalLink:
         if self.link_ is None:
-            raise RuntimeError("TorchPatchClassifier is not fitted")
+            raise NotFittedError("TorchPatchClassifier is not fitted: call fit first")
         return self.link_
 
 
@@ -747,7 +754,7 @@ class Standardized:
 
     Cross-validation hands each fold's training patches to :meth:`fit`; the per-band mean
     and standard deviation come from their valid pixels alone
-    (:class:`~soilsource.patches.BandStats`), so nothing of the test samples leaks into the
+    (:class:`~soilsource.data.patches.BandStats`), so nothing of the test samples leaks into the
     scaling. Patches are in physical units with NaN where there is no data; after scaling
     those pixels are 0, the band mean, which is also the occlusion baseline.
 
@@ -785,7 +792,7 @@ class Standardized:
     def transform(self, patches: np.ndarray) -> np.ndarray:
         """Standardised float32 patches; pixels without data become 0 (the band mean)."""
         if self.stats_ is None:
-            raise RuntimeError("Standardized is not fitted")
+            raise NotFittedError("Standardized is not fitted: call fit first")
         if isinstance(patches, PatchArray):  # scaled as each batch is read
             return patches.map(self.stats_.transform_physical)
         return self.stats_.transform_physical(patches)

@@ -9,7 +9,7 @@ warning that says how many, never silently; what is left out is kept in
 
 Patches stay in physical units with a validity mask; normalisation happens inside
 cross-validation, from each fold's training samples only
-(:class:`soilsource.training.Standardized`).
+(:class:`soilsource.learn.training.Standardized`).
 """
 
 from __future__ import annotations
@@ -17,12 +17,23 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 import psutil
 
 from soilsource.config import Config
+from soilsource.data.labels import label_samples
+from soilsource.data.patches import (
+    CacheBudget,
+    Patches,
+    PatchStore,
+    cache_bytes,
+    one_patch_size,
+    patch_size_px,
+    sample_patches,
+)
 from soilsource.errors import InputError
 from soilsource.inputs import (
     RasterInfo,
@@ -32,16 +43,6 @@ from soilsource.inputs import (
     reproject_points,
 )
 from soilsource.inputs.imagery import describe_raster, prediction_points, resolve_imagery
-from soilsource.labels import label_samples
-from soilsource.patches import (
-    CacheBudget,
-    Patches,
-    PatchStore,
-    cache_bytes,
-    one_patch_size,
-    patch_size_px,
-    sample_patches,
-)
 from soilsource.progress import warn
 
 
@@ -60,7 +61,7 @@ class RegionSamples:
         sample's raster), value, limit, label (0/1), raster (index into ``rasters``).
     patches:
         Patches in the order of ``table`` (physical units, validity mask), read on
-        demand or from the cache (:class:`~soilsource.patches.PatchStore`).
+        demand or from the cache (:class:`~soilsource.data.patches.PatchStore`).
     dropped:
         Samples left out, with the reason (``outside imagery`` or ``nodata``).
     """
@@ -120,7 +121,7 @@ def load_dataset(
     Each patch is read once: its nodata share decides whether the sample is kept, and
     its pixels stay cached within :func:`cache_budget` (``cache=False``: none, as
     ``check`` needs). Warnings (samples left out) are appended to ``warnings`` when it is
-    given, else printed; the preflight (:mod:`soilsource.preflight`) prints them only
+    given, else printed; the preflight (:mod:`soilsource.pipeline.preflight`) prints them only
     once every input has passed, so a refused run prints its one error line alone.
 
     Raises
@@ -131,7 +132,7 @@ def load_dataset(
     """
     samples = read_samples(config.samples)
     source = Path(config.samples.path)
-    labels = label_samples(samples, config.label, config.metal, source=source)
+    labels = label_samples(samples, config.label, cast(str, config.metal), source=source)
     samples = samples.assign(limit=labels.limit, label=labels.positive.astype(np.int64))
     names = sorted(samples["region"].unique().tolist())
     imagery = resolve_imagery(config.imagery, names)
@@ -170,7 +171,11 @@ def _region(
             f"(samples in {describe_crs(samples.crs)}, raster in {rasters[0].describe_crs()}); "
             "check samples.crs and the x/y columns",
         )
-    tables, patch_parts, shares, dropped, sizes = [], [], [], [], []
+    tables: list[pd.DataFrame] = []
+    patch_parts: list[Any] = []
+    shares: list[np.ndarray] = []
+    dropped: list[pd.DataFrame] = []
+    sizes: list[int] = []
     outside = samples.iloc[np.flatnonzero(which < 0)]
     if len(outside):
         dropped.append(_dropped(outside, "outside imagery"))
@@ -214,11 +219,11 @@ def _region(
     lost = pd.concat(dropped, ignore_index=True) if dropped else pd.DataFrame()
     table = pd.concat(tables, ignore_index=True)
     if len(table) == 0:  # every sample inside the imagery has too little data around it
-        share = config.patch.max_nodata_share
+        max_share = config.patch.max_nodata_share
         raise InputError(
             _source(config),
             "key 'patch.max_nodata_share'",
-            f"every sample of region '{name}' inside the imagery has more than {share:.0%} "
+            f"every sample of region '{name}' inside the imagery has more than {max_share:.0%} "
             f"of its {sizes[0]} x {sizes[0]} px patch without data; check the imagery's "
             "nodata or use a smaller patch.size_m",
         )
@@ -260,7 +265,7 @@ WORKING_PATCHES = 4 * 512
 def check_memory(bands: int, size_px: int, config: Config) -> None:
     """Refuse, before reading or training, patches too large for the free memory.
 
-    Patches are read in batches (:class:`~soilsource.patches.PatchStore`), so what must
+    Patches are read in batches (:class:`~soilsource.data.patches.PatchStore`), so what must
     fit is :data:`WORKING_PATCHES` patches of ``bands * size_px**2 * 4`` bytes, not all
     of them; a run that would swap or be killed hours later fails now, naming
     ``patch.size_m``.
@@ -298,7 +303,7 @@ def size_text(n_bytes: float) -> str:
 def cache_budget(config: Config) -> CacheBudget:
     """How much of the patches stays in memory: ``compute.patch_cache_mb``, but at most
     half the memory free now. Regions (in name order) are cached whole while they fit;
-    the rest are read from the imagery on demand (:class:`~soilsource.patches.PatchStore`),
+    the rest are read from the imagery on demand (:class:`~soilsource.data.patches.PatchStore`),
     so a run never needs memory in proportion to its samples."""
     free_mb = free_memory() / 2**20
     return CacheBudget(min(config.compute.patch_cache_mb, free_mb / 2))

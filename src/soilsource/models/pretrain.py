@@ -41,16 +41,16 @@ import torch
 import torch.nn.functional as F
 
 from soilsource.atomic import atomic_path
-from soilsource.dataset import concat_patches
+from soilsource.data.dataset import concat_patches
+from soilsource.data.patches import BandStats, PatchReader
 from soilsource.inputs.imagery import RasterInfo
-from soilsource.models.silicnet import SILICNet
-from soilsource.patches import BandStats, PatchReader
-from soilsource.training import (
+from soilsource.learn.training import (
     _compute_context,
     augment,
     derive_seed,
     resolve_device,
 )
+from soilsource.models.silicnet import SILICNet
 
 __all__ = [
     "PretrainSettings",
@@ -166,7 +166,7 @@ def unlabelled_pairs(
     Anchors are spread over the rasters by their area; windows lie wholly inside the
     raster, and a pair with less than :data:`MIN_VALID_SHARE` valid pixels in either patch
     is drawn again (up to a few rounds; fewer pairs come back from imagery that is mostly
-    nodata). Returns two :class:`~soilsource.patches.Patches` in physical units.
+    nodata). Returns two :class:`~soilsource.data.patches.Patches` in physical units.
     """
     rng = np.random.default_rng(derive_seed(seed, 7))
     fits = [r for r in rasters if r.width >= patch_px and r.height >= patch_px]

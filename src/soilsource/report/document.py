@@ -17,7 +17,7 @@ autoescaping, so a region named ``<script>`` is shown, never run.
 Maps are layers of the same size stacked in the browser: the true-colour imagery, the
 sensitivity and probability overlays (a chooser and an opacity slider), and an SVG with the
 samples (coloured by measured value) and the hotspot outlines. Rasters are read decimated
-to at most :data:`~soilsource.figures.MAP_MAX_PX` pixels on the long side.
+to at most :data:`~soilsource.report.figures.MAP_MAX_PX` pixels on the long side.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from importlib import metadata, resources
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast, overload
 
 import jinja2
 import numpy as np
@@ -41,8 +41,12 @@ from soilsource import __version__
 from soilsource.atomic import write_text_atomic
 from soilsource.config import Config, load_config
 from soilsource.errors import InputError
-from soilsource.figures import (
-    LABELS,
+from soilsource.gisout import CONCENTRATION_CMAP, PROBABILITY_CMAP, SIGNED_CMAP
+from soilsource.inputs.imagery import describe_raster, region_path, same_grid
+from soilsource.inputs.reference import read_reference
+from soilsource.models.registry import LABELS
+from soilsource.progress import track
+from soilsource.report.figures import (
     MapFurniture,
     MapGrid,
     colour_bar_png,
@@ -58,10 +62,6 @@ from soilsource.figures import (
     true_colour_bands,
     true_colour_jpeg,
 )
-from soilsource.gisout import CONCENTRATION_CMAP, PROBABILITY_CMAP, SIGNED_CMAP
-from soilsource.inputs.imagery import describe_raster, region_path
-from soilsource.inputs.reference import read_reference
-from soilsource.progress import track
 from soilsource.rundir import safe_stem
 from soilsource.sources.join import factor_label
 
@@ -165,7 +165,7 @@ def write_predict_report(
         rasters,
         value_norm,
         _read_references(config),
-        config.metal,
+        cast(str, config.metal),  # a predict run is of one metal
     )
     region_map.notes += notes
     if region_map.grid is not None and predictions is not None and value_norm is not None:
@@ -194,7 +194,7 @@ def write_predict_report(
         "built": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "rows": rows,
         "map": region_map,
-        "value_bar": _value_bar(predictions, config.metal),
+        "value_bar": _value_bar(predictions, cast(str, config.metal)),
         "versions": _versions(),
     }
     return write_text_atomic(out / REPORT_FILE, render(context, "predict.html.j2"))
@@ -203,7 +203,7 @@ def write_predict_report(
 def render(context: dict[str, Any], template: str = "report.html.j2") -> str:
     """The HTML of a report from its context (autoescaped ``template``: :func:`gather`'s
     context for ``report.html.j2``)."""
-    assets = resources.files("soilsource") / "report_assets"
+    assets = resources.files("soilsource") / "report" / "assets"
     env = jinja2.Environment(
         loader=jinja2.FunctionLoader(lambda name: (assets / name).read_text(encoding="utf-8")),
         autoescape=True,
@@ -345,7 +345,7 @@ def _sources_section(run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any] |
         label = f"factor {int(factor)} ({factor_label(profiles, int(factor))})"
         shares[label] = dict(zip(rows["metal"], rows["share"].astype(float), strict=True))
         key = f"sources/factor_{int(factor)}"
-        entry = {
+        entry: dict[str, Any] = {
             "label": label,
             "shares": ", ".join(f"{m} {v:.0%}" for m, v in zip(rows["metal"], rows["share"],
                                                              strict=True)),
@@ -392,6 +392,10 @@ def _read_config(run_dir: Path) -> tuple[Config, str]:
     return load_config(path), path.read_text(encoding="utf-8")
 
 
+@overload
+def _read_json(path: Path, *, required: Literal[True]) -> dict[str, Any]: ...
+@overload
+def _read_json(path: Path, *, required: bool = False) -> dict[str, Any] | None: ...
 def _read_json(path: Path, *, required: bool = False) -> dict[str, Any] | None:
     if not path.is_file():
         if required:
@@ -418,7 +422,7 @@ def _baseline_names(metrics: dict[str, Any]) -> list[str]:
 
 def _inputs(
     config: Config, metrics: dict[str, Any], predictions: pd.DataFrame | None
-) -> list[tuple[str, str]]:
+) -> list[tuple[str, Any]]:
     """(what, value) rows of the inputs table: files, columns, label rule, patch, CV."""
     samples = config.samples
     columns = ", ".join(
@@ -545,7 +549,7 @@ def _imagery_path(config: Config, region: str, key: str, outputs: list[Path]) ->
     name, so that raster is the one whose grid the outputs share.
     """
     if config.imagery.is_template:
-        path: Path | None = region_path(config.imagery.path, region)
+        path: Path | None = region_path(cast(Path, config.imagery.path), region)
     else:
         paths = [p for p in config.imagery.paths if Path(p).is_file()]
         named = [p for p in paths if safe_stem(f"{region}__{p.stem}") == key]
@@ -559,11 +563,10 @@ def _same_grid(candidates: list[Path], outputs: list[Path]) -> Path | None:
     if len(candidates) == 1 or not outputs:
         return candidates[0] if candidates else None
     with rasterio.open(outputs[0]) as out:
-        grid = (out.transform, out.shape)
-    for path in candidates:
-        with rasterio.open(path) as src:
-            if (src.transform, src.shape) == grid:
-                return path
+        for path in candidates:
+            with rasterio.open(path) as src:
+                if same_grid(src, out):
+                    return path
     return None
 
 
@@ -667,15 +670,15 @@ def build_map(
     concentration = rasters.get("concentration")
     if concentration is not None and concentration.is_file():
         values = read_on_grid(concentration, grid)[0]
-        norm = value_norm or _positive_norm(values)
-        if norm is not None:
-            result.concentration = _data_uri(overlay_png(values, VALUE_CMAP, norm))
+        value_scale = value_norm or _positive_norm(values)
+        if value_scale is not None:
+            result.concentration = _data_uri(overlay_png(values, VALUE_CMAP, value_scale))
             result.concentration_bar = _data_uri(
                 colour_bar_png(
                     VALUE_CMAP,
-                    norm,
+                    value_scale,
                     f"predicted median {metal}, mg/kg",
-                    log=isinstance(norm, LogNorm),
+                    log=isinstance(value_scale, LogNorm),
                 )
             )
     for name, frame in reference:

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from os import PathLike
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -123,7 +124,7 @@ def gb15618_screening_value(
         special, flags = np.asarray(rows["orchard"], dtype=float), _mask(orchard)
     else:
         special, flags = None, None
-    if special is not None:
+    if special is not None and flags is not None:
         out = np.where(flags, special[np.clip(cls, 0, 3)], out)
     return np.where(cls < 0, np.nan, out)
 
@@ -229,12 +230,14 @@ def label_samples(
     """
     values = samples["value"].to_numpy(dtype=float)
     if rule.rule == "threshold":
-        limit = threshold_limit(values, rule.threshold)
-        text = f"value > {rule.threshold:g} mg/kg"
+        threshold = cast(float, rule.threshold)  # one metal's (Config.for_metal)
+        limit = threshold_limit(values, threshold)
+        text = f"value > {threshold:g} mg/kg"
     elif rule.rule == "background":
         factor = rule.factor if rule.factor is not None else 1.5
-        limit = background_limit(values, rule.background, factor)
-        text = f"value > {factor:g} x {rule.background:g} = {factor * rule.background:g} mg/kg"
+        background = cast(float, rule.background)  # one metal's (Config.for_metal)
+        limit = background_limit(values, background, factor)
+        text = f"value > {factor:g} x {background:g} = {factor * background:g} mg/kg"
     elif rule.rule == "quantile":
         q = rule.q if rule.q is not None else 0.75
         limit = quantile_limit(values, q)

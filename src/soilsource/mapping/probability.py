@@ -28,10 +28,11 @@ Conventions
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import rasterio
@@ -39,16 +40,18 @@ import torch
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
-from torch import Tensor
+from torch import Tensor, nn
 
-from soilsource.compute import ModelState, Session, model_state, session_or_local
-from soilsource.gisout import RasterStyle, cog_path
+from soilsource.data.labels import gb15618_screening_value
+from soilsource.data.patches import BandStats, read_windows
+from soilsource.data.target import LogNormalLink
+from soilsource.gisout import Kind, RasterStyle, cog_path
 from soilsource.inputs import RasterInfo
-from soilsource.labels import gb15618_screening_value
+from soilsource.models.modelio import ModelState, model_state
+from soilsource.models.registry import network_spec
 from soilsource.models.silicnet import STEM_STRIDE, SILICNet
-from soilsource.patches import BandStats, read_windows
 from soilsource.progress import track
-from soilsource.target import LogNormalLink
+from soilsource.runtime import Session, session_or_local
 
 __all__ = [
     "MapRule",
@@ -80,7 +83,8 @@ def patch_halo(patch_px: int) -> tuple[int, int]:
 
 
 def _check(model: SILICNet, channels: int, patch_px: int | None) -> int:
-    if not isinstance(model, SILICNet):
+    entry = network_spec(model)
+    if entry is None or not entry.dense_maps:
         raise TypeError(f"dense maps need a SILICNet, got {type(model).__name__}")
     if patch_px is not None and patch_px != model.patch_px:
         raise ValueError(f"patch_px={patch_px} but the model was built for {model.patch_px} px")
@@ -185,7 +189,7 @@ def _sliding_logits(model: SILICNet, features: Tensor, ny: int, nx: int) -> Tens
     so differences of large sums keep float32 accuracy; the sums themselves are moderate
     and go to float32 for the matrix product.
     """
-    pool, first = model.pool, model.head[0]
+    pool, first = model.pool, cast(nn.Linear, model.head[0])
     d = features.shape[0]
     sums = pool.box_sums(features[None], features.dtype)[0, :, :, :ny, :nx]  # (D, J, ny, nx)
     # h = sum_e W_e (sum_j A_ej B_j)  =  sum_j B_j (sum_e W_e A_ej)
@@ -290,7 +294,7 @@ class MapRule:
 
     def probability(self, z: np.ndarray, ph: np.ndarray | None = None) -> np.ndarray:
         if self.ph_path is None:
-            pairs = zip(self.limits, self.weights, strict=True)
+            pairs: Iterable[tuple[Any, float]] = zip(self.limits, self.weights, strict=True)
         else:
             if ph is None:
                 raise ValueError("this map's limits come from a pH raster: give its pH")
@@ -376,14 +380,14 @@ def write_probability_map(
 ) -> Path:
     """Write the wall-to-wall probability map of one raster as a float32 Cloud-Optimised GeoTIFF.
 
-    Each output tile is one task (:mod:`soilsource.compute`): the task reads its own
+    Each output tile is one task (:mod:`soilsource.runtime`): the task reads its own
     window of the imagery (the tile plus its halo, boundless windowed reads of
-    :func:`soilsource.patches.read_windows`), scales it with the model's band statistics
+    :func:`soilsource.data.patches.read_windows`), scales it with the model's band statistics
     and returns the tile; this process writes tiles block by block as they arrive, in
     tile order, with a bounded number of tasks in flight. Memory stays bounded however
     large the raster is, and the file is the same whether the tasks ran here or on a
     Dask cluster. The model travels to the tasks as plain weights
-    (:func:`~soilsource.compute.model_state`).
+    (:func:`~soilsource.models.modelio.model_state`).
 
     Patches are treated as in training: pixels without data (nodata, or beyond the raster
     edge) take the band mean, and a pixel's value is NaN (the file's nodata) where more
@@ -419,7 +423,7 @@ def write_probability_map(
     job = _MapJob(model_state(model), stats, raster, tile_px, max_nodata_share, threads, rule)
     path = Path(path)
     rule_text = rule_text or (rule.note if rule is not None else "")
-    outputs = [
+    outputs: list[tuple[Path, Kind, str, str]] = [
         (path, "probability", "probability of exceeding the rule", "1"),
     ]
     if rule is not None and concentration_path is not None:
@@ -496,7 +500,7 @@ def probability_tile_task(job: _MapJob, tile: tuple[int, int]) -> np.ndarray:
         job.tile_px + size - 1,
         threads=job.threads,
     )
-    model = job.model.build()
+    model = cast(SILICNet, job.model.build())  # ModelState of a network with dense maps
     out = probability_map_tile(model, job.stats.transform(window)[0], raw=job.rule is not None)
     out = out[:h, :w].astype(np.float64)
     if job.rule is None:

@@ -4,7 +4,7 @@ For each region and land-use class (``landuse_sensitivity.csv``):
 
 - ``mean_sensitivity``: mean sensitivity of the covered pixels of the class;
 - ``area_share``: the class's share of the covered area;
-- ``hotspot_share``: the class's share of the hotspot area (:mod:`soilsource.hotspots`:
+- ``hotspot_share``: the class's share of the hotspot area (:mod:`soilsource.analysis.hotspots`:
   top share of positive sensitivity, before the polygons' minimum-area filter);
 - ``enrichment``: ``hotspot_share / area_share`` (above 1: over-represented in hotspots);
 - ``p_value``: one-sided, for "the class is more sensitive than the rest", from a torus
@@ -76,8 +76,7 @@ import pandas as pd
 from rasterio.windows import Window, subdivide
 from scipy import fft, stats
 
-from soilsource.atomic import write_text_atomic
-from soilsource.hotspots import (
+from soilsource.analysis.hotspots import (
     DEFAULT_TOP_SHARE,
     TILE_PX,
     LanduseSource,
@@ -87,6 +86,7 @@ from soilsource.hotspots import (
     hotspot_threshold,
     raster_hotspot_threshold,
 )
+from soilsource.atomic import write_text_atomic
 from soilsource.progress import track, warn
 
 TABLE_COLUMNS = [
@@ -383,7 +383,7 @@ def landuse_statistics(
     region:
         Written in the ``region`` column.
     top_share, threshold:
-        Hotspot definition (see :mod:`soilsource.hotspots`); a given threshold wins.
+        Hotspot definition (see :mod:`soilsource.analysis.hotspots`); a given threshold wins.
     max_cells:
         Largest grid of the torus test (see the module notes).
     tile_px:
@@ -419,8 +419,9 @@ def landuse_statistics(
         rows, cols = w.toslices()
         return sensitivity[rows, cols], landuse[rows, cols]
 
+    height, width = sensitivity.shape
     sums = _accumulate(
-        read, *sensitivity.shape, codes, threshold, max_cells, tile_px, f"land use {region}"
+        read, height, width, codes, threshold, max_cells, tile_px, f"land use {region}"
     )
     return _results(sums, codes, classes, region)
 

@@ -1,6 +1,6 @@
 """``soilsource check``: can these inputs be used? Everything short of training.
 
-:func:`check` runs the preflight that ``run`` runs (:func:`soilsource.preflight.plan`:
+:func:`check` runs the preflight that ``run`` runs (:func:`soilsource.pipeline.preflight.plan`:
 configuration, samples, imagery and every sample's patch, land use and class table,
 label rule, mapping rasters, memory) and returns a :class:`CheckSummary` of what it
 found. It writes nothing. Problems that make the inputs unusable raise
@@ -14,9 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
+from typing import cast
 
 from soilsource.config import Config, load_config
-from soilsource.preflight import (
+from soilsource.pipeline.preflight import (
     InputCheck,
     RegionCheck,
     RunPlan,
@@ -79,7 +80,7 @@ def check(config: Config | str | PathLike[str], *, threads: int = 2) -> CheckSum
     Raises
     ------
     InputError
-        Anything that makes the inputs unusable (:func:`soilsource.preflight.plan`):
+        Anything that makes the inputs unusable (:func:`soilsource.pipeline.preflight.plan`):
         the message names the file and the key, column, rows or region.
     """
     return _summary(plan(config, keep_patches=False, threads=threads))
@@ -89,7 +90,7 @@ def _summary(found: RunPlan) -> CheckSummary:
     config = found.config
     return CheckSummary(
         config=str(config.source) if config.source else "",
-        metal=config.metal,
+        metal=cast(str, config.metal),  # one metal's plan
         rule=found.dataset.rule,
         patch_size_m=config.patch.size_m,
         max_nodata_share=config.patch.max_nodata_share,
@@ -102,7 +103,7 @@ def _summary(found: RunPlan) -> CheckSummary:
 def check_all(config: Config | str | PathLike[str], *, threads: int = 2) -> list[CheckSummary]:
     """:func:`check` of each metal of a configuration (one summary for one metal).
 
-    A several-metal configuration goes through :func:`soilsource.preflight.plan_several`,
+    A several-metal configuration goes through :func:`soilsource.pipeline.preflight.plan_several`,
     the preflight of ``run``: every metal, and the ``sources:`` settings and table.
     """
     if not isinstance(config, Config):

@@ -8,9 +8,10 @@ never whole at full resolution, so a large region costs one small read.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from os import PathLike
 from pathlib import Path
+from typing import Any, cast
 
 import matplotlib
 
@@ -29,20 +30,7 @@ from rasterio.windows import from_bounds
 from sklearn.metrics import roc_curve
 
 from soilsource.atomic import atomic_path
-
-# One colour per model, SI-LICNet first and strongest.
-_COLOURS = {
-    "silicnet": "#c0392b",
-    "random_forest": "#2471a3",
-    "mobilenet_v3_small": "#239b56",
-    "resnet18": "#7d3c98",
-}
-LABELS = {
-    "silicnet": "SI-LICNet",
-    "random_forest": "Random forest (window statistics)",
-    "mobilenet_v3_small": "MobileNetV3-small",
-    "resnet18": "ResNet18",
-}
+from soilsource.models.registry import COLOURS, LABELS, METHOD
 
 
 def roc_figure(
@@ -66,14 +54,14 @@ def roc_figure(
         label = LABELS.get(name, name)
         finite = np.isfinite(proba)
         if auc is None or len(np.unique(labels[finite])) < 2:
-            ax.plot([], [], color=_COLOURS.get(name, "0.3"), label=f"{label}: AUC n/a")
+            ax.plot([], [], color=COLOURS.get(name, "0.3"), label=f"{label}: AUC n/a")
             continue
         fpr, tpr, _ = roc_curve(labels[finite], proba[finite])
         ax.plot(
             fpr,
             tpr,
-            color=_COLOURS.get(name),
-            lw=2 if name == "silicnet" else 1.3,
+            color=COLOURS.get(name),
+            lw=2 if name == METHOD else 1.3,
             label=f"{label}: AUC {auc:.3f}",
         )
     ax.set_xlim(0, 1)
@@ -359,8 +347,9 @@ def colour_bar_png(
         bar.ax.xaxis.set_minor_formatter(NullFormatter())
     else:
         if isinstance(norm, TwoSlopeNorm):  # ticks at the ends, halves and zero of each side
-            bar.set_ticks([norm.vmin, norm.vmin / 2, 0.0, norm.vmax / 2, norm.vmax])
-        bar.formatter.set_powerlimits((-2, 3))
+            low, high = cast(float, norm.vmin), cast(float, norm.vmax)  # set by symmetric_norm
+            bar.set_ticks([low, low / 2, 0.0, high / 2, high])
+        bar.formatter.set_powerlimits((-2, 3))  # type: ignore[attr-defined]  # a ScalarFormatter
         bar.ax.xaxis.get_offset_text().set_fontsize(7)
     bar.set_label(label, fontsize=7, labelpad=1)
     buffer = io.BytesIO()
@@ -487,7 +476,7 @@ def _round_length(metres: float) -> float:
     return float(max(m * power for m in (1, 2, 5) if m * power <= metres))
 
 
-def svg_paths(geometries: object, grid: MapGrid, simplify_px: float = 0.5) -> list[str]:
+def svg_paths(geometries: Iterable[Any], grid: MapGrid, simplify_px: float = 0.5) -> list[str]:
     """SVG path data of polygons and lines on the grid, in display pixels.
 
     Geometries are in the grid's CRS; each is clipped to the map (so a river that runs on

@@ -1,10 +1,10 @@
 """``soilsource run``: the whole pipeline, from a configuration to a run directory.
 
-inputs -> labels -> patches (:mod:`soilsource.dataset`) -> SI-LICNet and baselines under
-spatial cross-validation (:mod:`soilsource.evaluation`) -> out-of-fold predictions,
+inputs -> labels -> patches (:mod:`soilsource.data.dataset`) -> SI-LICNet and baselines under
+spatial cross-validation (:mod:`soilsource.learn.evaluation`) -> out-of-fold predictions,
 metrics and ROC curves -> occlusion sensitivity of the final models, mosaicked per region
-(:mod:`soilsource.explain`) -> land-use statistics and hotspots (:mod:`soilsource.zones`,
-:mod:`soilsource.hotspots`) -> probability maps (:mod:`soilsource.mapping`).
+(:mod:`soilsource.explain`) -> land-use statistics and hotspots (:mod:`soilsource.analysis.zones`,
+:mod:`soilsource.analysis.hotspots`) -> probability maps (:mod:`soilsource.mapping.probability`).
 
 Every output is written atomically and the run directory says whether it is complete
 (:mod:`soilsource.rundir`).
@@ -29,19 +29,18 @@ import rasterio.windows
 import torch
 from scipy.stats import spearmanr
 
-from soilsource.applicability import Applicability, pooled_features, write_applicability
-from soilsource.atomic import write_text_atomic
-from soilsource.compute import Session, compute_session
-from soilsource.config import Config, load_config
-from soilsource.dataset import Dataset, RegionSamples, free_memory, prediction_area
-from soilsource.evaluation import (
-    N_BOOTSTRAP,
-    AUCResult,
-    CVResult,
-    brier_score,
-    cross_validate,
-    paired_auc_difference,
+from soilsource.analysis.hotspots import raster_hotspot_threshold, region_hotspots, write_hotspots
+from soilsource.analysis.zones import (
+    mark_drivers,
+    region_landuse_statistics,
+    write_geodetector,
+    write_landuse_sensitivity,
 )
+from soilsource.atomic import write_text_atomic
+from soilsource.config import Config, load_config
+from soilsource.data.dataset import Dataset, RegionSamples, free_memory, prediction_area
+from soilsource.data.labels import gb15618_screening_value
+from soilsource.data.patches import Patches, PatchStore
 from soilsource.explain import sensitivity
 from soilsource.explain.candidates import (
     covered_window,
@@ -54,29 +53,43 @@ from soilsource.explain.candidates import (
 )
 from soilsource.explain.mosaic import write_sensitivity
 from soilsource.explain.subset import explained_rows
-from soilsource.figures import roc_figure
-from soilsource.hotspots import raster_hotspot_threshold, region_hotspots, write_hotspots
 from soilsource.inputs import open_landuse
 from soilsource.inputs.imagery import (
     crs_code,
     imagery_record,
     reproject_points,
 )
-from soilsource.labels import gb15618_screening_value
-from soilsource.mapping import MapRule, write_probability_map
-from soilsource.modelio import save_model
+from soilsource.learn.evaluation import (
+    N_BOOTSTRAP,
+    AUCResult,
+    CVResult,
+    brier_score,
+    cross_validate,
+    paired_auc_difference,
+)
+from soilsource.learn.training import (
+    Standardized,
+    TrainSettings,
+    available_cpus,
+    derive_seed,
+    share_cpus,
+)
+from soilsource.mapping.applicability import Applicability, pooled_features, write_applicability
+from soilsource.mapping.probability import MapRule, write_probability_map
 from soilsource.models import SILICNet
-from soilsource.models.baselines import make_baseline, random_forest
-from soilsource.patches import Patches, PatchStore
-from soilsource.preflight import RunPlan, plan_several
-from soilsource.preflight import plan as preflight
-from soilsource.pretrain import PretrainSettings, load_trunk, pretrained_trunk
+from soilsource.models.modelio import save_model
+from soilsource.models.pretrain import PretrainSettings, load_trunk, pretrained_trunk
+from soilsource.models.registry import METHOD, estimator
+from soilsource.pipeline.preflight import RunPlan, plan_several
+from soilsource.pipeline.preflight import plan as preflight
+from soilsource.pipeline.resume import Checkpoints
+from soilsource.pipeline.resume import results_yaml as _results_yaml
 from soilsource.progress import info, warn
-from soilsource.report import write_report
-from soilsource.resume import Checkpoints
-from soilsource.resume import results_yaml as _results_yaml
+from soilsource.report.document import write_report
+from soilsource.report.figures import roc_figure
 from soilsource.rundir import claim, is_complete, mark, prepare, read_status, safe_stem
 from soilsource.rundir import resume as resume_run
+from soilsource.runtime import Session, compute_session
 from soilsource.sources import Apportionment, apportion
 from soilsource.sources.join import (
     detection_limits,
@@ -86,23 +99,13 @@ from soilsource.sources.join import (
     metal_table,
     write_factor_samples,
 )
-from soilsource.training import (
-    Standardized,
-    TorchPatchClassifier,
-    TrainSettings,
-    available_cpus,
-    derive_seed,
-    share_cpus,
-)
-from soilsource.zones import (
-    mark_drivers,
-    region_landuse_statistics,
-    write_geodetector,
-    write_landuse_sensitivity,
-)
 
-MODEL = "silicnet"
+MODEL = METHOD
 """Name of the method's own network in metrics, predictions and model files."""
+
+TASK_MODULES = (sensitivity.__name__, write_probability_map.__module__)
+"""Modules of the tasks a Dask session runs (occlusion batches, map tiles): its workers import
+them when the session starts."""
 
 PREDICTION_COLUMNS = ["sample_id", "region", "x", "y", "value", "label", "prob", "fold"]
 
@@ -141,14 +144,14 @@ def run(
         with ``train.max_epochs`` and ``train.patience`` of the configuration).
     resume:
         Continue the unfinished run in ``out`` (killed, say): finished folds and
-        region rasters are kept (:mod:`soilsource.resume`); the configuration must be
+        region rasters are kept (:mod:`soilsource.pipeline.resume`); the configuration must be
         the killed run's.
 
     Raises
     ------
     InputError
         Bad inputs or configuration, or a run in progress in ``out``: found by the
-        preflight (:func:`soilsource.preflight.plan`) before anything is written.
+        preflight (:func:`soilsource.pipeline.preflight.plan`) before anything is written.
     """
     if not isinstance(config, Config):
         config = load_config(config)
@@ -425,7 +428,7 @@ def execute(
 
     With ``resume``, into one checked by :func:`~soilsource.rundir.resume`: the
     checkpoints must be of the same configuration. A complete run deletes them.
-    ``plan`` is the preflight's (:func:`soilsource.preflight.plan`); without it the
+    ``plan`` is the preflight's (:func:`soilsource.pipeline.preflight.plan`); without it the
     preflight runs here, before any training.
     """
     if device is not None:
@@ -451,7 +454,7 @@ def execute(
     for region in dataset:  # trained: what follows reads few patches; stream them
         region.patches.drop_cache()
     # Occlusion batches and map tiles run here, or on the Dask cluster of compute.scheduler.
-    with compute_session(config.compute.scheduler) as session:
+    with compute_session(config.compute.scheduler, preload=TASK_MODULES) as session:
         with _timed(seconds, "explanation"):
             explain(out, dataset, config, cv[MODEL], session=session)
         with _timed(seconds, "probability maps"):
@@ -483,28 +486,21 @@ def model_factory(
     settings: TrainSettings | None,
     trunk: dict[str, torch.Tensor] | None = None,
 ) -> Callable[[], Any]:
-    """A zero-argument factory of a fresh, untrained estimator for ``name``.
+    """A zero-argument factory of a fresh, untrained estimator for ``name``
+    (:func:`~soilsource.models.registry.estimator`, with the configured SI-LICNet).
 
-    Torch models are wrapped in :class:`~soilsource.training.Standardized`, so each
-    fold's band statistics come from its training samples only; the random forest
-    reads physical values (NaN where there is no data) and needs no scaling. Every
-    model learns ``model.target`` (the concentration, or the label). ``trunk``: a
-    pretrained SI-LICNet trunk (:mod:`soilsource.pretrain`) every network starts from.
+    Every model learns ``model.target`` (the concentration, or the label). ``trunk``: a
+    pretrained SI-LICNet trunk (:mod:`soilsource.models.pretrain`) every network starts from.
     """
     channels, size = len(dataset.band_names), dataset.patch_px
     device, target = config.compute.device, config.model.target
-
-    def torch_model(build: Callable[[], torch.nn.Module]) -> Callable[[], Standardized]:
-        return lambda: Standardized(
-            TorchPatchClassifier(build(), settings=settings, device=device, target=target)
-        )
-
+    build = None
     if name == MODEL:
-        build = silicnet_builder(dataset, config)
-        return torch_model(build if trunk is None else lambda: load_trunk(build(), trunk))
-    if name == "random_forest":
-        return lambda: random_forest(channels, size, target=target)
-    return torch_model(lambda: make_baseline(name, channels, size))
+        silicnet = silicnet_builder(dataset, config)
+        build = silicnet if trunk is None else lambda: load_trunk(silicnet(), trunk)
+    return lambda: estimator(
+        name, channels, size, target=target, settings=settings, device=device, build=build
+    )
 
 
 def silicnet_builder(dataset: Dataset, config: Config) -> Callable[[], SILICNet]:
@@ -524,7 +520,7 @@ def pretrained_trunks(
 
     Empty when pretraining is off. The trunk of a region comes from its own rasters, a
     pooled scope's from all of them; each is cached by an imagery fingerprint.
-    ``settings``: the pretraining's (default :class:`~soilsource.pretrain.PretrainSettings`
+    ``settings``: the pretraining's (default :class:`~soilsource.models.pretrain.PretrainSettings`
     with the configuration's augmentation).
     """
     if not config.model.pretrain:
@@ -650,7 +646,7 @@ def _region_rows(cv: dict[str, CVResult], region: RegionSamples, dataset: Datase
     """Where ``region``'s samples sit in the arrays of the CV that covers it.
 
     All of them for its own CV; in a pooled CV, the regions follow each other in
-    dataset order (:meth:`~soilsource.dataset.Dataset.concat`).
+    dataset order (:meth:`~soilsource.data.dataset.Dataset.concat`).
     """
     if region.name in cv:
         return slice(None)
@@ -867,7 +863,7 @@ def probability_maps(
 ) -> None:
     """``probability/REGION.tif`` (and ``concentration/REGION.tif`` for a model of the
     concentration), and ``applicability/REGION.tif``: the final SI-LICNet's maps of each
-    region and where they apply (:mod:`soilsource.applicability`)."""
+    region and where they apply (:mod:`soilsource.mapping.applicability`)."""
     for region in dataset:
         model = final_model(cv, region.name)
         if model is None:
@@ -911,7 +907,7 @@ def map_record(
 ) -> dict[str, Any]:
     """How a region's maps are made, as plain JSON (saved with the model for ``predict``).
 
-    ``rule``: the :class:`~soilsource.mapping.MapRule` without its link (None for a
+    ``rule``: the :class:`~soilsource.mapping.probability.MapRule` without its link (None for a
     classifier); ``rule_text`` and ``model_text``: the ``RULE`` and ``MODEL`` tags of the
     maps (:mod:`soilsource.gisout`).
     """
@@ -932,7 +928,8 @@ def model_text(config: Config, region: str) -> str:
 
 
 def rule_of(record: dict[str, Any], link: Any) -> MapRule | None:
-    """The :class:`~soilsource.mapping.MapRule` of a :func:`map_record` (None: a classifier)."""
+    """The :class:`~soilsource.mapping.probability.MapRule` of a :func:`map_record`
+    (None: a classifier)."""
     return (
         None if record["rule"] is None or link is None else MapRule.from_dict(record["rule"], link)
     )
@@ -948,7 +945,8 @@ def region_applicability(
 
 
 def map_rule(region: RegionSamples, link: Any, config: Config) -> MapRule:
-    """The limits a region's maps are computed against (see :class:`~soilsource.mapping.MapRule`).
+    """The limits a region's maps are computed against
+    (see :class:`~soilsource.mapping.probability.MapRule`).
 
     One limit when every sample of the region has the same (a threshold, a background, a
     quantile). Under a pH-dependent rule, the limits at each pixel's pH from ``mapping.ph``,

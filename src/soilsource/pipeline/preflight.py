@@ -4,7 +4,8 @@
 
 - the run directory (``--out``, ``--force``, ``--resume``): :func:`soilsource.rundir.check_out`,
   a run in progress there included (its lock), and, with ``--resume``, that the killed
-  run's checkpoints are of this configuration (:meth:`soilsource.resume.Checkpoints.verify`);
+  run's checkpoints are of this configuration
+  (:meth:`soilsource.pipeline.resume.Checkpoints.verify`);
 - the Dask scheduler of ``compute.scheduler``, when one is set;
 - the imagery: every raster opens, has a CRS and a north-up grid, the rasters agree in
   bands (count, names, scales, offsets) and in patch size in pixels, the patch fits in
@@ -13,11 +14,11 @@
 - land use and its class table (a code missing from the table is found here, before any
   training), the rasters of ``mapping`` (pH, study area) and the reference layers of
   ``report``, all before the patches are read;
-- the samples, the label rule and the patches (:func:`soilsource.dataset.load_dataset`,
+- the samples, the label rule and the patches (:func:`soilsource.data.dataset.load_dataset`,
   which reads each sample's patch once, with the working-set memory check of
-  :func:`soilsource.dataset.check_memory`): a region with no sample in the imagery, or
+  :func:`soilsource.data.dataset.check_memory`): a region with no sample in the imagery, or
   none with enough data in its patch, is refused; the returned
-  :class:`~soilsource.dataset.Dataset` is what ``run`` trains on, so patches are not read
+  :class:`~soilsource.data.dataset.Dataset` is what ``run`` trains on, so patches are not read
   twice;
 - labels: a region of one class is a warning (its AUC cannot be computed; the models
   still learn), a scope with fewer usable samples than ``train.folds`` is refused, and
@@ -28,7 +29,7 @@ Problems that make a run impossible raise :class:`~soilsource.errors.InputError`
 line, exit 2); problems that only weaken it become :attr:`RunPlan.warnings`, which the
 caller prints once the whole preflight has passed, so a refused run prints one line.
 
-``check`` prints the plan (:mod:`soilsource.check`); ``run`` trains on it
+``check`` prints the plan (:mod:`soilsource.pipeline.check`); ``run`` trains on it
 (:func:`soilsource.pipeline.run`); ``predict`` has its own inputs, a run directory and new
 imagery, checked by :func:`predict_plan`.
 """
@@ -46,15 +47,15 @@ from typing import Any
 import numpy as np
 from rasterio.enums import MaskFlags
 
-from soilsource.compute import check_scheduler
 from soilsource.config import Config, load_config
-from soilsource.dataset import (
+from soilsource.data.dataset import (
     Dataset,
     check_memory,
     load_dataset,
     prediction_area,
     size_text,
 )
+from soilsource.data.patches import one_patch_size, patch_size_px
 from soilsource.errors import InputError
 from soilsource.inputs import (
     RasterInfo,
@@ -65,16 +66,17 @@ from soilsource.inputs import (
     read_samples,
     resolve_imagery,
 )
-from soilsource.inputs.imagery import check_like_training
+from soilsource.inputs.imagery import check_like_training, scaling_mismatch
 from soilsource.inputs.reference import read_reference
-from soilsource.modelio import SavedModel, load_model, read_header
-from soilsource.patches import one_patch_size, patch_size_px
-from soilsource.report import read_run_config
-from soilsource.resume import Checkpoints, results_yaml
+from soilsource.learn.training import TrainSettings
+from soilsource.models.modelio import SavedModel, load_model, read_header
+from soilsource.models.registry import METHOD, REGISTRY
+from soilsource.pipeline.resume import Checkpoints, results_yaml
+from soilsource.report.document import read_run_config
 from soilsource.rundir import check_out, is_complete, read_status
+from soilsource.runtime import check_scheduler
 from soilsource.sources import validate
 from soilsource.sources.join import detection_limits, metal_table
-from soilsource.training import TrainSettings
 
 FREE_DISK_ENV = "SOILSOURCE_FREE_DISK"
 """Bytes of free disk to assume instead of asking the file system (tests simulate a full
@@ -88,9 +90,6 @@ SAMPLE_BYTES = 8192
 """Output bytes per sample: its rows in predictions.csv and the candidate and land-use
 tables, and its share of the random forest's nodes (about 4 KiB a sample in the quick
 demo, written twice: the model and its checkpoint)."""
-NETWORK_BYTES = {"silicnet": 256 * 2**10, "mobilenet_v3_small": 8 * 2**20, "resnet18": 48 * 2**20}
-"""Bytes of one saved network per scope (SI-LICNet per ensemble member: about 60 KiB in the
-demo; the torchvision baselines: 6 and 45 MB), written twice (model and checkpoint)."""
 FIXED_BYTES = 8 * 2**20
 """Output bytes of any run: ROC figures, the report and its assets (about 1 MiB in the
 demo), run.json, config.yaml."""
@@ -303,16 +302,16 @@ def output_bytes(dataset: Dataset, config: Config) -> int:
     """Estimate of the bytes a run of ``dataset`` writes (meant as an upper bound).
 
     :data:`MAP_BYTES_PER_PX` per pixel of every raster a region reads (maps are
-    wall-to-wall), :data:`SAMPLE_BYTES` per sample, :data:`NETWORK_BYTES` per network
-    and scope, and :data:`FIXED_BYTES`. Measured: the quick demo (six 256 x 256 px
-    regions, 3 folds, one member, the forest) writes 3.8 MB besides its city; this
-    estimate says about 25 MB.
+    wall-to-wall), :data:`SAMPLE_BYTES` per sample, each network's ``saved_bytes`` (model
+    registry) twice per scope (model and checkpoint), and :data:`FIXED_BYTES`. Measured:
+    the quick demo (six 256 x 256 px regions, 3 folds, one member, the forest) writes
+    3.8 MB besides its city; this estimate says about 25 MB.
     """
     pixels = sum(r.width * r.height for region in dataset for r in region.rasters)
     samples = sum(len(region) + len(region.dropped) for region in dataset)
     scopes = 1 if config.train.scope == "pooled" else len(dataset.regions)
-    networks = config.model.members * NETWORK_BYTES["silicnet"] + sum(
-        NETWORK_BYTES.get(name, 0) for name in config.model.baselines
+    networks = config.model.members * REGISTRY[METHOD].saved_bytes + sum(
+        REGISTRY[name].saved_bytes for name in config.model.baselines
     )
     return pixels * MAP_BYTES_PER_PX + samples * SAMPLE_BYTES + 2 * scopes * networks + FIXED_BYTES
 
@@ -351,7 +350,7 @@ def _check_imagery(rasters: list[RasterInfo], config: Config, warnings: list[str
     """Bands that mean the same in every raster, patches that fit, nodata declared.
 
     The count is checked by :func:`~soilsource.inputs.resolve_imagery`; names, scales and
-    offsets here (with :func:`~soilsource.inputs.imagery.check_like_training`'s rules):
+    offsets here (:func:`~soilsource.inputs.imagery.scaling_mismatch`, as for new imagery):
     one model reads every raster's patches, so band 2 must be red in each of them.
     """
     first = rasters[0]
@@ -364,18 +363,15 @@ def _check_imagery(rasters: list[RasterInfo], config: Config, warnings: list[str
                     f"is '{name}', but {first.path.name} has '{expected}' there: every imagery "
                     "raster needs the same bands in the same order",
                 )
-        for what, got, want in (
-            ("scale", other.scales, first.scales),
-            ("offset", other.offsets, first.offsets),
-        ):
-            for i, (a, b) in enumerate(zip(got, want, strict=True)):
-                if not np.isclose(a, b, rtol=1e-9, atol=1e-12):
-                    raise InputError(
-                        other.path,
-                        f"band {i + 1} ('{first.band_names[i]}')",
-                        f"{what} {a:g}, but {first.path.name} has {what} {b:g}: every imagery "
-                        "raster needs the same scales and offsets",
-                    )
+        differs = scaling_mismatch(other, first.scales, first.offsets)
+        if differs is not None:
+            i, what, a, b = differs
+            raise InputError(
+                other.path,
+                f"band {i + 1} ('{first.band_names[i]}')",
+                f"{what} {a:g}, but {first.path.name} has {what} {b:g}: every imagery "
+                "raster needs the same scales and offsets",
+            )
     sizes = {patch_size_px(config.patch.size_m, raster) for raster in rasters}
     one_patch_size(sizes, config.patch.size_m, config.source or "config")
     for raster in rasters:

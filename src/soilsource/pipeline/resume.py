@@ -4,12 +4,12 @@ A run keeps, in ``OUT/.checkpoints/``:
 
 - ``fingerprint.json``: the resolved configuration and every training setting; a
   resumed run must have the same, or it is refused (its folds would not fit). That
-  includes the defaults of :class:`~soilsource.training.TrainSettings`: a run killed
+  includes the defaults of :class:`~soilsource.learn.training.TrainSettings`: a run killed
   under one soilsource version is not resumed by a version that trains differently;
 - ``cv/MODEL/SCOPE/fold_K.json``: each finished fold's test indices and out-of-fold
   probabilities (JSON floats round-trip exactly, so resumed metrics are
   byte-identical), and ``final.pt`` / ``final.npz``: the final model of the scope,
-  in the model file format of :mod:`soilsource.modelio` (loaded without pickle, so a
+  in the model file format of :mod:`soilsource.models.modelio` (loaded without pickle, so a
   file planted among the checkpoints runs no code).
 
 Explanation and probability maps need no checkpoint files: each region's GeoTIFF is
@@ -18,7 +18,7 @@ Every checkpoint is written atomically too. A complete run deletes
 ``.checkpoints/``: its outputs hold everything, and a complete run is not resumed.
 
 Resuming is exact because each fold trains with a seed derived from the run's seed
-and the fold number alone (:func:`soilsource.evaluation.cross_validate`).
+and the fold number alone (:func:`soilsource.learn.evaluation.cross_validate`).
 """
 
 from __future__ import annotations
@@ -35,11 +35,12 @@ import torch
 from soilsource.atomic import write_text_atomic
 from soilsource.config import Config
 from soilsource.errors import InputError
-from soilsource.modelio import load_model, save_model
-from soilsource.models.baselines import WindowStatsForest
-from soilsource.patches import BandStats
+from soilsource.learn.training import (
+    PatchEstimator,
+    TrainSettings,
+)
+from soilsource.models.modelio import load_estimator, save_estimator
 from soilsource.rundir import safe_stem
-from soilsource.training import PatchEstimator, Standardized, TorchPatchClassifier, TrainSettings
 
 CHECKPOINTS = ".checkpoints"
 FINGERPRINT = "fingerprint.json"
@@ -134,7 +135,7 @@ class Checkpoints:
 class FoldStore:
     """Finished folds and the final model of one cross-validation, as files.
 
-    Implements :class:`soilsource.evaluation.FoldCheckpoint`.
+    Implements :class:`soilsource.learn.evaluation.FoldCheckpoint`.
     """
 
     def __init__(self, folder: Path, settings: TrainSettings, device: str | torch.device) -> None:
@@ -181,39 +182,19 @@ class FoldStore:
 
     def load_final(self) -> PatchEstimator | None:
         """The final model, rebuilt as training returns it; None when not saved."""
-        for suffix in (".pt", ".npz"):
-            path = self.folder / f"final{suffix}"
-            if path.is_file():
-                saved = load_model(path)
-                if isinstance(saved.model, WindowStatsForest):
-                    return saved.model
-                inner = TorchPatchClassifier(
-                    saved.model,
-                    settings=self.settings,
-                    device=self.device,
-                    target="label" if saved.link is None else "value",
-                )
-                inner.link_ = saved.link
-                model = Standardized(inner)
-                model.stats_ = BandStats.from_dict(saved.metadata["band_stats"])
-                return model
-        return None
+        return load_estimator(self.folder / "final", settings=self.settings, device=self.device)
 
     def save_final(self, model: PatchEstimator) -> None:
-        """Keep the final model (a standardised torch model, or the forest)."""
-        if isinstance(model, Standardized) and isinstance(model.inner, TorchPatchClassifier):
-            metadata = {"band_stats": model.stats_.to_dict()}
-            save_model(self.folder / "final.pt", model.inner, metadata=metadata)
-        elif isinstance(model, WindowStatsForest):
-            save_model(self.folder / "final.npz", model)
-        # anything else is retrained on resumption
+        """Keep the final model (a standardised torch model, or the forest); anything else
+        is retrained on resumption."""
+        save_estimator(self.folder / "final", model)
 
 
 def results_yaml(config: Config) -> str:
     """The configuration that decides a run's results: where it computes does not.
 
     The Dask scheduler is left out, so a run killed on one cluster (or locally) can be
-    resumed on another; the results are identical either way (``tests/test_compute.py``).
+    resumed on another; the results are identical either way (``tests/test_runtime.py``).
     """
     where = config.model_copy(deep=True)
     where.compute.scheduler = None

@@ -40,37 +40,43 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.exceptions import NotFittedError
 from torch import nn
 
 from soilsource import __version__
 from soilsource.atomic import atomic_path
+from soilsource.data.patches import BandStats
+from soilsource.data.target import LogNormalLink
 from soilsource.errors import InputError
-from soilsource.models.baselines import (
-    TreeEnsemble,
-    WindowStatsForest,
-    mobilenet_v3_small,
-    resnet18,
+from soilsource.learn.training import (
+    PatchEstimator,
+    Standardized,
+    TorchPatchClassifier,
+    TrainSettings,
 )
-from soilsource.target import LogNormalLink
-from soilsource.training import TorchPatchClassifier
+from soilsource.models.baselines import TreeEnsemble, WindowStatsForest
+from soilsource.models.registry import REGISTRY, network_spec
 
-__all__ = ["ARCHITECTURES", "FORMAT", "SavedModel", "load_model", "read_header", "save_model"]
+__all__ = [
+    "ARCHITECTURES",
+    "FORMAT",
+    "ModelState",
+    "SavedModel",
+    "load_estimator",
+    "load_model",
+    "model_state",
+    "read_header",
+    "save_estimator",
+    "save_model",
+]
 
 FORMAT = "soilsource-model"
 VERSION = 1
 FOREST = "random_forest"
 
 
-def _silicnet(**kwargs: Any) -> nn.Module:
-    from soilsource.models import SILICNet  # imported late: models/__init__ imports baselines
-
-    return SILICNet(**kwargs)
-
-
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
-    "silicnet": _silicnet,
-    "mobilenet_v3_small": mobilenet_v3_small,
-    "resnet18": resnet18,
+    name: entry.network for name, entry in REGISTRY.items() if entry.network is not None
 }
 """The torch architectures a model file may name, by name; nothing else is built."""
 
@@ -100,7 +106,7 @@ def save_model(
     Parameters
     ----------
     model:
-        A trained torch module (or :class:`~soilsource.training.TorchPatchClassifier`),
+        A trained torch module (or :class:`~soilsource.learn.training.TorchPatchClassifier`),
         or a fitted :class:`~soilsource.models.baselines.WindowStatsForest`.
     architecture, init_kwargs:
         For torch: a name in :data:`ARCHITECTURES` and the JSON-serialisable keyword
@@ -130,7 +136,9 @@ def save_model(
             n_features=ensemble.n_features,
         )
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez_compressed(f, header=np.array(_dumps(header)), **ensemble.arrays())
+            # numpy's stubs take the keyword arrays for its own keyword arguments
+            arrays = ensemble.arrays()
+            np.savez_compressed(f, header=np.array(_dumps(header)), **arrays)  # type: ignore[arg-type]
         return path
     if not isinstance(model, nn.Module):
         raise TypeError(f"cannot save a {type(model).__name__}")
@@ -150,10 +158,95 @@ def save_model(
 
 def _architecture_of(model: nn.Module) -> str | None:
     """Registry name of a soilsource network (SILICNet or a torchvision baseline)."""
-    kind = type(model)
-    if kind.__name__ == "SILICNet" and kind.__module__.startswith("soilsource.models"):
-        return "silicnet"
-    return getattr(model, "architecture", None)
+    entry = network_spec(model)
+    return None if entry is None else entry.name
+
+
+def save_estimator(stem: str | os.PathLike[str], model: Any) -> Path | None:
+    """Save a fitted estimator as fitting returned it, or return None if it cannot be.
+
+    A standardised torch model (:func:`~soilsource.models.registry.estimator`'s networks)
+    goes to ``stem.pt`` with its band statistics in the header, the forest to ``stem.npz``;
+    :func:`load_estimator` rebuilds either. Anything else is not saved (None).
+    """
+    stem = Path(stem)
+    if isinstance(model, Standardized) and isinstance(model.inner, TorchPatchClassifier):
+        if model.stats_ is None:
+            raise NotFittedError("Standardized is not fitted: call fit first")
+        metadata = {"band_stats": model.stats_.to_dict()}
+        return save_model(stem.with_name(stem.name + ".pt"), model.inner, metadata=metadata)
+    if isinstance(model, WindowStatsForest):
+        return save_model(stem.with_name(stem.name + ".npz"), model)
+    return None
+
+
+def load_estimator(
+    stem: str | os.PathLike[str],
+    *,
+    settings: TrainSettings | None = None,
+    device: str | torch.device = "auto",
+) -> PatchEstimator | None:
+    """The estimator :func:`save_estimator` wrote at ``stem``, as fitting returned it; None
+    when there is none. A network gets the fitting ``settings`` and ``device`` back."""
+    stem = Path(stem)
+    for suffix in (".pt", ".npz"):
+        path = stem.with_name(stem.name + suffix)
+        if not path.is_file():
+            continue
+        saved = load_model(path)
+        if isinstance(saved.model, WindowStatsForest):
+            return saved.model
+        inner = TorchPatchClassifier(
+            saved.model,
+            settings=settings,
+            device=device,
+            target="label" if saved.link is None else "value",
+        )
+        inner.link_ = saved.link
+        model = Standardized(inner)
+        model.stats_ = BandStats.from_dict(saved.metadata["band_stats"])
+        return model
+    return None
+
+
+@dataclass(frozen=True)
+class ModelState:
+    """A torch model as plain state: registry name, constructor arguments, weights as arrays.
+
+    This is what travels to workers, never a pickled module (whose class, buffers and
+    hooks depend on the sending process). :meth:`build` rebuilds the module from the fixed
+    registry :data:`ARCHITECTURES`, as loading a model file does. It lives here, beside
+    the model files, because it is the same idea: a model as names and arrays, no code.
+    """
+
+    architecture: str
+    init_kwargs: dict[str, Any]
+    weights: dict[str, np.ndarray]
+
+    def build(self) -> nn.Module:
+        """The module in evaluation mode on the CPU, with exactly the saved weights."""
+        module = ARCHITECTURES[self.architecture](**self.init_kwargs)
+        module.load_state_dict({k: torch.from_numpy(v) for k, v in self.weights.items()})
+        return module.eval()
+
+
+def model_state(model: nn.Module) -> ModelState:
+    """The :class:`ModelState` of a soilsource network (SI-LICNet or a baseline), which
+    :class:`~soilsource.runtime.Session` tasks (map tiles, occlusion batches) rebuild.
+
+    >>> from soilsource.models import SILICNet
+    >>> model = SILICNet(2, patch_px=16).eval()
+    >>> again = model_state(model).build()
+    >>> x = torch.randn(1, 2, 16, 16)
+    >>> bool(torch.equal(model(x), again(x)))
+    True
+    """
+    name = _architecture_of(model)
+    kwargs = getattr(model, "config", None)
+    if name not in ARCHITECTURES or not isinstance(kwargs, dict):
+        raise TypeError(f"cannot send a {type(model).__name__} to workers as plain state")
+    weights = {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
+    return ModelState(name, dict(kwargs), weights)
 
 
 def _dumps(header: Mapping[str, Any]) -> str:

@@ -3,9 +3,9 @@
 A run saves, with its SI-LICNet of each scope (``models/SCOPE/silicnet.pt``), what the model
 needs its imagery to be (:func:`~soilsource.inputs.imagery.imagery_record`: band names and
 order, scales and offsets, pixel size) and how each region's maps were made (the rule's
-limits, the texts of the maps' tags: :func:`~soilsource.pipeline.map_record`).
+limits, the texts of the maps' tags: :func:`~soilsource.pipeline.runner.map_record`).
 :func:`predict` checks the run, its model and the new imagery against the first
-(:func:`soilsource.preflight.predict_plan`, the preflight ``check`` and ``run`` share)
+(:func:`soilsource.pipeline.preflight.predict_plan`, the preflight ``check`` and ``run`` share)
 before anything is written, then
 writes the maps with the second, exactly as ``run`` does:
 
@@ -25,14 +25,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
+from typing import cast
 
+from soilsource.data.patches import BandStats
 from soilsource.inputs import RasterInfo
-from soilsource.mapping import write_probability_map
-from soilsource.modelio import SavedModel
-from soilsource.patches import BandStats
-from soilsource.pipeline import MODEL, rule_of
-from soilsource.preflight import predict_plan
-from soilsource.report import write_predict_report
+from soilsource.mapping.probability import write_probability_map
+from soilsource.models.modelio import SavedModel
+from soilsource.models.silicnet import SILICNet
+from soilsource.pipeline.preflight import predict_plan
+from soilsource.pipeline.runner import MODEL, rule_of
+from soilsource.report.document import write_predict_report
 from soilsource.rundir import mark, prepare, safe_stem
 
 __all__ = ["Prediction", "applicability_maps", "predict"]
@@ -96,7 +98,7 @@ def predict(
     rule = rule_of(how, saved.link)
     result.maps["probability"] = write_probability_map(
         out / "probability" / name,
-        saved.model,
+        cast(SILICNet, saved.model),  # predict_plan refuses any other model
         stats,
         raster,
         max_nodata_share=config.patch.max_nodata_share,

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from os import PathLike
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -131,8 +132,8 @@ def patch_origins(
 
     For odd sizes the pixel containing ``p`` is the centre pixel; for even sizes the grid
     corner nearest ``p`` is the centre, and a tie (a point at a pixel's centre) goes to the
-    pixel's upper-left corner. That is the rule of :mod:`soilsource.mapping`: the patch of
-    a sample in pixel ``(i, j)`` (at its centre, for even sizes) is the one the probability
+    pixel's upper-left corner. That is the rule of :mod:`soilsource.mapping.probability`: the
+    patch of a sample in pixel ``(i, j)`` (at its centre, for even sizes) is the one the probability
     map gives at ``(i, j)``, rows ``i - size // 2`` to ``i - size // 2 + size - 1``.
 
     >>> patch_origins(np.array([10.3, 10.5, 10.6]), np.array([0.2, 0.2, 0.2]), 4)
@@ -384,7 +385,7 @@ class _Worker:
 
     def __init__(self, raster: RasterInfo) -> None:
         self.raster = raster
-        self.src = None
+        self.src: Any = None  # rasterio's dataset, opened in the thread that reads
         self.mode = "none"
         self.blocks: dict[tuple[int, int], tuple[np.ndarray, np.ndarray | None]] = {}
         scales = np.asarray(raster.scales, dtype=np.float32)
@@ -504,8 +505,8 @@ class _Worker:
 
 def _gdal_reason(exc: BaseException) -> str:
     """The first line of the innermost error (rasterio wraps GDAL's own message)."""
-    while exc.__cause__ is not None or exc.__context__ is not None:
-        exc = exc.__cause__ or exc.__context__
+    while (inner := exc.__cause__ or exc.__context__) is not None:
+        exc = inner
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
 

@@ -38,16 +38,16 @@ from scipy.spatial import cKDTree
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
+from soilsource.data.target import Target
 from soilsource.errors import InputError
-from soilsource.folds import KNNDM, FoldDesign, RandomKFold, SpatialBlocks, block_ids
-from soilsource.progress import track, warn
-from soilsource.target import Target
-from soilsource.training import (
+from soilsource.learn.folds import KNNDM, FoldDesign, RandomKFold, SpatialBlocks, block_ids
+from soilsource.learn.training import (
     PatchEstimator,
     TorchPatchClassifier,
     TrainSettings,
     derive_seed,
 )
+from soilsource.progress import track, warn
 
 __all__ = [
     "MIN_NEGATIVES",
@@ -235,7 +235,7 @@ def brier_score(labels: np.ndarray, proba: np.ndarray) -> float | None:
 
 
 CV_DESIGNS = ("knndm", "spatial", "buffered", "random")
-"""The fold designs of ``train.cv`` (:mod:`soilsource.folds`)."""
+"""The fold designs of ``train.cv`` (:mod:`soilsource.learn.folds`)."""
 
 
 def spatial_folds(
@@ -247,7 +247,7 @@ def spatial_folds(
     seed: int = 0,
     regions: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Fold id (0..k-1) per sample of :class:`~soilsource.folds.SpatialBlocks`.
+    """Fold id (0..k-1) per sample of :class:`~soilsource.learn.folds.SpatialBlocks`.
 
     >>> rng = np.random.default_rng(0)
     >>> xy = rng.uniform(0, 1000, size=(200, 2)); y = (xy[:, 0] > 600).astype(int)
@@ -264,7 +264,7 @@ def random_folds(
     seed: int = 0,
     regions: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Fold id per sample of :class:`~soilsource.folds.RandomKFold` (optimistic in space).
+    """Fold id per sample of :class:`~soilsource.learn.folds.RandomKFold` (optimistic in space).
 
     >>> random_folds(np.array([0, 1] * 5), folds=5, seed=0).tolist().count(0)
     2
@@ -393,7 +393,7 @@ class CVResult:
 class FoldCheckpoint(Protocol):
     """Where :func:`cross_validate` keeps finished folds, so that a killed run resumes.
 
-    :class:`soilsource.resume.FoldStore` keeps them in the run directory. A fold's
+    :class:`soilsource.pipeline.resume.FoldStore` keeps them in the run directory. A fold's
     result is its test samples' probabilities; ``test`` (the indices) lets the store
     refuse a checkpoint of different folds.
     """
@@ -476,8 +476,8 @@ def cross_validate(
     ----------
     factory:
         Zero-argument callable returning a fresh untrained ``nn.Module`` (wrapped in
-        :class:`~soilsource.training.TorchPatchClassifier` with ``settings`` and
-        ``device``) or a :class:`~soilsource.training.PatchEstimator`. Torch is seeded
+        :class:`~soilsource.learn.training.TorchPatchClassifier` with ``settings`` and
+        ``device``) or a :class:`~soilsource.learn.training.PatchEstimator`. Torch is seeded
         before each call, so initial weights are repeatable.
     patches, labels:
         (N, C, H, H) float32 patches as the models take them (normalised for a bare
@@ -499,7 +499,7 @@ def cross_validate(
         theirs).
     target, values, limits:
         ``"label"``: models learn the 0/1 labels. ``"value"``: models learn the
-        concentrations ``values`` (mg/kg; :mod:`soilsource.target`), and the out-of-fold
+        concentrations ``values`` (mg/kg; :mod:`soilsource.data.target`), and the out-of-fold
         probability is that of exceeding each sample's own ``limits``; the predicted
         median goes to :attr:`CVResult.pred_value`. Folds, stratification and AUC use
         ``labels`` either way.
@@ -513,7 +513,7 @@ def cross_validate(
         its samples only, not on what ran before it in the process (what makes
         ``checkpoint`` resumption exact).
     device, settings, num_threads:
-        For torch models (see :func:`soilsource.training.fit`).
+        For torch models (see :func:`soilsource.learn.training.fit`).
     final:
         Also train the final model on all samples (``CVResult.final``).
     n_boot:
@@ -545,12 +545,12 @@ def cross_validate(
         target=target,
     )
     regression = target == "value"
+    y, limit, pred_value = labels, np.full(n, np.nan), np.full(n, np.nan)
     if regression:
         if values is None or limits is None:
             raise ValueError("target='value' needs values and limits")
-        values, limits = np.asarray(values, dtype=np.float64), np.asarray(limits, np.float64)
-        result.pred_value = np.full(n, np.nan)
-    y = values if regression else labels
+        y, limit = np.asarray(values, dtype=np.float64), np.asarray(limits, np.float64)
+        result.pred_value = pred_value
     if _one_class(labels):
         warn(f"{description}: one class only ({int(labels.sum())} positive of {n}); not trained")
         return _score(result, labels, region_arr, n_boot)
@@ -564,7 +564,11 @@ def cross_validate(
     result.fold = _fold_ids(design, labels, coords, strata_regions)
     result.design = design.describe()
     result.folds = int(result.fold.max()) + 1
-    groups = block_ids(coords, block_m, region_arr) if block_m is not None else None
+    groups = (
+        block_ids(coords, block_m, region_arr)
+        if block_m is not None and coords is not None
+        else None
+    )
     overlapping = np.zeros(n, dtype=bool)
     options = {"settings": settings, "device": device, "num_threads": num_threads, "target": target}
 
@@ -594,7 +598,7 @@ def cross_validate(
             result.proba[test] = done[0]
             info = dict(done[1])
             if regression:
-                result.pred_value[test] = np.asarray(info.pop("pred_value"), dtype=np.float64)
+                pred_value[test] = np.asarray(info.pop("pred_value"), dtype=np.float64)
             result.fold_info.append({**info, "from_checkpoint": True})
             continue
         if len(train) < MIN_TRAIN:
@@ -615,8 +619,8 @@ def cross_validate(
                 options,
             )
             if regression:
-                result.proba[test] = model.predict_proba(patches[test], limits[test])
-                result.pred_value[test] = model.predict_value(patches[test])
+                result.proba[test] = model.predict_proba(patches[test], limit[test])
+                pred_value[test] = model.predict_value(patches[test])
             else:
                 result.proba[test] = model.predict_proba(patches[test])
             fit_result = getattr(model, "fit_result_", None)
@@ -626,7 +630,7 @@ def cross_validate(
         if checkpoint:
             saved = dict(result.fold_info[-1])
             if regression:
-                saved["pred_value"] = result.pred_value[test].tolist()
+                saved["pred_value"] = pred_value[test].tolist()
             checkpoint.save_fold(k, test, result.proba[test], saved)
 
     if patch_m is not None and coords is not None:

@@ -1,6 +1,6 @@
 """Hotspots: the most sensitive places of a region, as polygons (candidate pollution sources).
 
-Definition (a choice, documented here once and used by :mod:`soilsource.zones` too):
+Definition (a choice, documented here once and used by :mod:`soilsource.analysis.zones` too):
 
 - a pixel is *hot* when its sensitivity is among the top ``top_share`` (default 5 %) of the
   covered (non-nodata) pixels of the region **and** strictly positive. Only positive values
@@ -44,7 +44,7 @@ from scipy.sparse.csgraph import connected_components
 
 from soilsource.errors import InputError
 from soilsource.gisout import layer_style_qml, write_features
-from soilsource.inputs.imagery import describe_raster, open_raster
+from soilsource.inputs.imagery import describe_raster, open_raster, same_grid
 from soilsource.inputs.landuse import Landuse
 from soilsource.progress import track
 
@@ -295,7 +295,8 @@ def _polygons(
     joined = joined[joined.n_pixels >= min_pixels]
     pixel_area = abs(transform.a * transform.e - transform.b * transform.d)
     names = dict(classes or {})
-    dominant, share = [], []
+    dominant: list[str | None] = []
+    share: list[float] = []
     for counts, n_pixels in zip(joined.classes, joined.n_pixels, strict=True):
         known = {code: c for code, c in counts.items() if code in names}
         if not known:
@@ -456,12 +457,7 @@ class RegionRasters:
 def _check_same_grid(
     reference: rasterio.DatasetReader, other: rasterio.DatasetReader, path: os.PathLike[str] | str
 ) -> None:
-    same = (
-        (other.width, other.height) == (reference.width, reference.height)
-        and other.transform.almost_equals(reference.transform, precision=1e-6)
-        and (other.crs == reference.crs or other.crs is None or reference.crs is None)
-    )
-    if not same:
+    if not same_grid(reference, other):
         raise InputError(
             path,
             "grid",

@@ -1,0 +1,1 @@
+"""What the sensitivity maps say about land use: hotspot polygons and per-class statistics."""
