@@ -450,10 +450,14 @@ class SourcesConfig(_Section):
     )
 
 
+DeviceName = Literal["auto", "cpu", "cuda"]
+"""Where torch computes: ``auto`` (a CUDA GPU when there is one), ``cpu`` or ``cuda``."""
+
+
 class ComputeConfig(_Section):
     """Where the work runs."""
 
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: DeviceName = "auto"
     scheduler: str | None = Field(default=None, description="Dask scheduler address; null = local.")
     patch_cache_mb: int = Field(
         default=2048,
@@ -562,6 +566,13 @@ class Config(_Section):
     def metals(self) -> list[str]:
         """The metals of the run, in the order given (one for a single-metal run)."""
         return list(self.metal) if isinstance(self.metal, list) else [self.metal]
+
+    @property
+    def single_metal(self) -> str:
+        """The metal of a single-metal run (``for_metal`` makes one of each metal)."""
+        if self.several:
+            raise ValueError(f"a several-metal configuration ({', '.join(self.metals)})")
+        return self.metals[0]
 
     @property
     def several(self) -> bool:

@@ -992,3 +992,7 @@ class PatchArray:
 def batch_rows(x: np.ndarray | PatchArray, index: np.ndarray) -> np.ndarray:
     """``x[index]`` as an ndarray: read now for a lazy :class:`PatchArray`."""
     return np.asarray(x[np.asarray(index)])
+
+
+PatchesLike = np.ndarray | PatchArray
+"""Patches ``(N, C, S, S)`` as models take them: in memory, or read on demand."""

@@ -61,8 +61,11 @@ AGGREGATIONS = ("mean", "relative")
 
 DEFAULT_AGGREGATION = "mean"
 
+Maps = Sequence[np.ndarray] | np.ndarray
+"""Per-sample sensitivity maps: a list of (S, S) arrays, or one (N, S, S) array."""
 
-def _check_inputs(maps: Sequence[np.ndarray], row_off: np.ndarray, col_off: np.ndarray) -> None:
+
+def _check_inputs(maps: Maps, row_off: np.ndarray, col_off: np.ndarray) -> None:
     # Mismatched arrays are a bug in the caller, not something a user can fix.
     if isinstance(maps, np.ndarray) and maps.ndim != 3:
         raise ValueError(f"maps must have shape (N, H, W), got {maps.shape}")
@@ -72,7 +75,7 @@ def _check_inputs(maps: Sequence[np.ndarray], row_off: np.ndarray, col_off: np.n
 
 
 def accumulate_window(
-    maps: Sequence[np.ndarray],
+    maps: Maps,
     row_off: np.ndarray,
     col_off: np.ndarray,
     window: Window,
@@ -143,7 +146,7 @@ def accumulate_window(
     return total, count
 
 
-def expected_map(maps: Sequence[np.ndarray], chunk: int = 256) -> np.ndarray:
+def expected_map(maps: Maps, chunk: int = 256) -> np.ndarray:
     """Mean of the maps at each offset in the patch: what any sample's map shows there.
 
     NaN entries are left out; an offset no map has a value at gets 0. Read ``chunk``
@@ -165,7 +168,7 @@ def expected_map(maps: Sequence[np.ndarray], chunk: int = 256) -> np.ndarray:
     return np.divide(total, count, out=np.zeros_like(total), where=count > 0)
 
 
-def _expected_for(maps: Sequence[np.ndarray], aggregation: str) -> np.ndarray | None:
+def _expected_for(maps: Maps, aggregation: str) -> np.ndarray | None:
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
     if aggregation == "relative" and len(maps):
@@ -173,7 +176,7 @@ def _expected_for(maps: Sequence[np.ndarray], aggregation: str) -> np.ndarray | 
     return None
 
 
-def _map_shape(maps: Sequence[np.ndarray]) -> tuple[int, int]:
+def _map_shape(maps: Maps) -> tuple[int, int]:
     shape = maps.shape[1:] if hasattr(maps, "shape") else np.shape(maps[0])
     return int(shape[0]), int(shape[1])
 
@@ -192,7 +195,7 @@ def _samples_by_tile(
 
 
 def mosaic_sensitivity(
-    maps: Sequence[np.ndarray],
+    maps: Maps,
     row_off: np.ndarray,
     col_off: np.ndarray,
     height: int,
@@ -231,7 +234,7 @@ def _mean(total: np.ndarray, count: np.ndarray) -> np.ndarray:
 
 def write_sensitivity(
     path: str | os.PathLike[str],
-    maps: Sequence[np.ndarray],
+    maps: Maps,
     row_off: np.ndarray,
     col_off: np.ndarray,
     *,

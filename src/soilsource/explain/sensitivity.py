@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from soilsource.data.patches import BandStats, Patches
+from soilsource.data.patches import BandStats, Patches, PatchStore
 from soilsource.explain.occlusion import occlusion_sensitivity
 from soilsource.models.modelio import ModelState, model_state
 from soilsource.progress import track
@@ -58,7 +58,7 @@ def sensitivity_task(job: _OcclusionJob, batch: np.ndarray) -> np.ndarray:
 def sensitivity_maps(
     network: torch.nn.Module,
     stats: BandStats,
-    patches: Patches,
+    patches: Patches | PatchStore,
     window_px: int,
     stride_px: int,
     baseline: float = 0.0,
@@ -78,7 +78,7 @@ def sensitivity_maps(
         The band statistics the network was trained with; patches are normalised with
         them, so pixels without data are 0, the band mean, as in training.
     patches:
-        The sample patches, in physical units.
+        The sample patches, in physical units (in memory, or a store read batch by batch).
     window_px, stride_px:
         The occluding window and its step (:func:`occlusion_px` converts metres).
     baseline:

@@ -48,7 +48,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from torch import nn
 
-from soilsource.data.patches import BandStats, PatchArray, batch_rows
+from soilsource.data.patches import BandStats, PatchArray, PatchesLike, batch_rows
 from soilsource.data.target import LogNormalLink, Target, required_limit
 from soilsource.errors import InputError
 from soilsource.progress import track, warn
@@ -87,16 +87,18 @@ class PatchEstimator(Protocol):
 
     def fit(
         self,
-        patches: np.ndarray,
+        patches: PatchesLike,
         labels: np.ndarray,
         *,
         groups: np.ndarray | None = None,
         seed: int = 0,
     ) -> Self: ...
 
-    def predict_proba(self, patches: np.ndarray, limit: np.ndarray | None = None) -> np.ndarray: ...
+    def predict_proba(
+        self, patches: PatchesLike, limit: np.ndarray | None = None
+    ) -> np.ndarray: ...
 
-    def predict_value(self, patches: np.ndarray) -> np.ndarray | None: ...
+    def predict_value(self, patches: PatchesLike) -> np.ndarray | None: ...
 
 
 @dataclass(frozen=True)
@@ -321,7 +323,7 @@ def _both_classes(labels: np.ndarray) -> bool:
 
 
 def _check_arrays(
-    patches: np.ndarray | torch.Tensor, labels: np.ndarray | None = None, target: Target = "label"
+    patches: PatchesLike | torch.Tensor, labels: np.ndarray | None = None, target: Target = "label"
 ) -> None:
     if patches.ndim != 4:
         raise ValueError(f"patches must be (N, C, H, W), got shape {tuple(patches.shape)}")
@@ -348,7 +350,7 @@ Inputs = torch.Tensor | PatchArray
 :class:`~soilsource.data.patches.PatchArray` read batch by batch (many samples)."""
 
 
-def _as_input(patches: np.ndarray | torch.Tensor | PatchArray) -> Inputs:
+def _as_input(patches: PatchesLike | torch.Tensor) -> Inputs:
     return patches if isinstance(patches, PatchArray) else _as_tensor(patches)
 
 
@@ -411,7 +413,7 @@ def _logits(
 
 def fit(
     model: nn.Module,
-    patches: np.ndarray | torch.Tensor,
+    patches: PatchesLike | torch.Tensor,
     labels: np.ndarray,
     *,
     groups: np.ndarray | None = None,
@@ -614,7 +616,7 @@ def _score_key(log: EpochLog, monitor: str) -> tuple[float, float]:
 
 def predict_proba(
     model: nn.Module,
-    patches: np.ndarray | torch.Tensor,
+    patches: PatchesLike | torch.Tensor,
     device: str | torch.device = "auto",
     *,
     batch_size: int = 64,
@@ -673,7 +675,7 @@ class TorchPatchClassifier:
 
     def fit(
         self,
-        patches: np.ndarray,
+        patches: PatchesLike,
         labels: np.ndarray,
         *,
         groups: np.ndarray | None = None,
@@ -700,7 +702,7 @@ class TorchPatchClassifier:
             self.link_ = link.with_sigma_z(self.fit_result_.sigma_z or 1.0)
         return self
 
-    def decision_function(self, patches: np.ndarray) -> np.ndarray:
+    def decision_function(self, patches: PatchesLike) -> np.ndarray:
         """The module's raw output per patch (a logit, or a standardised log value), (N,)."""
         _check_arrays(patches)
         device = resolve_device(self.device)
@@ -714,7 +716,7 @@ class TorchPatchClassifier:
         )
         return out.double().numpy()
 
-    def predict_proba(self, patches: np.ndarray, limit: np.ndarray | None = None) -> np.ndarray:
+    def predict_proba(self, patches: PatchesLike, limit: np.ndarray | None = None) -> np.ndarray:
         """Probability of the positive class (of exceeding ``limit``, mg/kg, per patch)."""
         if self.target == "label":
             return predict_proba(
@@ -726,7 +728,7 @@ class TorchPatchClassifier:
             )
         return self._link().exceedance(self.decision_function(patches), required_limit(limit))
 
-    def predict_value(self, patches: np.ndarray) -> np.ndarray | None:
+    def predict_value(self, patches: PatchesLike) -> np.ndarray | None:
         """Predicted median concentration (mg/kg) per patch; None for ``target="label"``."""
         if self.target == "label":
             return None
@@ -775,7 +777,7 @@ class Standardized:
 
     def fit(
         self,
-        patches: np.ndarray,
+        patches: PatchesLike,
         labels: np.ndarray,
         *,
         groups: np.ndarray | None = None,
@@ -789,21 +791,22 @@ class Standardized:
         self.inner.fit(scaled, labels, groups=groups, seed=seed)
         return self
 
-    def transform(self, patches: np.ndarray) -> np.ndarray:
-        """Standardised float32 patches; pixels without data become 0 (the band mean)."""
+    def transform(self, patches: PatchesLike) -> PatchesLike:
+        """Standardised float32 patches; pixels without data become 0 (the band mean). A
+        lazy :class:`~soilsource.data.patches.PatchArray` stays lazy (scaled as read)."""
         if self.stats_ is None:
             raise NotFittedError("Standardized is not fitted: call fit first")
         if isinstance(patches, PatchArray):  # scaled as each batch is read
             return patches.map(self.stats_.transform_physical)
         return self.stats_.transform_physical(patches)
 
-    def predict_proba(self, patches: np.ndarray, limit: np.ndarray | None = None) -> np.ndarray:
+    def predict_proba(self, patches: PatchesLike, limit: np.ndarray | None = None) -> np.ndarray:
         """Probability of the positive class of the inner estimator, (N,)."""
         if limit is None:
             return self.inner.predict_proba(self.transform(patches))
         return self.inner.predict_proba(self.transform(patches), limit)
 
-    def predict_value(self, patches: np.ndarray) -> np.ndarray | None:
+    def predict_value(self, patches: PatchesLike) -> np.ndarray | None:
         """Predicted median concentration of the inner estimator, or None."""
         predict = getattr(self.inner, "predict_value", None)
         return None if predict is None else predict(self.transform(patches))

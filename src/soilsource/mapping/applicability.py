@@ -37,7 +37,7 @@ import torch
 from scipy.spatial.distance import pdist
 from sklearn.metrics import pairwise_distances_argmin
 
-from soilsource.data.patches import BandStats, read_windows
+from soilsource.data.patches import BandStats, PatchesLike, read_windows
 from soilsource.gisout import RasterStyle, cog_path
 from soilsource.inputs import RasterInfo
 from soilsource.mapping.probability import map_profile
@@ -175,7 +175,7 @@ def nearest_distance(query: np.ndarray, train: np.ndarray) -> np.ndarray:
     return np.linalg.norm(query - train[nearest], axis=1)
 
 
-def pooled_features(model: SILICNet, x: np.ndarray, batch: int = 256) -> np.ndarray:
+def pooled_features(model: SILICNet, x: PatchesLike, batch: int = 256) -> np.ndarray:
     """The ring-pooled features ``(N, D)`` of normalised patches ``(N, C, S, S)``."""
     model.eval()
     out = []

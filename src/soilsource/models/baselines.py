@@ -29,7 +29,7 @@ from sklearn.exceptions import NotFittedError
 from torch import nn
 from torchvision import models as tvm
 
-from soilsource.data.patches import PatchArray, batch_rows
+from soilsource.data.patches import PatchArray, PatchesLike, batch_rows
 from soilsource.data.target import LogNormalLink, Target, log_values, required_limit
 from soilsource.learn.training import available_cpus
 
@@ -365,7 +365,7 @@ class WindowStatsForest:
 
     def fit(
         self,
-        patches: np.ndarray,
+        patches: PatchesLike,
         labels: np.ndarray,
         *,
         groups: np.ndarray | None = None,
@@ -402,7 +402,7 @@ class WindowStatsForest:
         self.forest_ = forest.set_params(n_jobs=None)
         return self
 
-    def predict_proba(self, patches: np.ndarray, limit: np.ndarray | None = None) -> np.ndarray:
+    def predict_proba(self, patches: PatchesLike, limit: np.ndarray | None = None) -> np.ndarray:
         """Probability of the positive class (of exceeding ``limit``), float64 (N,)."""
         if self.target == "value":
             return self._link().exceedance(self._log_value(patches), required_limit(limit))
@@ -410,11 +410,11 @@ class WindowStatsForest:
             raise NotFittedError("WindowStatsForest is not fitted: call fit first")
         return self.forest_.predict_proba(window_statistics(patches, self.scales_))[:, 1]
 
-    def predict_value(self, patches: np.ndarray) -> np.ndarray | None:
+    def predict_value(self, patches: PatchesLike) -> np.ndarray | None:
         """Predicted median concentration (mg/kg); None for ``target="label"``."""
         return np.exp(self._log_value(patches)) if self.target == "value" else None
 
-    def _log_value(self, patches: np.ndarray) -> np.ndarray:
+    def _log_value(self, patches: PatchesLike) -> np.ndarray:
         if self.forest_ is None or self.scales_ is None:
             raise NotFittedError("WindowStatsForest is not fitted: call fit first")
         features = window_statistics(patches, self.scales_)

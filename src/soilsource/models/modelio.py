@@ -162,21 +162,24 @@ def _architecture_of(model: nn.Module) -> str | None:
     return None if entry is None else entry.name
 
 
-def save_estimator(stem: str | os.PathLike[str], model: Any) -> Path | None:
+def save_estimator(
+    stem: str | os.PathLike[str], model: Any, metadata: Mapping[str, Any] | None = None
+) -> Path | None:
     """Save a fitted estimator as fitting returned it, or return None if it cannot be.
 
     A standardised torch model (:func:`~soilsource.models.registry.estimator`'s networks)
     goes to ``stem.pt`` with its band statistics in the header, the forest to ``stem.npz``;
-    :func:`load_estimator` rebuilds either. Anything else is not saved (None).
+    :func:`load_estimator` rebuilds either. Anything else is not saved (None). ``metadata``
+    goes into the file's header (a run's final models: scope, patch size, rule, maps).
     """
     stem = Path(stem)
     if isinstance(model, Standardized) and isinstance(model.inner, TorchPatchClassifier):
         if model.stats_ is None:
             raise NotFittedError("Standardized is not fitted: call fit first")
-        metadata = {"band_stats": model.stats_.to_dict()}
-        return save_model(stem.with_name(stem.name + ".pt"), model.inner, metadata=metadata)
+        header = {**(metadata or {}), "band_stats": model.stats_.to_dict()}
+        return save_model(stem.with_name(stem.name + ".pt"), model.inner, metadata=header)
     if isinstance(model, WindowStatsForest):
-        return save_model(stem.with_name(stem.name + ".npz"), model)
+        return save_model(stem.with_name(stem.name + ".npz"), model, metadata=metadata)
     return None
 
 

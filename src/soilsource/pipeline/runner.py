@@ -21,13 +21,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import numpy as np
 import pandas as pd
 import rasterio.windows
 import torch
 from scipy.stats import spearmanr
+from sklearn.exceptions import NotFittedError
 
 from soilsource.analysis.hotspots import raster_hotspot_threshold, region_hotspots, write_hotspots
 from soilsource.analysis.zones import (
@@ -37,10 +38,10 @@ from soilsource.analysis.zones import (
     write_landuse_sensitivity,
 )
 from soilsource.atomic import write_text_atomic
-from soilsource.config import Config, load_config
+from soilsource.config import Config, DeviceName, load_config
 from soilsource.data.dataset import Dataset, RegionSamples, free_memory, prediction_area
 from soilsource.data.labels import gb15618_screening_value
-from soilsource.data.patches import Patches, PatchStore
+from soilsource.data.patches import BandStats, Patches, PatchStore
 from soilsource.explain import sensitivity
 from soilsource.explain.candidates import (
     covered_window,
@@ -77,7 +78,7 @@ from soilsource.learn.training import (
 from soilsource.mapping.applicability import Applicability, pooled_features, write_applicability
 from soilsource.mapping.probability import MapRule, write_probability_map
 from soilsource.models import SILICNet
-from soilsource.models.modelio import save_model
+from soilsource.models.modelio import save_estimator
 from soilsource.models.pretrain import PretrainSettings, load_trunk, pretrained_trunk
 from soilsource.models.registry import METHOD, estimator
 from soilsource.pipeline.preflight import RunPlan, plan_several
@@ -125,10 +126,10 @@ def run(
     out: str | PathLike[str],
     *,
     force: bool = False,
-    device: str | None = None,
+    device: DeviceName | None = None,
     settings: TrainSettings | None = None,
     resume: bool = False,
-) -> RunResult:
+) -> RunResult | SeveralResult:
     """Run the whole pipeline of ``config`` into the run directory ``out``.
 
     Parameters
@@ -193,7 +194,7 @@ def run_several(
     out: str | PathLike[str],
     *,
     force: bool = False,
-    device: str | None = None,
+    device: DeviceName | None = None,
     settings: TrainSettings | None = None,
     resume: bool = False,
 ) -> SeveralResult:
@@ -216,7 +217,7 @@ def execute_several(
     config: Config,
     out: Path,
     *,
-    device: str | None = None,
+    device: DeviceName | None = None,
     settings: TrainSettings | None = None,
     resume: bool = False,
 ) -> SeveralResult:
@@ -266,7 +267,7 @@ torch, scikit-learn and GDAL and a run's working set. The demo-size city's runs 
 about 1.9 GB (``/usr/bin/time -v soilsource demo --metals``, maximum resident set)."""
 
 
-def runs_at_once(config: Config, n_runs: int, device: str | None = None) -> int:
+def runs_at_once(config: Config, n_runs: int, device: DeviceName | None = None) -> int:
     """How many runs of a several-metal run compute at the same time.
 
     ``compute.runs_at_once`` when set; else as many as there are cores (each run gets its
@@ -308,7 +309,7 @@ def _lanes(lanes: int, cpus: int) -> Iterator[ProcessPoolExecutor | None]:
 def _timed_sub_run(
     config: Config,
     out: Path,
-    device: str | None,
+    device: DeviceName | None,
     settings: TrainSettings | None,
     resume: bool,
 ) -> tuple[float, RunResult | None]:
@@ -325,7 +326,7 @@ def _timed_sub_run(
 def _sub_run(
     config: Config,
     out: Path,
-    device: str | None,
+    device: DeviceName | None,
     settings: TrainSettings | None,
     resume: bool,
 ) -> RunResult | None:
@@ -419,7 +420,7 @@ def execute(
     config: Config,
     out: Path,
     *,
-    device: str | None = None,
+    device: DeviceName | None = None,
     settings: TrainSettings | None = None,
     resume: bool = False,
     plan: RunPlan | None = None,
@@ -513,7 +514,7 @@ def silicnet_builder(dataset: Dataset, config: Config) -> Callable[[], SILICNet]
 def pretrained_trunks(
     dataset: Dataset,
     config: Config,
-    device: str | None = None,
+    device: DeviceName | None = None,
     settings: PretrainSettings | None = None,
 ) -> dict[str, dict[str, torch.Tensor]]:
     """Per scope key, SI-LICNet's trunk pretrained on the scope's imagery (``model.pretrain``).
@@ -554,7 +555,7 @@ def evaluate(
     models: list[str] | None = None,
     final: bool = True,
     n_boot: int = N_BOOTSTRAP,
-    device: str | None = None,
+    device: DeviceName | None = None,
 ) -> dict[str, dict[str, CVResult]]:
     """Cross-validate SI-LICNet and every configured baseline on the same folds.
 
@@ -696,8 +697,7 @@ def sensitivity_maps(
         config.explain.window_m, config.explain.stride_m, pixel_m
     )
     return sensitivity.sensitivity_maps(
-        model.inner.module,
-        model.stats_,
+        *_network(model),
         patches,
         window_px,
         stride_px,
@@ -708,7 +708,16 @@ def sensitivity_maps(
     )
 
 
-def attribution_output(model: Standardized) -> str:
+def _network(model: Standardized) -> tuple[SILICNet, BandStats]:
+    """The network of a region's fitted SI-LICNet model (:data:`MODEL`, what maps and
+    occlusion take) and its band statistics."""
+    network = getattr(model.inner, "module", None)
+    if not isinstance(network, torch.nn.Module) or model.stats_ is None:
+        raise NotFittedError("the region's model has no fitted network")
+    return cast(SILICNet, network), model.stats_
+
+
+def attribution_output(model: Standardized) -> Literal["raw", "probability"]:
     """``"raw"`` (the predicted log concentration) for a model of the concentration, else
     ``"probability"``: what occlusion drops are measured in (docs/method.md, issue 13)."""
     return "raw" if getattr(model.inner, "link_", None) is not None else "probability"
@@ -774,7 +783,7 @@ def explain(
                 )
             # One threshold for the zone statistics and the polygons (one pass over the map).
             hot = raster_hotspot_threshold(path, config.explain.hotspot_share)
-            if landuse is not None:
+            if landuse is not None and classes is not None:
                 zone = region_landuse_statistics(
                     path, landuse, classes, region=region.name, threshold=hot
                 )
@@ -878,8 +887,7 @@ def probability_maps(
                     aoa = region_applicability(model, region, cv, dataset)
                 write_applicability(
                     where,
-                    model.inner.module,
-                    model.stats_,
+                    *_network(model),
                     raster,
                     aoa,
                     max_nodata_share=config.patch.max_nodata_share,
@@ -890,8 +898,7 @@ def probability_maps(
                 continue  # finished before a resumed run's kill
             write_probability_map(
                 folder / name,
-                model.inner.module,
-                model.stats_,
+                *_network(model),
                 raster,
                 max_nodata_share=config.patch.max_nodata_share,
                 session=session,
@@ -940,7 +947,7 @@ def region_applicability(
 ) -> Applicability:
     """The area of applicability of a region's final model: its samples' pooled features
     and their cross-validation folds (Meyer & Pebesma 2021)."""
-    features = pooled_features(model.inner.module, model.transform(region.patches.physical()))
+    features = pooled_features(_network(model)[0], model.transform(region.patches.physical()))
     return Applicability(features, oof(cv, region, dataset)[1])
 
 
@@ -962,13 +969,20 @@ def map_rule(region: RegionSamples, link: Any, config: Config) -> MapRule:
             "samples weights the paddy and other-land limits"
         )
         return MapRule(
-            link, (), (share, 1.0 - share), note, ph_path=config.mapping.ph, metal=config.metal
+            link,
+            (),
+            (share, 1.0 - share),
+            note,
+            ph_path=config.mapping.ph,
+            metal=config.single_metal,
         )
     if config.label.rule != "gb15618" or np.unique(limits).size == 1:
         level = float(np.median(limits))
         return MapRule(link, (level,), (1.0,), f"limit {level:g} mg/kg")
     ph = float(np.median(table["ph"].to_numpy(dtype=float)))
-    paddy, other = gb15618_screening_value(config.metal, np.array([ph, ph]), np.array([1, 0]))
+    paddy, other = gb15618_screening_value(
+        config.single_metal, np.array([ph, ph]), np.array([1, 0])
+    )
     note = (
         f"GB 15618-2018 at the region's sample-median pH {ph:.2f}: {paddy:g} mg/kg on paddy "
         f"(share {share:.2f} of the samples), {other:g} mg/kg elsewhere"
@@ -1161,13 +1175,7 @@ def save_models(
                     region.name: map_record(region, estimator, config, dataset)
                     for region in _scope_regions(dataset, key)
                 }
-            if isinstance(estimator, Standardized):
-                metadata["band_stats"] = estimator.stats_.to_dict()
-                model = estimator.inner
-                suffix = ".pt"
-            else:
-                model, suffix = estimator, ".npz"
-            save_model(folder / safe_stem(key) / f"{name}{suffix}", model, metadata=metadata)
+            save_estimator(folder / safe_stem(key) / name, estimator, metadata)
 
 
 def _scope_regions(dataset: Dataset, key: str) -> list[RegionSamples]:
