@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             print(row)
         target = 300.0
         verdict = "met" if rows[0][2] < target else "**not met**"
-        print(f"Target (issue 14): under {target:.0f} s on 2 cores: {verdict}.")
+        print(f"\nTarget (issue 14): under {target:.0f} s on 2 cores: {verdict}.")
         print(f"\nLoad average {os.getloadavg()[0]:.1f} at the end.")
     return 0
 

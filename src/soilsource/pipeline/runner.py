@@ -276,7 +276,7 @@ def runs_at_once(config: Config, n_runs: int, device: DeviceName | None = None) 
     cluster does the heavy work). On 2 cores a run alone uses them at about 1.1 on average
     (the report, figures and maps are single-threaded, and two torch threads on one small
     network wait on each other); two runs side by side with one core each took the demo's
-    five runs from 5 min 37 s to NN (docs/benchmarks.md, ``bench_several``).
+    five runs from 289 s to 193 s (``bench_several`` in docs/benchmarks.md, quiet machine).
     """
     if config.compute.runs_at_once is not None:
         return max(1, min(config.compute.runs_at_once, n_runs))
