@@ -8,6 +8,11 @@ reason, never dropped).
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -240,3 +245,44 @@ def test_runs_side_by_side_give_the_numbers_of_runs_one_after_the_other(
     for metal in ("Cd", "Pb"):
         side, alone = (pd.read_csv(outs[k] / metal / "predictions.csv") for k in (2, 1))
         pd.testing.assert_frame_equal(side, alone)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["ctrl-c", "parent killed"])
+def test_stopping_a_run_side_by_side_stops_every_run(small_city, tmp_path, how):
+    """Ctrl-C (SIGINT to the process group) ends a several-metal run at once, exit 130, as a
+    run in one process ends, and ``--resume`` finishes it; a killed parent takes its runs
+    with it (none goes on writing after the directory's lock is gone)."""
+    config = _metals_config(small_city, tmp_path, compute={"runs_at_once": 2})
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "soilsource.cli", "run", str(config), "--out", str(out)]
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            text=True, start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not (out / "Cd" / "run.json").exists():  # a run has started in its process
+        assert proc.poll() is None and time.monotonic() < deadline, "ended before it could stop"
+        time.sleep(0.2)
+    if how == "ctrl-c":
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, err[-2000:]
+        assert "Traceback" not in err and "interrupted" in err.splitlines()[-1]
+    else:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+    for _ in range(100):  # the runs' processes end with it
+        if not _group_alive(proc.pid):
+            break
+        time.sleep(0.1)
+    assert not _group_alive(proc.pid)
+    assert not is_complete(out)
+    assert main(["run", str(config), "--out", str(out), "--resume"]) == 0
+    assert is_complete(out) and all(is_complete(out / m) for m in ("Cd", "Pb", "Zn"))

@@ -12,13 +12,18 @@ Every output is written atomically and the run directory says whether it is comp
 
 from __future__ import annotations
 
+import ctypes
 import json
 import multiprocessing
+import os
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from multiprocessing.pool import Pool
 from os import PathLike
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -243,16 +248,16 @@ def execute_several(
     if lanes > 1:
         info(f"{len(jobs)} runs, {lanes} at once with {cpus} core{'s' * (cpus > 1)} each")
     with _lanes(lanes, cpus) as pool:
-        futures = {}
+        pending = {}
         for key, sub_config, what in jobs:
             info(f"{key}: {what}, into {out / key}")
             args = (sub_config, out / key, device, settings, resume)
-            futures[key] = pool.submit(_timed_sub_run, *args) if pool else None
             if pool is None:  # one after the other, in this process
                 seconds[key], result.runs[key] = _timed_sub_run(*args)
-        for key, future in futures.items():
-            if future is not None:
-                seconds[key], result.runs[key] = future.result()
+            else:
+                pending[key] = pool.apply_async(_timed_sub_run, args)
+        for key, done in pending.items():
+            seconds[key], result.runs[key] = done.get()
     result.metrics = several_metrics(config, out)
     write_text_atomic(out / "metrics.json", json.dumps(result.metrics, indent=2) + "\n")
     with _timed(seconds, "report"):
@@ -290,20 +295,58 @@ def runs_at_once(config: Config, n_runs: int, device: DeviceName | None = None) 
 
 
 @contextmanager
-def _lanes(lanes: int, cpus: int) -> Iterator[ProcessPoolExecutor | None]:
+def _lanes(lanes: int, cpus: int) -> Iterator[Pool | None]:
     """Processes for the runs of a several-metal run (None: run them in this process).
 
     Processes, not threads: each run seeds torch's global generator (initial weights,
     dropout) and sets its thread count, which threads of one process would share. They
     are spawned (not forked from a process whose OpenMP threads already ran), each with
-    ``cpus`` cores (:func:`~soilsource.training.share_cpus`).
+    ``cpus`` cores (:func:`_lane_start`). However this process leaves the block (an error,
+    Ctrl-C), the runs still going are stopped then, not left to finish: like a run in one
+    process, an interrupted several-metal run ends at once and ``--resume`` continues it.
     """
     if lanes <= 1:
         yield None
         return
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(lanes, context, initializer=share_cpus, initargs=(cpus,)) as pool:
+    # The processes start with Ctrl-C ignored (an ignored signal stays ignored across exec,
+    # and Python then leaves it so): one pressed while they import would print a traceback.
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main_thread else None
+    try:
+        pool = multiprocessing.get_context("spawn").Pool(
+            lanes, initializer=_lane_start, initargs=(cpus, os.getpid())
+        )
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGINT, previous)
+    try:
         yield pool
+    except BaseException:
+        pool.terminate()
+        raise
+    else:
+        pool.close()
+    finally:
+        pool.join()
+
+
+def _lane_start(cpus: int, parent: int) -> None:
+    """The start of a run's process: its share of the cores; Ctrl-C left to the parent,
+    which stops every run (a KeyboardInterrupt in each would print a traceback each; see
+    :func:`_lanes`); and
+    on Linux the process dies with its parent, so that no run outlives the run directory's
+    lock (taken by the parent) and writes beside a new run there."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+    share_cpus(cpus)
+
+
+PR_SET_PDEATHSIG = 1
+"""prctl(2) option: the signal a process gets when its parent dies (Linux)."""
 
 
 def _timed_sub_run(
