@@ -268,8 +268,9 @@ def execute_several(
 
 LANE_MEMORY_MB = 2048
 """Memory one run of a several-metal run may take beside its patch cache: a Python with
-torch, scikit-learn and GDAL and a run's working set. The demo-size city's runs peak at
-about 1.9 GB (``/usr/bin/time -v soilsource demo --metals``, maximum resident set)."""
+torch, scikit-learn and GDAL and a run's working set. A demo-size city's run peaks at
+1.5 GB in its process, Meuse's at 1.4 GB (the largest resident set, ``bench_several`` and
+``/usr/bin/time -v soilsource run examples/meuse/config_metals.yaml``)."""
 
 
 def runs_at_once(config: Config, n_runs: int, device: DeviceName | None = None) -> int:
