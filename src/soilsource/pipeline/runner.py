@@ -283,6 +283,8 @@ def runs_at_once(config: Config, n_runs: int, device: DeviceName | None = None) 
     (the report, figures and maps are single-threaded, and two torch threads on one small
     network wait on each other); two runs side by side with one core each took the demo's
     five runs from 289 s to 193 s (``bench_several`` in docs/benchmarks.md, quiet machine).
+    More runs than cores did not pay: 3 at once took 187 s, all 5 at once 219 s
+    (``compute.runs_at_once`` 3 and 5 on the same configuration, one core's share each).
     """
     if config.compute.runs_at_once is not None:
         return max(1, min(config.compute.runs_at_once, n_runs))
