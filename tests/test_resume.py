@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
@@ -116,6 +117,12 @@ def test_killed_in_training_then_in_explanation_resumes_to_the_same_results(conf
         assert (out / name).read_bytes() == (reference / name).read_bytes(), name
     assert not (out / CHECKPOINTS).exists()  # a complete run keeps no checkpoints
     assert not (reference / CHECKPOINTS).exists()
+    # candidates ranked from the effects kept before the kill are the same candidates
+    kept, fresh = (
+        gpd.read_file(d / "candidates.gpkg", layer="candidates") for d in (out, reference)
+    )
+    pd.testing.assert_frame_equal(kept.drop(columns="geometry"), fresh.drop(columns="geometry"))
+    assert kept.geometry.geom_equals_exact(fresh.geometry, 1e-9).all()
     for name in REGIONS:  # maps from checkpointed final models are the same maps
         for kind in ("sensitivity", "probability"):
             path = Path(kind) / f"{name}.tif"
@@ -201,3 +208,16 @@ def test_a_fold_checkpoint_of_other_samples_is_refused(tmp_path):
     assert np.isnan(proba[1]) and proba[2] == 0.3 and info == {"fold": 0}
     with pytest.raises(InputError, match="this fold held other samples"):
         store.load_fold(0, np.array([1, 2, 4]))
+
+
+def test_object_effects_are_kept_and_loaded_exactly(tmp_path):
+    """A raster's per-sample object effects come back as they were kept (no pickle)."""
+    from scipy import sparse
+
+    store = Checkpoints(tmp_path)
+    effects = sparse.random(30, 200, density=0.05, format="csr", random_state=0)
+    assert store.load_effects("region_a") is None
+    store.save_effects("region_a", effects)
+    back = store.load_effects("region_a")
+    assert back is not None and (back != effects).nnz == 0 and back.dtype == effects.dtype
+    assert [p.name for p in (tmp_path / CHECKPOINTS / "explain").iterdir()] == ["region_a.npz"]

@@ -12,7 +12,12 @@ A run keeps, in ``OUT/.checkpoints/``:
   in the model file format of :mod:`soilsource.models.modelio` (loaded without pickle, so a
   file planted among the checkpoints runs no code).
 
-Explanation and probability maps need no checkpoint files: each region's GeoTIFF is
+- ``explain/NAME.npz``: each explained raster's per-sample object effects (what its
+  candidate sources are ranked by; :func:`soilsource.explain.candidates.sample_effects`),
+  written before its sensitivity GeoTIFF, so a resumed run that keeps the GeoTIFF ranks
+  the candidates without computing the occlusion again.
+
+Explanation and probability maps need no other checkpoint files: each region's GeoTIFF is
 written atomically, so one that exists is finished and a resumed run keeps it.
 Every checkpoint is written atomically too. A complete run deletes
 ``.checkpoints/``: its outputs hold everything, and a complete run is not resumed.
@@ -31,8 +36,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy import sparse
 
-from soilsource.atomic import write_text_atomic
+from soilsource.atomic import atomic_path, write_text_atomic
 from soilsource.config import Config
 from soilsource.errors import InputError
 from soilsource.learn.training import (
@@ -126,6 +132,20 @@ class Checkpoints:
         """The store of one model's cross-validation on one scope (a region or pooled)."""
         folder = self.folder / "cv" / safe_stem(model) / safe_stem(scope)
         return FoldStore(folder, self.settings, self.device)
+
+    def save_effects(self, name: str, effects: sparse.csr_matrix) -> None:
+        """Keep one raster's per-sample object effects (``name``: its sensitivity file's)."""
+        with atomic_path(self._effects_path(name)) as tmp, tmp.open("wb") as f:
+            sparse.save_npz(f, effects)
+
+    def load_effects(self, name: str) -> sparse.csr_matrix | None:
+        """The effects :meth:`save_effects` kept for ``name``, or None (loaded without
+        pickle)."""
+        path = self._effects_path(name)
+        return sparse.load_npz(path).tocsr() if path.is_file() else None
+
+    def _effects_path(self, name: str) -> Path:
+        return self.folder / "explain" / f"{safe_stem(name)}.npz"
 
     def clear(self) -> None:
         """Remove every checkpoint (when a run is complete, or starts afresh)."""

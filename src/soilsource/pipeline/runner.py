@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 import rasterio.windows
 import torch
+from scipy import sparse
 from scipy.stats import spearmanr
 from sklearn.exceptions import NotFittedError
 
@@ -503,7 +504,7 @@ def execute(
     # Occlusion batches and map tiles run here, or on the Dask cluster of compute.scheduler.
     with compute_session(config.compute.scheduler, preload=TASK_MODULES) as session:
         with _timed(seconds, "explanation"):
-            explain(out, dataset, config, cv[MODEL], session=session)
+            explain(out, dataset, config, cv[MODEL], session=session, checkpoints=checkpoints)
         with _timed(seconds, "probability maps"):
             probability_maps(out / "probability", dataset, config, cv[MODEL], session=session)
     # The report reads the run directory, so it comes last, before the run is complete.
@@ -783,12 +784,15 @@ def explain(
     cv: dict[str, CVResult],
     *,
     session: Session | None = None,
+    checkpoints: Checkpoints | None = None,
 ) -> None:
     """Sensitivity rasters, land-use statistics, hotspots and candidate sources per region.
 
     A region whose model has no skill (:func:`skill_verdict`) still gets its sensitivity
     raster and land-use statistics (so a reader can see what was not trusted) but no
-    hotspots, no candidates and no driving land use.
+    hotspots, no candidates and no driving land use. A sensitivity raster that exists is
+    kept (a resumed run's); with ``checkpoints``, each raster's per-sample object effects
+    are kept there before it is written, so its candidates need no second occlusion.
     """
     zones, hotspots, candidates = [], [], []
     for region in dataset:
@@ -806,13 +810,19 @@ def explain(
             if len(members) == 0:
                 continue
             drivers: list[str] = []
-            path = out / "sensitivity" / f"{output_name(region, k)}.tif"
+            name = output_name(region, k)
+            path = out / "sensitivity" / f"{name}.tif"
             patches = region.patches.subset(members)
-            maps = None
+            grid = effects = None
             if not path.is_file():  # else finished before a resumed run's kill
                 maps = sensitivity_maps(
                     model, patches, config, raster.pixel_size_m, session=session
                 )
+                if skill:  # what the candidates are ranked by, kept before the raster
+                    grid = _object_grid(patches, raster, landuse, config)
+                    effects = _sample_effects(maps, patches, grid)
+                    if checkpoints is not None:
+                        checkpoints.save_effects(name, effects)
                 weighted = config.explain.aggregation == "exceedance"
                 write_sensitivity(
                     path,
@@ -840,12 +850,17 @@ def explain(
             hotspots.append(
                 region_hotspots(path, landuse, classes, region=region.name, threshold=hot)
             )
-            if maps is None:
+            if grid is None:
+                grid = _object_grid(patches, raster, landuse, config)
+            if effects is None and checkpoints is not None:
+                effects = checkpoints.load_effects(name)
+            if effects is None:  # a run killed before its effects were kept
                 maps = sensitivity_maps(
                     model, patches, config, raster.pixel_size_m, session=session
                 )
+                effects = _sample_effects(maps, patches, grid)
             candidates.append(
-                _region_candidates(region, members, patches, maps, raster, landuse, config, drivers)
+                _region_candidates(region, members, grid, effects, raster, config, drivers)
             )
     if zones:
         write_landuse_sensitivity(out / "landuse_sensitivity.csv", zones)
@@ -867,18 +882,21 @@ def explanation_rows(
     )
 
 
-def _region_candidates(
-    region: RegionSamples,
-    members: np.ndarray,
-    patches: Patches | PatchStore,
-    maps: np.ndarray,
-    raster: Any,
-    landuse: Any,
-    config: Config,
-    drivers: list[str],
-) -> Any:
-    """Candidate source objects of one region's raster (:mod:`soilsource.explain.candidates`),
-    of its driving classes (all classes when none drives)."""
+@dataclass(frozen=True)
+class _ObjectGrid:
+    """The objects of one explained raster (land-use parcels cut in cells, or cells),
+    on the part of the raster the explained patches cover."""
+
+    window: rasterio.windows.Window
+    labels: np.ndarray
+    names: list[str]
+    window_px: int
+
+
+def _object_grid(
+    patches: Patches | PatchStore, raster: Any, landuse: Any, config: Config
+) -> _ObjectGrid:
+    """:func:`~soilsource.explain.candidates.object_labels` of the patches' window."""
     window_px, _ = sensitivity.occlusion_px(
         config.explain.window_m, config.explain.stride_m, raster.pixel_size_m
     )
@@ -888,16 +906,37 @@ def _region_candidates(
     labels, names = object_labels(
         codes, None if landuse is None else landuse.classes, 2 * window_px, valid
     )
-    row_off = patches.row_off - int(window.row_off)
-    col_off = patches.col_off - int(window.col_off)
-    effects = sample_effects(maps, row_off, col_off, labels, window_px)
+    return _ObjectGrid(window, labels, names, window_px)
+
+
+def _sample_effects(
+    maps: np.ndarray, patches: Patches | PatchStore, grid: _ObjectGrid
+) -> sparse.csr_matrix:
+    """Each object's effect on each sample
+    (:func:`soilsource.explain.candidates.sample_effects`)."""
+    row_off = patches.row_off - int(grid.window.row_off)
+    col_off = patches.col_off - int(grid.window.col_off)
+    return sample_effects(maps, row_off, col_off, grid.labels, grid.window_px)
+
+
+def _region_candidates(
+    region: RegionSamples,
+    members: np.ndarray,
+    grid: _ObjectGrid,
+    effects: sparse.csr_matrix,
+    raster: Any,
+    config: Config,
+    drivers: list[str],
+) -> Any:
+    """Candidate source objects of one region's raster (:mod:`soilsource.explain.candidates`),
+    of its driving classes (all classes when none drives)."""
     table = object_effects(effects, sample_weights(region, members), seed=config.train.seed)
     xy = region.table[["x", "y"]].to_numpy(float)[members]
     return region_candidates(
         table,
-        labels,
-        names,
-        transform=rasterio.windows.transform(window, raster.transform),
+        grid.labels,
+        grid.names,
+        transform=rasterio.windows.transform(grid.window, raster.transform),
         crs=raster.crs,
         region=region.name,
         sample_xy=xy,
