@@ -259,12 +259,9 @@ def gather(run_dir: Path, *, seconds: dict[str, float] | None = None) -> dict[st
         missing += [
             n for n in ("landuse_sensitivity.csv", "geodetector.csv") if not (run_dir / n).exists()
         ]
+    title = metrics.get("title", metrics.get("metal", config.metal))
     return {
-        "title": f"soilsource report: {metrics.get('title', metrics.get('metal', config.metal))}",
-        "run_dir": str(run_dir.resolve()),
-        "built": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "status": "complete" if seconds is not None else status.get("status", "unknown"),
-        "metrics": metrics,
+        **_run_header(run_dir, title, metrics, status, seconds, config_text),
         "baselines": _baseline_names(metrics),
         "model_labels": LABELS,
         "inputs": _inputs(config, metrics, predictions),
@@ -281,10 +278,7 @@ def gather(run_dir: Path, *, seconds: dict[str, float] | None = None) -> dict[st
         "landuse": _landuse_tables(landuse, regions),
         "has_landuse": config.landuse is not None,
         "geodetector": [] if geodetector is None else geodetector.to_dict("records"),
-        "config_text": config_text,
         "config": config,
-        "versions": _versions(),
-        "seconds": seconds if seconds is not None else status.get("seconds", {}),
         "missing": missing,
         "significance": SIGNIFICANCE,
         "relative": getattr(config.explain, "aggregation", "mean") == "relative",
@@ -317,14 +311,31 @@ def gather_several(run_dir: Path, *, seconds: dict[str, float] | None = None) ->
                     "has_report": (run_dir / key / REPORT_FILE).is_file(),
                 }
             )
+    title = ", ".join(metrics.get("metals", config.metals))
     return {
-        "title": f"soilsource report: {', '.join(metrics.get('metals', config.metals))}",
+        **_run_header(run_dir, title, metrics, status, seconds, config_text),
+        "rows": rows,
+        "sources": _sources_section(run_dir, metrics),
+    }
+
+
+def _run_header(
+    run_dir: Path,
+    title: str,
+    metrics: dict[str, Any],
+    status: dict[str, Any],
+    seconds: dict[str, float] | None,
+    config_text: str,
+) -> dict[str, Any]:
+    """What every report's context starts with: title, run directory, when it was built,
+    the run's status and step times (``seconds`` given: the run writing it is complete),
+    its metrics, configuration and versions."""
+    return {
+        "title": f"soilsource report: {title}",
         "run_dir": str(run_dir.resolve()),
         "built": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "status": "complete" if seconds is not None else status.get("status", "unknown"),
         "metrics": metrics,
-        "rows": rows,
-        "sources": _sources_section(run_dir, metrics),
         "config_text": config_text,
         "versions": _versions(),
         "seconds": seconds if seconds is not None else status.get("seconds", {}),
