@@ -264,8 +264,16 @@ def test_stopping_a_run_side_by_side_stops_every_run(small_city, tmp_path, how):
     config = _metals_config(small_city, tmp_path, compute={"runs_at_once": 2})
     out = tmp_path / "out"
     command = [sys.executable, "-m", "soilsource.cli", "run", str(config), "--out", str(out)]
-    proc = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                            text=True, start_new_session=True)  # fmt: skip
+    # Ctrl-C as in a terminal: a test run in the background (`make test &`) inherits SIGINT
+    # ignored, and an ignored SIGINT stays ignored in the child, as it should.
+    proc = subprocess.Popen(
+        command,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 300
     while not (out / "Cd" / "run.json").exists():  # a run has started in its process
         assert proc.poll() is None and time.monotonic() < deadline, "ended before it could stop"
