@@ -293,8 +293,9 @@ def runs_at_once(config: Config, n_runs: int, device: DeviceName | None = None) 
     on_cpu = requested == "cpu" or (requested == "auto" and not torch.cuda.is_available())
     if n_runs < 2 or config.compute.scheduler is not None or not on_cpu:
         return 1
-    cache_mb = min(config.compute.patch_cache_mb, free_memory() / 2**21)
-    fit = int(free_memory() // ((LANE_MEMORY_MB + cache_mb) * 2**20))
+    free = free_memory()  # one reading for both (it moves)
+    cache_mb = min(config.compute.patch_cache_mb, free / 2**21)  # as dataset.cache_budget
+    fit = int(free // ((LANE_MEMORY_MB + cache_mb) * 2**20))
     return max(1, min(n_runs, available_cpus(), fit))
 
 
