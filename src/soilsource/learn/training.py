@@ -743,7 +743,7 @@ class TorchPatchClassifier:
 IN_MEMORY_MB = 512
 """Training patches up to this size (float32) are read and standardised once per fit and
 held in memory; larger sets stream batch by batch (a 100,000-sample run). At demo size
-(about 130 patches of 10 x 64 x 64 px, 21 MB per region), reading and scaling every batch
+(about 130 patches of 6 bands x 64 x 64 px, 13 MB per region), reading and scaling every batch
 of every epoch again was 10 % of a run (py-spy)."""
 
 
