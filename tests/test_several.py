@@ -217,7 +217,9 @@ def test_runs_at_once_follows_the_cores_the_memory_and_the_device(
     assert runs_at_once(config, 5, "cpu") == 1
     config.compute.patch_cache_mb = 0
     assert runs_at_once(config, 5, "cpu") == 2
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU machine
     assert runs_at_once(config, 5, "cuda") == 1  # the runs would queue for the GPU
+    assert runs_at_once(config, 5, "auto") == 1 and runs_at_once(config, 5, "cpu") == 2
     config.compute.scheduler = "tcp://localhost:8786"
     assert runs_at_once(config, 5, "cpu") == 1  # the cluster does the heavy work
     config.compute.runs_at_once = 3

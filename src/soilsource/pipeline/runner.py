@@ -45,7 +45,13 @@ from soilsource.analysis.zones import (
 )
 from soilsource.atomic import write_text_atomic
 from soilsource.config import Config, DeviceName, load_config
-from soilsource.data.dataset import Dataset, RegionSamples, free_memory, prediction_area
+from soilsource.data.dataset import (
+    Dataset,
+    RegionSamples,
+    cache_budget,
+    free_memory,
+    prediction_area,
+)
 from soilsource.data.labels import gb15618_screening_value
 from soilsource.data.patches import BandStats, Patches, PatchStore
 from soilsource.explain import sensitivity
@@ -79,6 +85,7 @@ from soilsource.learn.training import (
     TrainSettings,
     available_cpus,
     derive_seed,
+    resolve_device,
     share_cpus,
 )
 from soilsource.mapping.applicability import Applicability, pooled_features, write_applicability
@@ -289,14 +296,11 @@ def runs_at_once(config: Config, n_runs: int, device: DeviceName | None = None) 
     """
     if config.compute.runs_at_once is not None:
         return max(1, min(config.compute.runs_at_once, n_runs))
-    requested = device or config.compute.device
-    on_cpu = requested == "cpu" or (requested == "auto" and not torch.cuda.is_available())
+    on_cpu = resolve_device(device or config.compute.device).type == "cpu"
     if n_runs < 2 or config.compute.scheduler is not None or not on_cpu:
         return 1
-    free = free_memory()  # one reading for both (it moves)
-    cache_mb = min(config.compute.patch_cache_mb, free / 2**21)  # as dataset.cache_budget
-    fit = int(free // ((LANE_MEMORY_MB + cache_mb) * 2**20))
-    return max(1, min(n_runs, available_cpus(), fit))
+    per_run = LANE_MEMORY_MB * 2**20 + cache_budget(config).left  # a run's patch cache
+    return max(1, min(n_runs, available_cpus(), int(free_memory() // per_run)))
 
 
 @contextmanager
@@ -338,9 +342,9 @@ def _lanes(lanes: int, cpus: int) -> Iterator[Pool | None]:
 def _lane_start(cpus: int, parent: int) -> None:
     """The start of a run's process: its share of the cores; Ctrl-C left to the parent,
     which stops every run (a KeyboardInterrupt in each would print a traceback each; see
-    :func:`_lanes`); and
-    on Linux the process dies with its parent, so that no run outlives the run directory's
-    lock (taken by the parent) and writes beside a new run there."""
+    :func:`_lanes`); and on Linux the process dies with its parent, so that no run
+    outlives the run directory's lock (taken by the parent) and writes beside a new run
+    there."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
@@ -364,11 +368,12 @@ def _timed_sub_run(
     """:func:`_sub_run` and its wall time; the result without its cross-validation objects
     (models and fold results, which stay in the run's folder), so a process hands back
     only its metrics."""
-    start = time.perf_counter()
-    result = _sub_run(config, out, device, settings, resume)
+    seconds: dict[str, float] = {}
+    with _timed(seconds, "run"):
+        result = _sub_run(config, out, device, settings, resume)
     if result is not None:
         result = RunResult(result.out, result.metrics, seconds=result.seconds)
-    return round(time.perf_counter() - start, 2), result
+    return seconds["run"], result
 
 
 def _sub_run(
