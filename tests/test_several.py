@@ -176,6 +176,9 @@ def test_sources_are_apportioned_and_each_factor_learned_from_the_imagery(small_
         metrics = json.loads((folder / "metrics.json").read_text())
         assert metrics["title"].startswith(f"factor {k} (") and metrics["title"].endswith("load")
         assert (folder / "concentration" / f"{REGION}.tif").is_file()
+        # the samples' CRS by its code, as a user would write it (its WKT filled the report)
+        factor_yaml = yaml.safe_load((folder / "config.yaml").read_text())
+        assert factor_yaml["samples"]["crs"] == "EPSG:4326"
         # the factor's load: contribution x its summed profile, floored above zero
         per_unit = profiles[profiles["factor"] == k]["mg_kg_per_unit"].sum()
         mine = contributions[contributions["factor"] == k].set_index("sample_id")

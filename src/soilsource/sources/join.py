@@ -25,6 +25,7 @@ import pandas as pd
 
 from soilsource.atomic import write_text_atomic
 from soilsource.config import Config
+from soilsource.inputs.imagery import crs_code
 from soilsource.inputs.samples import read_samples
 from soilsource.sources.apportion import Apportionment
 
@@ -123,7 +124,7 @@ def write_factor_samples(
         table[column] = np.maximum(np.nan_to_num(load, nan=0.0), floor)
         columns.append(column)
     write_text_atomic(path, table.to_csv(index=False, float_format="%.10g"))
-    return samples.crs.to_wkt(), columns
+    return crs_code(samples.crs), columns  # EPSG:4326, not its WKT, in config and report
 
 
 def factor_config(
