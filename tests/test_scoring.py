@@ -125,3 +125,53 @@ def test_score_run_reads_a_run_and_a_city(tmp_path):
     assert north.source_auc == 1.0 and north.spearman_landuse == 1.0
     assert south.source_auc == 0.0 and south.spearman_landuse == -1.0
     assert south.spearman_landuse_covered == -1.0
+
+
+def test_candidate_scores_against_chance_and_the_informed_inspector(tmp_path):
+    """Four factories in a row; the first and third emit. Samples sit beside each; the
+    enriched ones beside the emitters. Candidates naming factories 1 and 2 score 0.5; the
+    informed inspector, led by the enriched samples, names both emitters (1.0); the share
+    is 2 of 4."""
+    import geopandas as gpd
+    import pandas as pd
+    import shapely
+
+    from soilsource.explain.scoring import CANDIDATE_COLUMNS, candidate_scores
+
+    city = tmp_path / "city"
+    landuse = np.full((40, 80), 3, np.uint8)  # paddy
+    boxes = [(5, 15, 5 + 20 * k, 15 + 20 * k) for k in range(4)]  # rows, cols
+    for r0, r1, c0, c1 in boxes:
+        landuse[r0:r1, c0:c1] = 1  # industrial
+    write_raster(city / "landuse" / "north.tif", landuse, nodata=0)
+    (city / "landuse" / "classes.csv").write_text(
+        "code,name\n" + "".join(f"{c},{n}\n" for c, n in CLASSES.items())
+    )
+    x0, y0 = ORIGIN_XY
+
+    def box(r0, r1, c0, c1):
+        return shapely.box(x0 + 10 * c0, y0 - 10 * r1, x0 + 10 * c1, y0 - 10 * r0)
+
+    emitters = [box(*boxes[0]), box(*boxes[2])]
+    (city / "truth").mkdir()
+    gpd.GeoDataFrame(
+        {"region": ["north"] * 2, "type": "industrial_site"}, geometry=emitters, crs="EPSG:32649"
+    ).to_file(city / "truth" / "sources.gpkg", layer="sources")
+    # one sample 5 px below each factory; site Cd only beside the emitters
+    xs = [x0 + 10 * (10 + 20 * k) for k in range(4)]
+    samples = pd.DataFrame(
+        {"region": "north", "x": xs, "y": y0 - 10 * 20, "site": [0.4, 0.0, 0.9, 0.0]}
+    )
+    samples.to_csv(city / "truth" / "samples.csv", index=False)
+    (city / "truth" / "summary.json").write_text(json.dumps({"regions": {"north": {}}}))
+    candidates = gpd.GeoDataFrame(
+        {"region": "north", "rank": [1, 2]},
+        geometry=[box(*boxes[0]), box(*boxes[1])],
+        crs="EPSG:32649",
+    )
+    scores = candidate_scores(candidates, city, cell_px=32, k=10)
+    assert list(scores.columns) == CANDIDATE_COLUMNS
+    row = scores.iloc[0]
+    assert row.precision_at_k == 0.5 and row.n_candidates == 2
+    assert row.emitting_share == 0.5
+    assert row.informed_precision_at_k == 1.0
