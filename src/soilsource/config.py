@@ -209,6 +209,23 @@ class PatchConfig(_Section):
         default=0.5,
         description="A sample whose patch has more nodata than this share is flagged.",
     )
+    context_m: list[PositiveFloat] = Field(
+        default_factory=list,
+        max_length=4,
+        description=(
+            "Context bands: each imagery band smoothed by a Gaussian of this standard "
+            "deviation (metres), given to every model beside the band itself, so that a patch "
+            "also carries what lies around it (upwind industry, the river upstream); cached "
+            "in $SOILSOURCE_CACHE. [] = none."
+        ),
+    )
+
+    @field_validator("context_m")
+    @classmethod
+    def _distinct_scales(cls, value: list[float]) -> list[float]:
+        if len(set(value)) != len(value):
+            raise ValueError("each scale once")
+        return sorted(value)
 
 
 class ExplainConfig(_Section):

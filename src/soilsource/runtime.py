@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
@@ -41,6 +42,7 @@ from soilsource.errors import InputError
 
 __all__ = [
     "Session",
+    "cache_dir",
     "check_scheduler",
     "compute_session",
     "session_or_local",
@@ -314,3 +316,16 @@ def _unwrap(result: tuple[str, Any]) -> Any:
 def _add_shared(shared: int, task: int) -> int:
     """A trivial task (for the docstring example and tests)."""
     return shared + task
+
+
+def cache_dir() -> Path:
+    """Where derived inputs are kept between runs (pretrained trunks, context bands):
+    ``$SOILSOURCE_CACHE``, else ``$XDG_CACHE_HOME/soilsource`` (default
+    ``~/.cache/soilsource``). Entries are named by fingerprints of what they were made
+    from; deleting the folder is always safe (they are made again).
+    """
+    explicit = os.environ.get("SOILSOURCE_CACHE")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "soilsource"

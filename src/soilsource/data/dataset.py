@@ -24,6 +24,7 @@ import pandas as pd
 import psutil
 
 from soilsource.config import Config
+from soilsource.data.context import with_context
 from soilsource.data.labels import label_samples
 from soilsource.data.patches import (
     CacheBudget,
@@ -135,7 +136,10 @@ def load_dataset(
     labels = label_samples(samples, config.label, cast(str, config.metal), source=source)
     samples = samples.assign(limit=labels.limit, label=labels.positive.astype(np.int64))
     names = sorted(samples["region"].unique().tolist())
-    imagery = resolve_imagery(config.imagery, names)
+    imagery = {
+        name: [with_context(r, config.patch.context_m) for r in rasters]
+        for name, rasters in resolve_imagery(config.imagery, names).items()
+    }
     budget = cache_budget(config) if cache else CacheBudget(0)
     found: list[str] = [] if warnings is None else warnings
     regions = [

@@ -11,6 +11,7 @@ nodata, scale and offset are kept per band so that readers can honour them.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -167,6 +168,35 @@ def describe_raster(path: str | PathLike[str], key: str = "imagery.path") -> Ras
             band_names=names,
             block_shape=tuple(src.block_shapes[0]),
         )
+
+
+def raster_fingerprint(raster: RasterInfo) -> str:
+    """A hex digest naming a raster's grid, bands and contents, for caches keyed by imagery.
+
+    The contents enter by the file's size and 16 blocks of 64 KiB spread over it (hashing
+    whole multi-gigabyte scenes would cost more than what is cached); an edited scene
+    changes its size or, almost surely, one of the sampled blocks.
+    """
+    digest = hashlib.sha256()
+    size = raster.path.stat().st_size
+    meta = (
+        raster.width,
+        raster.height,
+        raster.count,
+        raster.dtype,
+        tuple(raster.transform),
+        raster.crs.to_wkt(),
+        raster.band_names,
+        raster.scales,
+        raster.offsets,
+        size,
+    )
+    digest.update(repr(meta).encode())
+    with open(raster.path, "rb") as fh:
+        for start in np.linspace(0, max(0, size - 65536), 16).astype(np.int64):
+            fh.seek(int(start))
+            digest.update(fh.read(65536))
+    return digest.hexdigest()
 
 
 def prediction_points(raster: RasterInfo, n: int = 1000) -> np.ndarray:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -43,7 +42,7 @@ import torch.nn.functional as F
 from soilsource.atomic import atomic_path
 from soilsource.data.dataset import concat_patches
 from soilsource.data.patches import BandStats, PatchReader
-from soilsource.inputs.imagery import RasterInfo
+from soilsource.inputs.imagery import RasterInfo, raster_fingerprint
 from soilsource.learn.training import (
     _compute_context,
     augment,
@@ -51,6 +50,7 @@ from soilsource.learn.training import (
     resolve_device,
 )
 from soilsource.models.silicnet import SILICNet
+from soilsource.runtime import cache_dir
 
 __all__ = [
     "PretrainSettings",
@@ -99,30 +99,14 @@ class PretrainSettings:
             raise ValueError(f"neighbour_share must be in (0, 1], got {self.neighbour_share}")
 
 
-def cache_dir() -> Path:
-    """Where pretrained trunks are kept: ``$SOILSOURCE_CACHE``, else the user cache.
-
-    ``$XDG_CACHE_HOME/soilsource`` (default ``~/.cache/soilsource``). Entries are small
-    (a trunk is a few hundred kB) and named by their fingerprint; deleting the folder is
-    always safe.
-    """
-    explicit = os.environ.get("SOILSOURCE_CACHE")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "soilsource"
-
-
 def fingerprint(
     rasters: Sequence[RasterInfo], architecture: dict, settings: PretrainSettings, seed: int
 ) -> str:
     """A hex digest naming one pretraining: the imagery, the network (its ``config``, patch
     size included), the settings and the seed.
 
-    The imagery enters by its grid, bands and file contents: each file's size and 16
-    blocks of 64 KiB spread over it (hashing whole multi-gigabyte scenes would cost more
-    than the pretraining); an edited scene changes its size or, almost surely, one of the
-    sampled blocks.
+    The imagery enters by :func:`~soilsource.inputs.imagery.raster_fingerprint`: its grid,
+    bands and sampled file contents.
     """
     digest = hashlib.sha256()
     digest.update(
@@ -137,24 +121,7 @@ def fingerprint(
         ).encode()
     )
     for raster in rasters:
-        size = raster.path.stat().st_size
-        meta = (
-            raster.width,
-            raster.height,
-            raster.count,
-            raster.dtype,
-            tuple(raster.transform),
-            raster.crs.to_wkt(),
-            raster.band_names,
-            raster.scales,
-            raster.offsets,
-            size,
-        )
-        digest.update(repr(meta).encode())
-        with open(raster.path, "rb") as fh:
-            for start in np.linspace(0, max(0, size - 65536), 16).astype(np.int64):
-                fh.seek(int(start))
-                digest.update(fh.read(65536))
+        digest.update(raster_fingerprint(raster).encode())
     return digest.hexdigest()[:32]
 
 

@@ -1,0 +1,105 @@
+"""Context bands: the bands smoothed over hundreds of metres, cached beside the imagery."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+from scipy import ndimage
+
+import tinyinputs
+from soilsource.config import PatchConfig
+from soilsource.data.context import (
+    context_band_names,
+    imagery_without_context,
+    smoothed_grid,
+    with_context,
+)
+from soilsource.inputs.imagery import describe_raster, imagery_record
+
+
+def _raster(tmp_path, data, **kw):
+    kw.setdefault("descriptions", ("blue", "red", "nir")[: data.shape[0]])
+    return describe_raster(tinyinputs.write_raster(tmp_path / "img.tif", data, **kw))
+
+
+def test_bands_are_kept_exactly_and_the_context_follows_them(tmp_path):
+    data = tinyinputs.imagery_data()
+    raster = _raster(tmp_path, data, nodata=0, scales=(1e-4,) * 3, offsets=(0.0,) * 3)
+    derived = with_context(raster, [80.0], tmp_path / "cache")
+    assert derived.band_names == context_band_names(raster.band_names, [80.0])
+    assert derived.count == 6 and derived.dtype == "float32"
+    assert derived.scales == (1e-4,) * 6 and derived.offsets == (0.0,) * 6
+    with rasterio.open(derived.path) as src:
+        values = src.read()
+    hole = data[0] == 0
+    assert np.isnan(values[:, hole]).all()  # nodata stays nodata in every band
+    np.testing.assert_array_equal(values[:3, ~hole], data[:, ~hole].astype(np.float32))
+    assert np.isfinite(values[:, ~hole]).all()
+    # the context is a smooth average: within the band's range, far less variable
+    assert values[3:, ~hole].std() < 0.2 * values[:3, ~hole].std()
+    assert 100 <= np.nanmin(values[3:]) and np.nanmax(values[3:]) <= 4000
+
+
+def test_nodata_and_the_edge_do_not_darken_the_context(tmp_path):
+    data = np.full((1, 64, 64), 700, np.uint16)
+    data[0, 20:30, 20:30] = 0  # a nodata hole
+    derived = with_context(_raster(tmp_path, data, nodata=0), [100.0], tmp_path / "cache")
+    with rasterio.open(derived.path) as src:
+        context = src.read(2)
+    valid = data[0] > 0
+    np.testing.assert_allclose(context[valid], 700.0, rtol=1e-5)
+
+
+def test_context_matches_a_full_resolution_gaussian(tmp_path):
+    """The reduced grid (4 cells per sigma) and bilinear read-back stay within 2 % of a
+    Gaussian computed on every pixel, away from the edges."""
+    rng = np.random.default_rng(3)
+    field = ndimage.gaussian_filter(rng.normal(0, 1, (128, 128)), 6) * 4000 + 2000
+    data = np.clip(field, 1, None).astype(np.uint16)[None]
+    sigma_m = 200.0  # 20 px of 10 m: 5 px per cell
+    derived = with_context(_raster(tmp_path, data), [sigma_m], tmp_path / "cache")
+    with rasterio.open(derived.path) as src:
+        context = src.read(2)
+    exact = ndimage.gaussian_filter(data[0].astype(float), sigma_m / 10.0, mode="constant")
+    exact /= ndimage.gaussian_filter(np.ones((128, 128)), sigma_m / 10.0, mode="constant")
+    inner = (slice(24, -24), slice(24, -24))
+    np.testing.assert_allclose(context[inner], exact[inner], rtol=0.02)
+
+
+def test_the_derived_raster_is_cached_by_imagery_and_scales(tmp_path):
+    raster = _raster(tmp_path, tinyinputs.imagery_data(), nodata=0)
+    first = with_context(raster, [80.0], tmp_path / "cache")
+    stamp = first.path.stat().st_mtime_ns
+    again = with_context(raster, [80.0], tmp_path / "cache")
+    assert again.path == first.path and again.path.stat().st_mtime_ns == stamp
+    other = with_context(raster, [80.0, 160.0], tmp_path / "cache")
+    assert other.path != first.path and other.count == 9
+    assert with_context(raster, [], tmp_path / "cache") is raster
+    edited = _raster(tmp_path, tinyinputs.imagery_data(seed=1), nodata=0)  # same file, new pixels
+    assert with_context(edited, [80.0], tmp_path / "cache").path != first.path
+    assert sorted(p.suffix for p in (tmp_path / "cache" / "context").iterdir()) == [".tif"] * 3
+
+
+def test_smoothed_grid_is_nan_where_no_valid_pixel_is_near(tmp_path):
+    data = np.zeros((1, 64, 64), np.uint16)
+    data[0, :8, :8] = 500
+    raster = _raster(tmp_path, data, nodata=0)
+    with rasterio.open(raster.path) as src:
+        grid, _ = smoothed_grid(src, 20.0)
+    assert np.isfinite(grid[0, 0, 0]) and np.isnan(grid[0, -1, -1])
+
+
+def test_the_record_of_the_users_imagery_leaves_the_context_out(tmp_path):
+    raster = _raster(tmp_path, tinyinputs.imagery_data(), nodata=0)
+    derived = with_context(raster, [80.0], tmp_path / "cache")
+    record = imagery_without_context(imagery_record(derived), [80.0])
+    assert record["band_names"] == list(raster.band_names) and record["count"] == 3
+    assert imagery_without_context(imagery_record(raster), []) == imagery_record(raster)
+
+
+def test_scales_are_distinct_positive_and_sorted():
+    assert PatchConfig(context_m=[1000, 250]).context_m == [250.0, 1000.0]
+    for bad in ([500, 500], [0], [-1], [1, 2, 3, 4, 5]):
+        with pytest.raises(ValueError):
+            PatchConfig(context_m=bad)
