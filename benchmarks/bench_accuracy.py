@@ -27,8 +27,9 @@ The cross-validation is :func:`soilsource.pipeline.runner.evaluate`, the code be
 
 Usage: ``python benchmarks/bench_accuracy.py [--seeds N] [--first-seed S] [--only synthetic|meuse]
 [--designs knndm,buffered] [--variants a,b] [--baselines random_forest,mobilenet_v3_small]
-[--regions a,b] [--patch-m M]`` (``--patch-m``: Meuse with another patch side than the
-example's, e.g. 960 m, its side before issue 12)
+[--regions a,b] [--patch-m M] [--context-m M,...|none]`` (``--patch-m``: Meuse with another
+patch side than the example's, e.g. 960 m, its side before issue 12; ``--context-m``: the
+context bands of :mod:`soilsource.data.context` for every model of both cases)
 """
 
 from __future__ import annotations
@@ -189,6 +190,8 @@ def collect(args: argparse.Namespace, work: Path) -> dict:
             summary = write_city(city, seed=seed, size_px=cli.DEMO_CITY_PX)
             config = load_config(city / "config.yaml")
             config.patch.size_m, config.train.folds = cli.DEMO_PATCH_M, cli.DEMO_FOLDS
+            if args.context_m is not None:
+                config.patch.context_m = args.context_m
             for region, info in summary["regions"].items():
                 for key in ("visible_oracle_auc", "oracle_auc"):
                     if info.get(key) is not None:
@@ -198,6 +201,8 @@ def collect(args: argparse.Namespace, work: Path) -> dict:
             meuse = load_config(MEUSE)
             if args.patch_m:
                 meuse.patch.size_m = args.patch_m
+            if args.context_m is not None:
+                meuse.patch.context_m = args.context_m
             cases.append(("meuse", meuse))
         for case, config in cases:
             dataset = _subset(load_dataset(config), args.regions)
@@ -260,7 +265,14 @@ def tables(args: argparse.Namespace, found: dict) -> list[str]:
         f"{ModelConfig().members}. Meuse patch: "
         + (f"{args.patch_m:g} m (--patch-m)" if args.patch_m else "the example's")
         + f"; synthetic city: demo profile ({cli.DEMO_CITY_PX} px regions, "
-        f"{cli.DEMO_PATCH_M:g} m patches, {cli.DEMO_FOLDS} folds).",
+        f"{cli.DEMO_PATCH_M:g} m patches, {cli.DEMO_FOLDS} folds). Context bands "
+        "(patch.context_m), for every model: "
+        + (
+            "the configuration's"
+            if args.context_m is None
+            else (", ".join(f"{m:g} m" for m in args.context_m) or "none") + " (--context-m)"
+        )
+        + ".",
         "",
     ]
     for design in args.designs:
@@ -344,7 +356,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baselines", default=FOREST, help="comma-separated")
     parser.add_argument("--regions", default="", help="synthetic regions (default all)")
     parser.add_argument("--patch-m", type=float, default=None, help="Meuse patch side (m)")
+    parser.add_argument(
+        "--context-m",
+        default=None,
+        help="patch.context_m for every model of both cases: comma-separated metres, or "
+        "'none' (default: the configuration's)",
+    )
     args = parser.parse_args(argv)
+    if args.context_m is not None:
+        args.context_m = [float(m) for m in args.context_m.split(",") if m and m != "none"]
     args.designs = [d for d in args.designs.split(",") if d]
     args.variants = [v for v in args.variants.split(",") if v]
     args.baselines = [b for b in args.baselines.split(",") if b]
