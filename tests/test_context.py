@@ -11,6 +11,7 @@ import tinyinputs
 from soilsource.config import PatchConfig
 from soilsource.data.context import (
     context_band_names,
+    context_of,
     imagery_without_context,
     smoothed_grid,
     with_context,
@@ -30,7 +31,7 @@ def test_bands_are_kept_exactly_and_the_context_follows_them(tmp_path):
     assert derived.band_names == context_band_names(raster.band_names, [80.0])
     assert derived.count == 6 and derived.dtype == "float32"
     assert derived.scales == (1e-4,) * 6 and derived.offsets == (0.0,) * 6
-    with rasterio.open(derived.path) as src:
+    with rasterio.open(derived.read_path) as src:
         values = src.read()
     hole = data[0] == 0
     assert np.isnan(values[:, hole]).all()  # nodata stays nodata in every band
@@ -38,14 +39,14 @@ def test_bands_are_kept_exactly_and_the_context_follows_them(tmp_path):
     assert np.isfinite(values[:, ~hole]).all()
     # the context is a smooth average: within the band's range, far less variable
     assert values[3:, ~hole].std() < 0.2 * values[:3, ~hole].std()
-    assert 100 <= np.nanmin(values[3:]) and np.nanmax(values[3:]) <= 4000
+    assert np.nanmin(values[3:]) >= 100 and np.nanmax(values[3:]) <= 4000
 
 
 def test_nodata_and_the_edge_do_not_darken_the_context(tmp_path):
     data = np.full((1, 64, 64), 700, np.uint16)
     data[0, 20:30, 20:30] = 0  # a nodata hole
     derived = with_context(_raster(tmp_path, data, nodata=0), [100.0], tmp_path / "cache")
-    with rasterio.open(derived.path) as src:
+    with rasterio.open(derived.read_path) as src:
         context = src.read(2)
     valid = data[0] > 0
     np.testing.assert_allclose(context[valid], 700.0, rtol=1e-5)
@@ -59,7 +60,7 @@ def test_context_matches_a_full_resolution_gaussian(tmp_path):
     data = np.clip(field, 1, None).astype(np.uint16)[None]
     sigma_m = 200.0  # 20 px of 10 m: 5 px per cell
     derived = with_context(_raster(tmp_path, data), [sigma_m], tmp_path / "cache")
-    with rasterio.open(derived.path) as src:
+    with rasterio.open(derived.read_path) as src:
         context = src.read(2)
     exact = ndimage.gaussian_filter(data[0].astype(float), sigma_m / 10.0, mode="constant")
     exact /= ndimage.gaussian_filter(np.ones((128, 128)), sigma_m / 10.0, mode="constant")
@@ -70,14 +71,14 @@ def test_context_matches_a_full_resolution_gaussian(tmp_path):
 def test_the_derived_raster_is_cached_by_imagery_and_scales(tmp_path):
     raster = _raster(tmp_path, tinyinputs.imagery_data(), nodata=0)
     first = with_context(raster, [80.0], tmp_path / "cache")
-    stamp = first.path.stat().st_mtime_ns
+    stamp = first.read_path.stat().st_mtime_ns
     again = with_context(raster, [80.0], tmp_path / "cache")
-    assert again.path == first.path and again.path.stat().st_mtime_ns == stamp
+    assert again.read_path == first.read_path and again.read_path.stat().st_mtime_ns == stamp
     other = with_context(raster, [80.0, 160.0], tmp_path / "cache")
-    assert other.path != first.path and other.count == 9
+    assert other.read_path != first.read_path and other.count == 9
     assert with_context(raster, [], tmp_path / "cache") is raster
     edited = _raster(tmp_path, tinyinputs.imagery_data(seed=1), nodata=0)  # same file, new pixels
-    assert with_context(edited, [80.0], tmp_path / "cache").path != first.path
+    assert with_context(edited, [80.0], tmp_path / "cache").read_path != first.read_path
     assert sorted(p.suffix for p in (tmp_path / "cache" / "context").iterdir()) == [".tif"] * 3
 
 
@@ -93,9 +94,12 @@ def test_smoothed_grid_is_nan_where_no_valid_pixel_is_near(tmp_path):
 def test_the_record_of_the_users_imagery_leaves_the_context_out(tmp_path):
     raster = _raster(tmp_path, tinyinputs.imagery_data(), nodata=0)
     derived = with_context(raster, [80.0], tmp_path / "cache")
-    record = imagery_without_context(imagery_record(derived), [80.0])
-    assert record["band_names"] == list(raster.band_names) and record["count"] == 3
-    assert imagery_without_context(imagery_record(raster), []) == imagery_record(raster)
+    record = imagery_record(derived)
+    assert context_of(record) == [80.0] and context_of(imagery_record(raster)) == []
+    bare = imagery_without_context(record)
+    assert bare["band_names"] == list(raster.band_names) and bare["count"] == 3
+    assert bare["scales"] == list(raster.scales)
+    assert imagery_without_context(imagery_record(raster)) == imagery_record(raster)
 
 
 def test_scales_are_distinct_positive_and_sorted():
@@ -103,3 +107,25 @@ def test_scales_are_distinct_positive_and_sorted():
     for bad in ([500, 500], [0], [-1], [1, 2, 3, 4, 5]):
         with pytest.raises(ValueError):
             PatchConfig(context_m=bad)
+
+
+def test_unreadable_pixels_and_an_unwritable_cache_are_one_line_each(tmp_path):
+    from soilsource.errors import InputError
+
+    raster = _raster(tmp_path, tinyinputs.imagery_data(), nodata=0)
+    (tmp_path / "blocked").write_text("a file where the cache folder should be")
+    with pytest.raises(InputError, match="cannot write the context bands") as found:
+        with_context(raster, [80.0], tmp_path / "blocked")
+    assert str(tmp_path / "blocked") in str(found.value)
+    with rasterio.open(raster.path) as src:
+        profile, data = src.profile, src.read()
+    with rasterio.open(raster.path, "w", **(profile | {"compress": "deflate"})) as dst:
+        dst.write(data)
+    raw = bytearray(raster.path.read_bytes())
+    for k in range(3000, len(raw) - 3000, 5):  # the header reads, the tiles do not
+        raw[k] = (raw[k] * 31 + 7) % 256
+    raster.path.write_bytes(bytes(raw))
+    with pytest.raises(InputError, match="cannot read pixels") as found:
+        with_context(raster, [80.0], tmp_path / "cache")
+    assert str(raster.path) in str(found.value)
+    assert not list((tmp_path / "cache" / "context").glob("*"))  # nothing half-written

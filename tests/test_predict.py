@@ -143,12 +143,15 @@ def test_predictions_state_their_crs_and_lonlat_at_full_precision(tiny_run):
 
 
 def test_saved_model_records_its_imagery_and_rule(tiny_run):
+    from soilsource.config import DEFAULT_CONTEXT_M
+    from soilsource.data.context import context_band_names
     from soilsource.models.modelio import read_header
 
     metadata = read_header(tiny_run / "run" / "models" / "r1" / "silicnet.pt")["metadata"]
-    assert metadata["imagery"]["band_names"] == ["blue", "red", "nir"]
+    names = list(context_band_names(["blue", "red", "nir"], DEFAULT_CONTEXT_M))
+    assert metadata["imagery"]["band_names"] == names  # the bands, then their context
     assert metadata["imagery"]["pixel_size_m"] == 10.0
-    assert metadata["imagery"]["scales"] == [1.0, 1.0, 1.0]
+    assert metadata["imagery"]["scales"] == [1.0] * 9
     rule = metadata["maps"]["r1"]["rule"]
     assert rule["limits"] == [0.5] and rule["weights"] == [1.0]
     assert json.loads(json.dumps(metadata)) == metadata

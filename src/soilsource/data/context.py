@@ -29,18 +29,27 @@ the scales: reruns, ``--resume`` and ``predict`` on the same imagery read it aga
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import rasterio
 from rasterio.enums import Resampling
+from rasterio.errors import RasterioError
 from rasterio.warp import reproject
 from rasterio.windows import Window
 from scipy import ndimage
 
 from soilsource.atomic import atomic_path
-from soilsource.inputs.imagery import RasterInfo, describe_raster, raster_fingerprint
+from soilsource.errors import InputError
+from soilsource.inputs.imagery import (
+    RasterInfo,
+    describe_raster,
+    gdal_reason,
+    raster_fingerprint,
+)
 from soilsource.runtime import cache_dir
 
 FORMAT = 1
@@ -49,6 +58,7 @@ CELLS_PER_SIGMA = 4
 """The smoothing's standard deviation in cells of the reduced grid."""
 WINDOW_PX = 1024
 """Side of the windows the derived raster is written in."""
+_CONTEXT_NAME = re.compile(r".+@ctx(?P<sigma>[0-9.e+-]+)m")
 
 
 def context_band_names(names: Sequence[str], context_m: Sequence[float]) -> tuple[str, ...]:
@@ -64,7 +74,17 @@ def with_context(
     raster: RasterInfo, context_m: Sequence[float], cache: Path | None = None
 ) -> RasterInfo:
     """``raster`` with its context bands (module docstring): the cached derived raster,
-    written first when it is not there. ``context_m`` empty: ``raster`` itself."""
+    written first when it is not there. ``context_m`` empty: ``raster`` itself.
+
+    The result keeps ``raster.path`` (messages and outputs name the user's file) and reads
+    its pixels from the derived file (:attr:`~soilsource.inputs.imagery.RasterInfo.pixels`).
+
+    Raises
+    ------
+    InputError
+        The user's raster cannot be read (its pixels are read whole here, first), or the
+        cache folder cannot be written (full, or not a folder).
+    """
     if not context_m:
         return raster
     digest = hashlib.sha256(
@@ -73,10 +93,21 @@ def with_context(
     folder = (cache or cache_dir()) / "context"
     path = folder / f"{raster.path.stem}-{digest}.tif"
     if not path.is_file():
-        folder.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            _write(raster, context_m, tmp)
-    return describe_raster(path)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp:
+                _write(raster, context_m, tmp)
+        except _ReadError as exc:
+            raise InputError(raster.path, "", f"cannot read pixels: {exc}") from None
+        except (OSError, RasterioError) as exc:
+            reason = gdal_reason(exc) if isinstance(exc, RasterioError) else exc.strerror or exc
+            raise InputError(
+                folder,
+                "",
+                f"cannot write the context bands ({reason}); free space there or "
+                "set SOILSOURCE_CACHE to another folder",
+            ) from None
+    return replace(describe_raster(path, "patch.context_m"), path=raster.path, pixels=path)
 
 
 def smoothed_grid(
@@ -106,9 +137,16 @@ def smoothed_grid(
     return out, transform
 
 
+class _ReadError(Exception):
+    """The user's raster could not be read (GDAL's reason as the message)."""
+
+
 def _write(raster: RasterInfo, context_m: Sequence[float], path: Path) -> None:
     with rasterio.open(raster.path) as src:
-        grids = [smoothed_grid(src, s) for s in context_m]
+        try:
+            grids = [smoothed_grid(src, s) for s in context_m]
+        except RasterioError as exc:
+            raise _ReadError(gdal_reason(exc)) from None
         count = src.count * (1 + len(context_m))
         profile = {
             "driver": "GTiff",
@@ -142,7 +180,10 @@ def _write(raster: RasterInfo, context_m: Sequence[float], path: Path) -> None:
 
 def _window(src, grids, window: Window) -> np.ndarray:
     """The derived raster's values in ``window``: bands, then each scale's context."""
-    data = src.read(window=window, masked=True)
+    try:
+        data = src.read(window=window, masked=True)
+    except RasterioError as exc:
+        raise _ReadError(gdal_reason(exc)) from None
     valid = ~np.ma.getmaskarray(data).any(axis=0)
     parts = [np.where(valid, np.ma.filled(data.astype(np.float32), np.nan), np.nan)]
     transform = rasterio.windows.transform(window, src.transform)
@@ -163,21 +204,38 @@ def _window(src, grids, window: Window) -> np.ndarray:
     return np.concatenate(parts).astype(np.float32)
 
 
-def imagery_without_context(record: dict, context_m: Sequence[float]) -> dict:
-    """A model's imagery record (:func:`~soilsource.inputs.imagery.imagery_record` of the
-    derived raster) as the user's imagery must be: its first bands, before the context.
+def context_of(record: dict) -> list[float]:
+    """The context scales a model was trained with, read from its imagery record's band
+    names (``NAME@ctxSIGMAm``): the model file says what it needs, whatever the run's
+    configuration (older runs have none).
+
+    >>> context_of({"band_names": ["r", "n", "r@ctx250m", "n@ctx250m", "r@ctx1000m"]})
+    [250.0, 1000.0]
+    """
+    found: list[float] = []
+    for name in record["band_names"]:
+        match = _CONTEXT_NAME.fullmatch(str(name))
+        if match and float(match["sigma"]) not in found:
+            found.append(float(match["sigma"]))
+    return found
+
+
+def imagery_without_context(record: dict) -> dict:
+    """A model's imagery record (:func:`~soilsource.inputs.imagery.imagery_record`) as the
+    user's imagery must be: the bands before the context bands.
 
     >>> imagery_without_context({"band_names": ["r", "n", "r@ctx500m", "n@ctx500m"],
-    ...     "count": 4, "scales": [1.0] * 4, "offsets": [0.0] * 4}, [500.0])["band_names"]
+    ...     "count": 4, "scales": [1.0] * 4, "offsets": [0.0] * 4})["band_names"]
     ['r', 'n']
     """
-    if not context_m:
+    names = [str(n) for n in record["band_names"]]
+    count = next((i for i, n in enumerate(names) if _CONTEXT_NAME.fullmatch(n)), len(names))
+    if count == len(names):
         return record
-    count = int(record["count"]) // (1 + len(context_m))
     return {
         **record,
         "count": count,
-        "band_names": list(record["band_names"])[:count],
+        "band_names": names[:count],
         "scales": list(record["scales"])[:count],
         "offsets": list(record["offsets"])[:count],
     }

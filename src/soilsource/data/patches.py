@@ -36,7 +36,7 @@ from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from soilsource.errors import InputError
-from soilsource.inputs.imagery import RasterInfo, describe_raster
+from soilsource.inputs.imagery import RasterInfo, describe_raster, gdal_reason
 
 
 @dataclass
@@ -404,7 +404,7 @@ class _Worker:
     def read(self, chunk, row_off, col_off, size, data, valid, by_blocks) -> None:
         if len(chunk) == 0:
             return
-        path = self.raster.path
+        path = self.raster.read_path
         try:
             # Uncompressed GeoTIFFs: read straight into our arrays, not via GDAL's block
             # cache (we keep our own); ignored for other formats. Thread-local here.
@@ -419,7 +419,7 @@ class _Worker:
                     else:
                         self._from_window(i, r0, c0, size, data, valid)
         except RasterioError as exc:
-            raise InputError(path, "", f"cannot read pixels: {_gdal_reason(exc)}") from None
+            raise InputError(path, "", f"cannot read pixels: {gdal_reason(exc)}") from None
 
     def _from_window(self, i, r0, c0, size, data, valid) -> None:
         rr0, cc0 = max(r0, 0), max(c0, 0)
@@ -501,14 +501,6 @@ class _Worker:
         else:
             np.copyto(target, 0.0, where=~ok)  # invalid pixels become 0 (NaN too)
             valid_i[y0 : y0 + h, x0 : x0 + w] = ok
-
-
-def _gdal_reason(exc: BaseException) -> str:
-    """The first line of the innermost error (rasterio wraps GDAL's own message)."""
-    while (inner := exc.__cause__ or exc.__context__) is not None:
-        exc = inner
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def _mask_mode(src) -> str:

@@ -49,6 +49,15 @@ class RasterInfo:
     offsets: tuple[float, ...]
     band_names: tuple[str, ...]
     block_shape: tuple[int, int]
+    pixels: Path | None = None
+    """The file the pixels are read from when it is not ``path``: a raster derived from the
+    user's (:mod:`soilsource.data.context`). ``path`` stays the user's file, for messages,
+    output names and reports."""
+
+    @property
+    def read_path(self) -> Path:
+        """The file to read pixels from."""
+        return self.pixels or self.path
 
     @property
     def res(self) -> tuple[float, float]:
@@ -132,7 +141,7 @@ def open_raster(path: str | PathLike[str], key: str = "imagery.path") -> rasteri
     try:
         return rasterio.open(path)
     except RasterioError as exc:
-        raise InputError(path, "", f"not a readable raster ({_gdal_message(exc)})") from None
+        raise InputError(path, "", f"not a readable raster ({gdal_reason(exc)})") from None
 
 
 def describe_raster(path: str | PathLike[str], key: str = "imagery.path") -> RasterInfo:
@@ -413,6 +422,9 @@ def _check_same_bands(rasters: Sequence[RasterInfo]) -> None:
             )
 
 
-def _gdal_message(exc: BaseException) -> str:
+def gdal_reason(exc: BaseException) -> str:
+    """The first line of the innermost error (rasterio wraps GDAL's own message)."""
+    while (inner := exc.__cause__ or exc.__context__) is not None:
+        exc = inner
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__

@@ -27,7 +27,7 @@ from os import PathLike
 from pathlib import Path
 from typing import cast
 
-from soilsource.data.context import with_context
+from soilsource.data.context import context_of, with_context
 from soilsource.data.patches import BandStats
 from soilsource.inputs import RasterInfo
 from soilsource.mapping.probability import write_probability_map
@@ -93,7 +93,7 @@ def predict(
         found.config, found.region, found.saved, found.how, found.raster
     )  # fmt: skip
     out = prepare(found.out, force=force)  # only now, when every check has passed
-    raster = with_context(raster, config.patch.context_m)  # the bands the model reads
+    raster = with_context(raster, context_of(found.record))  # the bands the model reads
     result = Prediction(out, run_dir, region, imagery)
     name = f"{safe_stem(region)}.tif"
     stats = BandStats.from_dict(saved.metadata["band_stats"])

@@ -539,7 +539,7 @@ def predict_plan(
     saved = load_model(model_path)
     record, how = _records(saved, model_path, region)
     raster = describe_raster(imagery, "--imagery")
-    check_like_training(raster, imagery_without_context(record, config.patch.context_m))
+    check_like_training(raster, imagery_without_context(record))
     out = check_out(out, force=force)
     pixels = raster.width * raster.height
     _check_disk(out, pixels * MAP_BYTES_PER_PX + FIXED_BYTES, "predict writes")
