@@ -118,6 +118,7 @@ def phase_table(seeds: int, epochs: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    global BANDS  # the functions above read it
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--sample", type=int, default=512)
@@ -128,7 +129,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--members", type=int, default=1, help="SI-LICNet members (the run default is 3)"
     )
+    parser.add_argument(
+        "--bands",
+        type=int,
+        default=6,
+        help="input channels (6 bands; 18 with the default context bands, patch.context_m)",
+    )
     args = parser.parse_args(argv)
+    BANDS = args.bands
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
     ramp = np.linspace(-2, 2, args.size, dtype=np.float32)

@@ -56,6 +56,7 @@ def captum(model: nn.Module, x: torch.Tensor, per_eval: int) -> torch.Tensor:
 
 
 def main(argv: list[str] | None = None) -> None:
+    global BANDS  # the functions above read it
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patches", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
@@ -63,7 +64,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--members", type=int, default=1, help="SI-LICNet members (the run default is 3)"
     )
+    parser.add_argument(
+        "--bands",
+        type=int,
+        default=6,
+        help="input channels (6 bands; 18 with the default context bands, patch.context_m)",
+    )
     args = parser.parse_args(argv)
+    BANDS = args.bands
     torch.set_num_threads(args.threads)
     x = torch.randn(
         args.patches, BANDS, PATCH_PX, PATCH_PX, generator=torch.Generator().manual_seed(1)
