@@ -458,6 +458,16 @@ def _inputs(
         ("label rule", metrics.get("rule") or ", ".join(f"{k} = {v}" for k, v in label.items()))
     )
     rows.append(("patch", f"{config.patch.size_m:g} m ({metrics.get('patch_px', '?')} px)"))
+    scales = " and ".join(f"{m:g} m" for m in config.patch.context_m)
+    rows.append(
+        (
+            "context bands",
+            f"every band also smoothed by a Gaussian of {scales} (the @ctx bands), so that a "
+            "patch carries what lies around it; every model reads them (patch.context_m)"
+            if scales
+            else "none (patch.context_m: [])",
+        )
+    )
     rows.append(
         ("occlusion", f"window {config.explain.window_m:g} m, stride {config.explain.stride_m:g} m")
     )
