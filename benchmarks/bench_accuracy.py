@@ -234,7 +234,8 @@ def _mean(values: list) -> float | None:
     return statistics.mean(values) if values else None
 
 
-def _cell(values: list) -> str:
+def cell(values: list) -> str:
+    """Mean ± sd of the finite values (one value alone; 'n/a' for none)."""
     values = [v for v in values if v is not None and np.isfinite(v)]
     if not values:
         return "n/a"
@@ -243,7 +244,7 @@ def _cell(values: list) -> str:
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
-def _diff_cell(diffs: list) -> str:
+def diff_cell(diffs: list) -> str:
     """Mean paired difference and interval over seeds, and how many seeds' lower end is > 0."""
     if not diffs:
         return "n/a"
@@ -289,9 +290,9 @@ def tables(args: argparse.Namespace, found: dict) -> list[str]:
         for key in keys:
             case, _, region = key
             r = rows[key]
-            cells = [_cell(r.get(m, [])) for m in models]
+            cells = [cell(r.get(m, [])) for m in models]
             diffs = r.get("diff:new", [])
-            diff_cell = _diff_cell(diffs)
+            paired = diff_cell(diffs)
             ahead += bool(diffs) and statistics.mean(x[0] for x in diffs) > 0
             vis = ceilings.get(region, {}).get("visible_oracle_auc", []) if case != "meuse" else []
             ora = ceilings.get(region, {}).get("oracle_auc", []) if case != "meuse" else []
@@ -299,8 +300,8 @@ def tables(args: argparse.Namespace, found: dict) -> list[str]:
             if vis and new is not None:
                 gaps.append(statistics.mean(vis) - new)
             lines.append(
-                f"| {case} | {region} | " + " | ".join(cells) + f" | {diff_cell} | "
-                f"{_cell(vis)} | {_cell(ora)} |"
+                f"| {case} | {region} | " + " | ".join(cells) + f" | {paired} | "
+                f"{cell(vis)} | {cell(ora)} |"
             )
         lines += [
             "",
@@ -325,7 +326,7 @@ def tables(args: argparse.Namespace, found: dict) -> list[str]:
         ]
         for key in keys:
             r = rows[key]
-            rho = [_cell(r.get(f"{m}:rho", [])) for m in models]
+            rho = [cell(r.get(f"{m}:rho", [])) for m in models]
             sec = [f"{_mean(r.get(f'{m}:seconds', [])) or 0:.0f}" for m in models]
             lines.append(f"| {key[0]} | {key[2]} | " + " | ".join(rho + sec) + " |")
         if FOREST in args.baselines and len(args.variants) > 1:
@@ -339,7 +340,7 @@ def tables(args: argparse.Namespace, found: dict) -> list[str]:
                 "|---|---|" + "---|" * len(args.variants),
             ]
             for key in keys:
-                cells = [_diff_cell(rows[key].get(f"diff:{v}", [])) for v in args.variants]
+                cells = [diff_cell(rows[key].get(f"diff:{v}", [])) for v in args.variants]
                 lines.append(f"| {key[0]} | {key[2]} | " + " | ".join(cells) + " |")
         methods = sorted({m for k in keys for m in rows[k].get("method", []) if m})
         lines += ["", f"Fold designs chosen: {', '.join(methods)}.", ""]

@@ -29,9 +29,9 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
-
 # soilsource before torch: it sets OMP_WAIT_POLICY, which torch reads when it loads
+# (bench_accuracy imports it first)
+from bench_accuracy import cell, diff_cell
 from soilsource import cli
 from soilsource.config import load_config
 from soilsource.data.dataset import load_dataset
@@ -98,23 +98,6 @@ def collect(args, work: Path) -> tuple[dict, dict, dict]:
     return rows, oracle, seconds
 
 
-def _cell(values: list) -> str:
-    values = [v for v in values if v is not None and np.isfinite(v)]
-    if not values:
-        return "n/a"
-    if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
-
-
-def _diff(diffs: list) -> str:
-    if not diffs:
-        return "n/a"
-    d, lo, hi = (statistics.mean(x[i] for x in diffs) for i in range(3))
-    above = sum(x[1] > 0 for x in diffs)
-    return f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}] ({above}/{len(diffs)})"
-
-
 def _name(scales: tuple[float, ...]) -> str:
     return ", ".join(f"{s:g} m" for s in scales) if scales else "none"
 
@@ -140,11 +123,11 @@ def tables(args, rows: dict, oracle: dict, seconds: dict) -> list[str]:
         for scales in args.scales:
             found = rows.get((case, region, scales), {})
             cells += [
-                _cell(found.get("net", [])),
-                _cell(found.get("forest", [])),
-                _diff(found.get("diff", [])),
+                cell(found.get("net", [])),
+                cell(found.get("forest", [])),
+                diff_cell(found.get("diff", [])),
             ]
-        ceiling = _cell(oracle[region]) if case == "synthetic" else "n/a"
+        ceiling = cell(oracle[region]) if case == "synthetic" else "n/a"
         lines.append(f"| {case} | {region} | " + " | ".join(cells) + f" | {ceiling} |")
     lines.append("")
     synthetic = sorted({r for c, r in keys if c == "synthetic"})
