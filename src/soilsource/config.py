@@ -220,8 +220,8 @@ class PatchConfig(_Section):
             "deviations (metres), given to every model beside the band itself, so that a "
             "patch also carries what lies around it (upwind industry, the river upstream); "
             "cached in $SOILSOURCE_CACHE. [] = none. Measured (bench_context, 3 seeds): "
-            "synthetic city SI-LICNet +0.10 AUC, forest +0.08; Meuse SI-LICNet unchanged, "
-            "forest -0.025 (docs/method.md)."
+            "synthetic city SI-LICNet +0.11 AUC, forest +0.09; Meuse SI-LICNet -0.009, "
+            "forest +0.031 (docs/method.md)."
         ),
     )
 
