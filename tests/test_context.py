@@ -87,7 +87,7 @@ def test_smoothed_grid_is_nan_where_no_valid_pixel_is_near(tmp_path):
     data[0, :8, :8] = 500
     raster = _raster(tmp_path, data, nodata=0)
     with rasterio.open(raster.path) as src:
-        grid, _ = smoothed_grid(src, 20.0)
+        grid, _ = smoothed_grid(src, 20.0, raster.pixel_size_m)
     assert np.isfinite(grid[0, 0, 0]) and np.isnan(grid[0, -1, -1])
 
 

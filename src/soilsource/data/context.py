@@ -12,18 +12,18 @@ The context bands are inputs like any other, for every model alike (SI-LICNet, t
 MobileNet): occlusion replaces them in its window like the other bands (still equal to
 Captum's), dense maps read them like the other bands (still equal to patch-by-patch).
 
-How. For each ``sigma_m`` the raster is read once at reduced resolution, ``f =
-max(1, sigma_px // 4)`` pixels per cell (GDAL's average, nodata left out): a 40,000 px
-scene of 10 m pixels becomes a 1,600 px grid at 500 m. There each band is smoothed with
-a normalised Gaussian of 4 cells (values times the valid share, divided by the smoothed
-valid share, so that nodata and the raster's edge do not darken the context), then read
-back onto the raster's grid by bilinear interpolation, window by window, as the derived
+How. For each ``sigma_m`` the raster is read once at reduced resolution, ``f = max(1,
+sigma_px // 4)`` pixels per cell (GDAL's average, nodata left out): a 40,000 px scene of 10
+m pixels becomes a 6,667 px grid at 250 m, a 1,600 px grid at 1 km. There each band is
+smoothed with a normalised Gaussian of 4 cells (values times the valid share, divided by the
+smoothed valid share, so that nodata and the raster's edge do not darken the context), then
+read back onto the raster's grid by bilinear interpolation, window by window, as the derived
 raster is written. The derived raster is float32 with NaN for nodata: the original bands
 (exactly, for integer imagery), then per scale every band's context, named
 ``NAME@ctxSIGMAm``; scales and offsets stay those of the original bands (smoothing is
 linear, so the physical values smooth alike). It is kept in
-:func:`soilsource.runtime.cache_dir` ``/context`` under a fingerprint of the raster and
-the scales: reruns, ``--resume`` and ``predict`` on the same imagery read it again.
+:func:`soilsource.runtime.cache_dir` ``/context`` under a fingerprint of the raster and the
+scales: reruns, ``--resume`` and ``predict`` on the same imagery read it again.
 """
 
 from __future__ import annotations
@@ -111,11 +111,12 @@ def with_context(
 
 
 def smoothed_grid(
-    src: rasterio.DatasetReader, sigma_m: float
+    src: rasterio.DatasetReader, sigma_m: float, pixel_m: float
 ) -> tuple[np.ndarray, rasterio.Affine]:
     """Every band of ``src`` smoothed at ``sigma_m`` on a reduced grid: (bands, h, w)
-    float64 in raw units (NaN where no valid pixel is near) and the grid's transform."""
-    pixel_m = abs(src.transform.a)
+    float64 in raw units (NaN where no valid pixel is near) and the grid's transform.
+    ``pixel_m``: the raster's pixel side in metres
+    (:attr:`~soilsource.inputs.imagery.RasterInfo.pixel_size_m`, degrees converted)."""
     factor = max(1, int(sigma_m / pixel_m // CELLS_PER_SIGMA))
     shape = (max(1, -(-src.height // factor)), max(1, -(-src.width // factor)))
     transform = src.transform @ src.transform.scale(src.width / shape[1], src.height / shape[0])
@@ -144,7 +145,7 @@ class _ReadError(Exception):
 def _write(raster: RasterInfo, context_m: Sequence[float], path: Path) -> None:
     with rasterio.open(raster.path) as src:
         try:
-            grids = [smoothed_grid(src, s) for s in context_m]
+            grids = [smoothed_grid(src, s, raster.pixel_size_m) for s in context_m]
         except RasterioError as exc:
             raise _ReadError(gdal_reason(exc)) from None
         count = src.count * (1 + len(context_m))
