@@ -129,3 +129,27 @@ def test_unreadable_pixels_and_an_unwritable_cache_are_one_line_each(tmp_path):
         with_context(raster, [80.0], tmp_path / "cache")
     assert str(raster.path) in str(found.value)
     assert not list((tmp_path / "cache" / "context").glob("*"))  # nothing half-written
+
+
+def test_no_room_for_the_context_bands_is_found_before_any_work(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    from soilsource.data.context import check_context_space, context_path
+    from soilsource.errors import InputError
+
+    raster = _raster(tmp_path, tinyinputs.imagery_data(), nodata=0)
+    need = 64 * 64 * 3 * 3 * 4  # pixels x bands x (1 + 2 scales) x float32
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(0, 0, need - 1))
+    with pytest.raises(InputError, match=r"take up to [0-9.]+ MiB here") as found:
+        check_context_space([raster], [80.0, 160.0], tmp_path / "cache")
+    assert "patch.context_m: []" in str(found.value)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(0, 0, need))
+    check_context_space([raster], [80.0, 160.0], tmp_path / "cache")
+    check_context_space([raster], [], tmp_path / "cache")
+    monkeypatch.undo()
+    with_context(raster, [80.0, 160.0], tmp_path / "cache")
+    assert context_path(raster, [80.0, 160.0], tmp_path / "cache").is_file()
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(0, 0, 0))
+    check_context_space([raster], [80.0, 160.0], tmp_path / "cache")  # cached: needs nothing

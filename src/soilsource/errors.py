@@ -92,3 +92,12 @@ def environment_error(exc: BaseException) -> InputError | None:
             where, "", f"cannot write: {reason}; free some space and run again with --resume"
         )
     return InputError(exc.filename or "file", "", _REFUSED[exc.errno])
+
+
+def size_text(n_bytes: float) -> str:
+    """Bytes for people, in messages: ``1.5 GiB``, ``96.0 MiB``.
+
+    >>> size_text(1.5 * 2**30), size_text(96 * 2**20)
+    ('1.5 GiB', '96.0 MiB')
+    """
+    return f"{n_bytes / 2**30:.1f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.1f} MiB"

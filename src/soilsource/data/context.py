@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shutil
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -43,7 +44,7 @@ from rasterio.windows import Window
 from scipy import ndimage
 
 from soilsource.atomic import atomic_path
-from soilsource.errors import InputError
+from soilsource.errors import InputError, size_text
 from soilsource.inputs.imagery import (
     RasterInfo,
     describe_raster,
@@ -87,11 +88,8 @@ def with_context(
     """
     if not context_m:
         return raster
-    digest = hashlib.sha256(
-        repr((FORMAT, raster_fingerprint(raster), [float(s) for s in context_m])).encode()
-    ).hexdigest()[:32]
-    folder = (cache or cache_dir()) / "context"
-    path = folder / f"{raster.path.stem}-{digest}.tif"
+    path = context_path(raster, context_m, cache)
+    folder = path.parent
     if not path.is_file():
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -108,6 +106,47 @@ def with_context(
                 "set SOILSOURCE_CACHE to another folder",
             ) from None
     return replace(describe_raster(path, "patch.context_m"), path=raster.path, pixels=path)
+
+
+def context_path(raster: RasterInfo, context_m: Sequence[float], cache: Path | None = None) -> Path:
+    """Where :func:`with_context` keeps ``raster``'s derived raster (it may not exist yet)."""
+    digest = hashlib.sha256(
+        repr((FORMAT, raster_fingerprint(raster), [float(s) for s in context_m])).encode()
+    ).hexdigest()[:32]
+    return (cache or cache_dir()) / "context" / f"{raster.path.stem}-{digest}.tif"
+
+
+def check_context_space(
+    rasters: Sequence[RasterInfo], context_m: Sequence[float], cache: Path | None = None
+) -> None:
+    """Refuse, before any work, context bands that the cache folder has no room for.
+
+    Each derived raster not cached yet takes at most its pixels x bands x (1 + scales) x
+    4 bytes (float32, before compression).
+
+    Raises
+    ------
+    InputError
+        Not enough free space where the derived rasters go (one line: the folder, the
+        need, what is free, and the three ways out).
+    """
+    if not context_m:
+        return
+    todo = [r for r in rasters if not context_path(r, context_m, cache).is_file()]
+    need = sum(r.width * r.height * r.count * (1 + len(context_m)) * 4 for r in todo)
+    folder = (cache or cache_dir()) / "context"
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    if need > free:
+        raise InputError(
+            folder,
+            "",
+            f"the context bands (patch.context_m) of {len(todo)} raster(s) take up to "
+            f"{size_text(need)} here, only {size_text(free)} is free; free some space, set "
+            "SOILSOURCE_CACHE to another folder, or set patch.context_m: []",
+        )
 
 
 def smoothed_grid(

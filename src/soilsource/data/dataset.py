@@ -35,7 +35,7 @@ from soilsource.data.patches import (
     patch_size_px,
     sample_patches,
 )
-from soilsource.errors import InputError
+from soilsource.errors import InputError, size_text
 from soilsource.inputs import (
     RasterInfo,
     assign_rasters,
@@ -297,11 +297,6 @@ def free_memory() -> int:
     if given:
         return int(given)
     return int(psutil.virtual_memory().available)
-
-
-def size_text(n_bytes: float) -> str:
-    """Bytes for people: ``1.5 GiB``, ``96.0 MiB``."""
-    return f"{n_bytes / 2**30:.1f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.1f} MiB"
 
 
 def cache_budget(config: Config) -> CacheBudget:

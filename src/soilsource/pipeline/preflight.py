@@ -48,16 +48,15 @@ import numpy as np
 from rasterio.enums import MaskFlags
 
 from soilsource.config import Config, load_config
-from soilsource.data.context import imagery_without_context
+from soilsource.data.context import check_context_space, imagery_without_context
 from soilsource.data.dataset import (
     Dataset,
     check_memory,
     load_dataset,
     prediction_area,
-    size_text,
 )
 from soilsource.data.patches import one_patch_size, patch_size_px
-from soilsource.errors import InputError
+from soilsource.errors import InputError, size_text
 from soilsource.inputs import (
     RasterInfo,
     describe_crs,
@@ -208,6 +207,7 @@ def plan(
     imagery = resolve_imagery(config.imagery, names)
     rasters = _distinct(imagery)
     _check_imagery(rasters, config, warnings)
+    check_context_space(rasters, config.patch.context_m)
     _check_duplicate_points(samples, warnings)
     inputs = [
         InputCheck(
