@@ -128,9 +128,10 @@ def region_maps(cv, dataset, config) -> list[RegionMaps]:
     output and baseline."""
     from scipy import ndimage
 
+    from soilsource.data.context import context_channels
     from soilsource.explain.candidates import exceedance_weights
     from soilsource.explain.occlusion import occlusion_sensitivity
-    from soilsource.explain.sensitivity import occlusion_px
+    from soilsource.explain.sensitivity import occlusion_baseline, occlusion_px
 
     out = []
     for region in dataset:
@@ -145,9 +146,13 @@ def region_maps(cv, dataset, config) -> list[RegionMaps]:
         blur = ndimage.gaussian_filter(
             x.numpy(), sigma=(0, 0, window_px / 2, window_px / 2), mode="nearest"
         )
+        # the context bands are held as in the run (explain.occlude_context)
+        held = () if config.explain.occlude_context else context_channels(dataset.band_names)
+        blur = torch.from_numpy(blur)
+        blur[:, list(held)] = x[:, list(held)]
         maps = {}
         for output in OUTPUTS:
-            for name, base in zip(BASELINES, (0.0, torch.from_numpy(blur)), strict=True):
+            for name, base in zip(BASELINES, (occlusion_baseline(x, 0.0, held), blur), strict=True):
                 maps[f"{output}/{name}"] = occlusion_sensitivity(
                     model.inner.module, x, window_px, stride_px, base, output=output
                 ).numpy()

@@ -231,3 +231,23 @@ def test_bad_patches_are_refused():
         occlusion_sensitivity(model, torch.zeros(2, 20, 20), 4, 2)
     with pytest.raises(ValueError, match="built for 20"):
         occlusion_sensitivity(model, torch.zeros(1, 2, 22, 22), 4, 2)
+
+
+def test_held_channels_equal_captum_and_hide_nothing_of_them():
+    """Context bands held (explain.occlude_context off): a window leaves channels 3-5 as
+    they are. Equal to Captum with the same baseline; a model that reads only held
+    channels gets an all-zero map."""
+    from soilsource.explain.sensitivity import occlusion_baseline
+
+    x = torch.randn(2, 6, 25, 25, generator=torch.Generator().manual_seed(4))
+    model = sensitive_model(6, 25, seed=5, x=x)
+    base = occlusion_baseline(x, 0.0, (3, 4, 5))
+    assert torch.equal(base[:, 3:], x[:, 3:]) and not base[:, :3].any()
+    expected = captum(model, x, 6, 4, baseline=base)
+    got = occlusion_sensitivity(model, x, 6, 4, baseline=base)
+    assert expected.abs().max() > 1e-3 and (got - expected).abs().max() < TOL
+    assert (got - occlusion_sensitivity(model, x, 6, 4)).abs().max() > 1e-3  # it matters
+    with torch.no_grad():
+        model.stem[0].weight[:, :3] = 0.0  # the network no longer reads channels 0-2
+    blind = occlusion_sensitivity(model, x, 6, 4, baseline=base)
+    assert blind.abs().max() < TOL

@@ -243,6 +243,15 @@ class ExplainConfig(_Section):
         allow_inf_nan=False,
         description="Value of occluded pixels after normalisation: 0 = the band mean.",
     )
+    occlude_context: bool = Field(
+        default=False,
+        description=(
+            "Whether an occluding window also hides the context bands (patch.context_m). "
+            "Off: a window hides what the place itself looks like and leaves what the "
+            "context bands say about its surroundings, so the maps point at places, not "
+            "at the neighbourhoods of samples (docs/method.md)."
+        ),
+    )
     hotspot_share: Share = Field(
         default=0.05, description="Top share of sensitivity that forms hotspots."
     )

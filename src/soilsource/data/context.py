@@ -260,6 +260,15 @@ def context_of(record: dict) -> list[float]:
     return found
 
 
+def context_channels(band_names: Sequence[str]) -> tuple[int, ...]:
+    """Indices of the context bands among ``band_names``.
+
+    >>> context_channels(("r", "n", "r@ctx250m", "n@ctx250m"))
+    (2, 3)
+    """
+    return tuple(i for i, n in enumerate(band_names) if _CONTEXT_NAME.fullmatch(str(n)))
+
+
 def imagery_without_context(record: dict) -> dict:
     """A model's imagery record (:func:`~soilsource.inputs.imagery.imagery_record`) as the
     user's imagery must be: the bands before the context bands.

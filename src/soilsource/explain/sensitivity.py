@@ -43,15 +43,25 @@ class _OcclusionJob:
     stride_px: int
     baseline: float
     output: Literal["probability", "raw"] = "probability"
+    held: tuple[int, ...] = ()
+
+
+def occlusion_baseline(x: torch.Tensor, baseline: float, held: tuple[int, ...]):
+    """What occluded pixels become: ``baseline`` in every channel but the ``held`` ones,
+    which keep their own values (a window then hides nothing of them)."""
+    if not held:
+        return baseline
+    base = torch.full_like(x, baseline)
+    base[:, list(held)] = x[:, list(held)]
+    return base
 
 
 def sensitivity_task(job: _OcclusionJob, batch: np.ndarray) -> np.ndarray:
     """Occlusion maps ``(n, S, S)`` float32 of one batch of normalised patches."""
     network = job.model.build()
     x = torch.from_numpy(batch)
-    maps = occlusion_sensitivity(
-        network, x, job.window_px, job.stride_px, job.baseline, output=job.output
-    )
+    base = occlusion_baseline(x, job.baseline, job.held)
+    maps = occlusion_sensitivity(network, x, job.window_px, job.stride_px, base, output=job.output)
     return maps.cpu().numpy().astype(np.float32, copy=False)
 
 
@@ -67,6 +77,7 @@ def sensitivity_maps(
     session: Session | None = None,
     progress: bool = True,
     output: Literal["probability", "raw"] = "probability",
+    held: tuple[int, ...] = (),
 ) -> np.ndarray:
     """Occlusion sensitivity ``(N, S, S)`` of every patch under a trained network.
 
@@ -90,6 +101,9 @@ def sensitivity_maps(
     output:
         What a drop measures: ``"probability"`` or the model's ``"raw"`` output
         (:func:`soilsource.explain.occlusion.occlusion_sensitivity`).
+    held:
+        Channels a window leaves as they are (:func:`occlusion_baseline`): the context
+        bands, which describe a place's surroundings rather than the place itself.
 
     Examples
     --------
@@ -105,7 +119,9 @@ def sensitivity_maps(
     """
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
-    job = _OcclusionJob(model_state(network), window_px, stride_px, float(baseline), output)
+    job = _OcclusionJob(
+        model_state(network), window_px, stride_px, float(baseline), output, tuple(held)
+    )
     starts = range(0, len(patches), batch)
 
     def batches():

@@ -45,6 +45,7 @@ from soilsource.analysis.zones import (
 )
 from soilsource.atomic import write_text_atomic
 from soilsource.config import Config, DeviceName, load_config
+from soilsource.data.context import context_channels
 from soilsource.data.dataset import (
     Dataset,
     RegionSamples,
@@ -741,7 +742,8 @@ def sensitivity_maps(
 
     Window and stride are set in metres (``explain.window_m``, ``explain.stride_m``) and
     rounded to whole pixels of the imagery; the baseline is ``explain.baseline`` in
-    standardised units (0 = the band mean of the training samples). What a drop measures
+    standardised units (0 = the band mean of the training samples); the context bands keep
+    their values unless ``explain.occlude_context``. What a drop measures
     (:func:`attribution_output`): for a model of the concentration, its predicted
     standardised log concentration; for a model of the label, its probability. The work
     is :func:`soilsource.explain.sensitivity.sensitivity_maps`, in batches on ``session``.
@@ -749,8 +751,11 @@ def sensitivity_maps(
     window_px, stride_px = sensitivity.occlusion_px(
         config.explain.window_m, config.explain.stride_m, pixel_m
     )
+    network, stats = _network(model)
+    held = () if config.explain.occlude_context else context_channels(stats.band_names)
     return sensitivity.sensitivity_maps(
-        *_network(model),
+        network,
+        stats,
         patches,
         window_px,
         stride_px,
@@ -758,6 +763,7 @@ def sensitivity_maps(
         batch=batch,
         session=session,
         output=attribution_output(model),
+        held=held,
     )
 
 
