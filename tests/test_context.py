@@ -153,3 +153,33 @@ def test_no_room_for_the_context_bands_is_found_before_any_work(tmp_path, monkey
     assert context_path(raster, [80.0, 160.0], tmp_path / "cache").is_file()
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(0, 0, 0))
     check_context_space([raster], [80.0, 160.0], tmp_path / "cache")  # cached: needs nothing
+
+
+def test_a_runs_occlusion_holds_the_context_bands_unless_asked(tmp_path):
+    """explain.occlude_context off (the default): the run's maps equal occlusion with the
+    context channels held; on: occlusion of every channel."""
+    import torch
+
+    from soilsource.config import load_config
+    from soilsource.data.dataset import load_dataset
+    from soilsource.explain.occlusion import occlusion_sensitivity
+    from soilsource.explain.sensitivity import occlusion_baseline
+    from soilsource.learn.training import TrainSettings
+    from soilsource.pipeline.runner import MODEL, evaluate, final_model, sensitivity_maps
+
+    config = load_config(tinyinputs.write_project(tmp_path))
+    config.patch.context_m = [80.0]
+    config.model.pretrain, config.model.baselines = False, []
+    dataset = load_dataset(config)
+    cv = evaluate(dataset, config, settings=TrainSettings(max_epochs=1))[MODEL]
+    region = dataset.regions[0]
+    model = final_model(cv, region.name)
+    patches = region.patches.subset(range(3))
+    net, stats = model.inner.module, model.stats_
+    x = torch.from_numpy(stats.transform(patches))
+    held = tuple(range(3, 6))  # 3 bands, then their context
+    for occlude, base in ((False, occlusion_baseline(x, 0.0, held)), (True, 0.0)):
+        config.explain.occlude_context = occlude
+        got = sensitivity_maps(model, patches, config, 10.0)
+        want = occlusion_sensitivity(net, x, 16, 4, base, output="raw").numpy()
+        np.testing.assert_allclose(got, want, atol=1e-5)

@@ -752,7 +752,7 @@ def sensitivity_maps(
         config.explain.window_m, config.explain.stride_m, pixel_m
     )
     network, stats = _network(model)
-    held = () if config.explain.occlude_context else context_channels(stats.band_names)
+    held = () if config.explain.occlude_context else context_channels(patches.band_names)
     return sensitivity.sensitivity_maps(
         network,
         stats,
