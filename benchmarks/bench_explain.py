@@ -245,6 +245,7 @@ def one_seed(seed: int, quick: bool, size_px: int | None, workdir: Path) -> Seed
     config.model.members = getattr(cli, "DEMO_MEMBERS", 1)  # what the demo trains
     config.model.pretrain = getattr(cli, "DEMO_PRETRAIN", False)
     config.model.baselines = []  # the explanation is SI-LICNet's; baselines only cost time
+    config = with_settings(config)
     seconds = {}
     start = time.perf_counter()
     dataset = load_dataset(config)
@@ -437,7 +438,7 @@ def meuse(workdir: Path, seeds: list[int]) -> None:
     spec.loader.exec_module(analyze)
     rows = []
     for seed in seeds:
-        config = load_config(root / "config.yaml")
+        config = with_settings(load_config(root / "config.yaml"))
         config.train.seed = seed
         start = time.perf_counter()
         out = run(config, workdir / f"meuse{seed}", force=True).out
@@ -468,6 +469,19 @@ def meuse(workdir: Path, seeds: list[int]) -> None:
     print(markdown(pd.DataFrame(rows).set_index("seed")))
 
 
+SETTINGS: dict = {}
+"""patch.context_m and explain.occlude_context when given on the command line."""
+
+
+def with_settings(config):
+    """``config`` with the command line's context settings (both cases, every run)."""
+    if "context_m" in SETTINGS:
+        config.patch.context_m = SETTINGS["context_m"]
+    if "occlude_context" in SETTINGS:
+        config.explain.occlude_context = SETTINGS["occlude_context"]
+    return config
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -482,7 +496,21 @@ def main(argv: list[str] | None = None) -> None:
         metavar="REGION",
         help="also draw docs/images/sensitivity_REGION.png from the first seed",
     )
+    parser.add_argument(
+        "--context-m", default=None, help="patch.context_m: comma-separated metres, or 'none'"
+    )
+    parser.add_argument(
+        "--occlude-context", choices=("yes", "no"), default=None, help="explain.occlude_context"
+    )
     args = parser.parse_args(argv)
+    if args.context_m is not None:
+        SETTINGS["context_m"] = [
+            float(m) for m in args.context_m.split(",") if m not in ("", "none")
+        ]
+    if args.occlude_context is not None:
+        SETTINGS["occlude_context"] = args.occlude_context == "yes"
+    if SETTINGS:
+        print(f"Settings from the command line: {SETTINGS}.\n")
     start = time.perf_counter()
     results = []
     with tempfile.TemporaryDirectory(prefix="bench_explain_") as tmp:

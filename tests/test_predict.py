@@ -25,7 +25,7 @@ from soilsource.pipeline.runner import run
 from soilsource.rundir import read_status
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tinyinputs import write_project
+from tinyinputs import BAND_NAMES, imagery_data, write_project, write_raster
 
 pytestmark = pytest.mark.slow
 
@@ -143,15 +143,41 @@ def test_predictions_state_their_crs_and_lonlat_at_full_precision(tiny_run):
 
 
 def test_saved_model_records_its_imagery_and_rule(tiny_run):
-    from soilsource.config import DEFAULT_CONTEXT_M
-    from soilsource.data.context import context_band_names
     from soilsource.models.modelio import read_header
 
     metadata = read_header(tiny_run / "run" / "models" / "r1" / "silicnet.pt")["metadata"]
-    names = list(context_band_names(["blue", "red", "nir"], DEFAULT_CONTEXT_M))
-    assert metadata["imagery"]["band_names"] == names  # the bands, then their context
+    assert metadata["imagery"]["band_names"] == ["blue", "red", "nir"]
     assert metadata["imagery"]["pixel_size_m"] == 10.0
-    assert metadata["imagery"]["scales"] == [1.0] * 9
+    assert metadata["imagery"]["scales"] == [1.0, 1.0, 1.0]
     rule = metadata["maps"]["r1"]["rule"]
     assert rule["limits"] == [0.5] and rule["weights"] == [1.0]
     assert json.loads(json.dumps(metadata)) == metadata
+
+
+def test_predict_derives_the_context_bands_the_model_was_trained_with(tmp_path, capsys):
+    """A run with patch.context_m: its model records 3 bands and their context; predict on
+    the same 3-band imagery derives the same context and reproduces the run's map value
+    for value; imagery with a band missing is refused in terms of the user's 3 bands."""
+    from soilsource.models.modelio import read_header
+
+    config = write_project(tmp_path / "project", patch={"size_m": 320.0, "context_m": [80.0]})
+    run(config, tmp_path / "run", settings=TrainSettings(max_epochs=1, batch_size=16),
+        device="cpu")  # fmt: skip
+    metadata = read_header(tmp_path / "run" / "models" / "r1" / "silicnet.pt")["metadata"]
+    assert metadata["imagery"]["band_names"] == [
+        "blue", "red", "nir", "blue@ctx80m", "red@ctx80m", "nir@ctx80m"
+    ]  # fmt: skip
+    imagery = tmp_path / "project" / "imagery.tif"
+    code = main(["predict", str(tmp_path / "run"), "--imagery", str(imagery),
+                 "--region", "r1", "--out", str(tmp_path / "again")])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    a, _ = _read(tmp_path / "again" / "probability" / "r1.tif")
+    b, _ = _read(tmp_path / "run" / "probability" / "r1.tif")
+    assert np.isfinite(a).any()
+    np.testing.assert_array_equal(a, b)
+    fewer = write_raster(tmp_path / "fewer.tif", imagery_data(1)[:2], nodata=0,
+                         descriptions=BAND_NAMES[:2])  # fmt: skip
+    code = main(["predict", str(tmp_path / "run"), "--imagery", str(fewer),
+                 "--region", "r1", "--out", str(tmp_path / "no")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "2 bands, but the model was trained on 3 (blue, red, nir)" in err

@@ -117,18 +117,14 @@ def test_undeclared_nodata_is_a_warning(tmp_path):
 
 @pytest.mark.parametrize("bands", [1, 13])
 def test_one_band_or_thirteen(tmp_path, bands):
-    from soilsource.config import DEFAULT_CONTEXT_M
-    from soilsource.data.context import context_band_names
-
     config = write_project(tmp_path)
     rng = np.random.default_rng(bands)
     data = rng.integers(100, 4000, size=(bands, SIZE, SIZE), dtype=np.uint16)
     names = tuple(f"B{i + 1:02d}" for i in range(bands))
     write_raster(tmp_path / "imagery.tif", data, nodata=0, descriptions=names)
     found = plan(config)
-    channels = context_band_names(names, DEFAULT_CONTEXT_M)  # the bands, then their context
-    assert found.dataset.band_names == channels and usable(found) == 20
-    assert found.dataset.regions[0].patches.read().data.shape[1] == 3 * bands
+    assert found.dataset.band_names == names and usable(found) == 20
+    assert found.dataset.regions[0].patches.read().data.shape[1] == bands
 
 
 def test_samples_on_the_raster_edge(tmp_path):

@@ -103,7 +103,7 @@ def test_pipeline_writes_a_complete_report(run_dir):
     assert "Geographical detector q" in html
     assert "train:" in html and "torch" in html and "rasterio" in html
     assert "kNNDM cross-validation" in html and "Optimistic" not in html
-    assert "smoothed by a Gaussian of 250 m and 1000 m" in html  # the context bands, said
+    assert "none (patch.context_m: [])" in html  # the context bands, said
 
 
 @pytest.mark.slow
