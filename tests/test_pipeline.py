@@ -22,7 +22,14 @@ from soilsource.mapping.probability import probability_map
 from soilsource.models import SILICNet
 from soilsource.models.modelio import load_model
 from soilsource.models.pretrain import PretrainSettings
-from soilsource.pipeline.runner import MODEL, model_factory, pretrained_trunks, run
+from soilsource.pipeline.runner import (
+    MODEL,
+    evaluate,
+    model_factory,
+    oof,
+    pretrained_trunks,
+    run,
+)
 from soilsource.rundir import is_complete
 
 FAST = TrainSettings(max_epochs=2, batch_size=16, patience=1)
@@ -230,6 +237,24 @@ def test_run_bad_config_is_one_line_and_writes_nothing(tmp_path, capsys):
     assert err.count("\n") == 1
     assert f"{config}: key 'samples.crs'" in err
     assert not out.exists()  # the configuration is checked before anything is written
+
+
+def test_pooled_scope_cross_validates_all_regions_on_knndm_folds(small_city, tmp_path):
+    # train.scope pooled with the default kNNDM CV: one model on every region's samples, whose
+    # folds are matched to all regions' prediction areas together (this crashed on
+    # comparing the areas' arrays with None)
+    config = load_config(_small_config(small_city, tmp_path))
+    config.train.scope, config.model.baselines = "pooled", []
+    assert config.train.cv == "knndm"
+    dataset = load_dataset(config)
+    cv = evaluate(dataset, config, models=["random_forest"], final=False, n_boot=10)
+    pooled = cv["random_forest"]
+    assert list(pooled) == ["pooled"]
+    assert pooled["pooled"].design["method"] in ("knndm", "random")
+    assert set(pooled["pooled"].regions) == {r.name for r in dataset}
+    for region in dataset:
+        proba, fold = oof(pooled, region, dataset)
+        assert len(proba) == len(region) and np.isfinite(proba).all() and (fold >= 0).all()
 
 
 def test_a_pretrained_trunk_starts_every_network_of_its_region(small_city, tmp_path):

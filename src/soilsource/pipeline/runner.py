@@ -660,7 +660,9 @@ def _scopes(dataset: Dataset, config: Config):
     areas = {r.name: prediction_area(r, config.mapping.area) if knndm else None for r in dataset}
     if config.train.scope == "pooled":
         patches, table = dataset.concat()
-        area = None if None in areas.values() else np.concatenate(list(areas.values()))
+        # `None in dict.values()` would compare arrays with None element by element
+        found = [a for a in areas.values() if a is not None]
+        area = np.concatenate(found) if knndm and found else None
         yield "pooled", patches, table, area
         return
     for region in dataset:
