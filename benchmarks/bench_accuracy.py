@@ -29,7 +29,10 @@ Usage: ``python benchmarks/bench_accuracy.py [--seeds N] [--first-seed S] [--onl
 [--designs knndm,buffered] [--variants a,b] [--baselines random_forest,mobilenet_v3_small]
 [--regions a,b] [--patch-m M] [--context-m M,...|none]`` (``--patch-m``: Meuse with another
 patch side than the example's, e.g. 960 m, its side before issue 12; ``--context-m``: the
-context bands of :mod:`soilsource.data.context` for every model of both cases)
+context bands of :mod:`soilsource.data.context` for every model of both cases). The variant
+``pooled`` and a baseline with the suffix ``@pooled`` (``random_forest@pooled``) train one
+model on all regions' samples at once (``train.scope: pooled``, pooled folds) and are scored
+region by region; each variant is paired with the forest of its own training scope.
 """
 
 from __future__ import annotations
@@ -53,7 +56,14 @@ from soilsource.config import Config, ModelConfig, TrainConfig, load_config
 from soilsource.data.dataset import Dataset, load_dataset
 from soilsource.learn.evaluation import paired_auc_difference
 from soilsource.learn.training import TrainSettings
-from soilsource.pipeline.runner import MODEL, evaluate, train_settings
+from soilsource.pipeline.runner import (
+    MODEL,
+    evaluate,
+    oof,
+    oof_values,
+    region_result,
+    train_settings,
+)
 from soilsource.synth import write_city
 
 MEUSE = Path(__file__).resolve().parent.parent / "examples" / "meuse" / "config.yaml"
@@ -72,6 +82,7 @@ class Variant:
     model: dict | None = None  # other model.* settings (sectors, pretrain)
     augment: str | None = None  # train.augment; None: the default
     tta: bool = False  # predictions averaged over the 8 rotations and flips
+    scope: str | None = None  # train.scope; None: the configuration's ("region")
 
 
 VARIANTS = {
@@ -105,6 +116,13 @@ VARIANTS = {
         {"sectors": 4},
         tta=True,
     ),
+    "pooled": Variant(
+        "new, trained on all regions at once (train.scope pooled)",
+        "value",
+        None,
+        None,
+        scope="pooled",
+    ),
     "noaug": Variant("new, no rotation augmentation", "value", None, None, None, "none"),
     "sectors_aug": Variant(
         "new + quadrant sectors (rotations kept)", "value", None, None, {"sectors": 4}
@@ -122,6 +140,14 @@ VARIANTS = {
     ),
 }
 """SI-LICNet variants by name; ``new`` is what ``soilsource run`` does by default."""
+POOLED = "@pooled"
+"""Suffix of a baseline trained on all regions at once (``random_forest@pooled``): the
+fair partner of the ``pooled`` variant, on the same pooled folds."""
+
+
+def forest_for(variant: str) -> str:
+    """The forest a variant is compared with: the one of its own training scope."""
+    return FOREST + POOLED if VARIANTS[variant].scope == "pooled" else FOREST
 
 
 def run_case(
@@ -141,6 +167,8 @@ def run_case(
     for name, variant in runs:
         local = config.model_copy(deep=True)
         settings = base
+        if (variant is not None and variant.scope == "pooled") or name.endswith(POOLED):
+            local.train.scope = "pooled"
         if variant is not None:
             local.model.target = variant.target
             if variant.members is not None:
@@ -155,17 +183,18 @@ def run_case(
                 local.train.augment = variant.augment
                 settings = replace(settings, augment=variant.augment == "dihedral")
         start = time.perf_counter()
-        model = MODEL if variant is not None else name
+        model = MODEL if variant is not None else name.removesuffix(POOLED)
         result = evaluate(
             dataset, local, settings=settings, models=[model], final=False, n_boot=10, device="cpu"
         )[model]
         seconds = time.perf_counter() - start
         for region in dataset:
-            cv = result[region.name]
+            cv = region_result(result, region.name)
+            proba, _ = oof(result, region, dataset)
             out[region.name][name] = {
                 "auc": cv.regions[region.name].auc,
-                "proba": cv.proba,
-                "pred": cv.pred_value,
+                "proba": proba,
+                "pred": oof_values(result, region, dataset),
                 "seconds": seconds / len(dataset.regions),
                 "method": cv.design.get("method", cv.design.get("design")),
             }
@@ -218,8 +247,10 @@ def collect(args: argparse.Namespace, work: Path) -> dict:
                         if r["pred"] is not None:
                             rho = spearmanr(r["pred"], values).statistic
                             rows[key][f"{name}:rho"].append(float(rho))
-                    forest = found[region.name].get(FOREST)
-                    for v in args.variants if forest is not None else []:
+                    for v in args.variants:
+                        forest = found[region.name].get(forest_for(v))
+                        if forest is None:
+                            continue
                         mine = found[region.name][f"silicnet:{v}"]
                         diff = paired_auc_difference(
                             labels, mine["proba"], forest["proba"], n_boot=N_BOOT, seed=seed
@@ -329,10 +360,11 @@ def tables(args: argparse.Namespace, found: dict) -> list[str]:
             rho = [cell(r.get(f"{m}:rho", [])) for m in models]
             sec = [f"{_mean(r.get(f'{m}:seconds', [])) or 0:.0f}" for m in models]
             lines.append(f"| {key[0]} | {key[2]} | " + " | ".join(rho + sec) + " |")
-        if FOREST in args.baselines and len(args.variants) > 1:
+        if any(b.startswith(FOREST) for b in args.baselines) and len(args.variants) > 1:
             lines += [
                 "",
-                "Each SI-LICNet variant minus the forest on the same folds: paired-bootstrap "
+                "Each SI-LICNet variant minus the forest of its training scope, on the same "
+                "folds: paired-bootstrap "
                 "difference, mean and 95 % interval over seeds (seeds whose interval lies "
                 "above 0):",
                 "",
