@@ -120,6 +120,25 @@ def test_a_sensitive_class_is_ranked_first_with_a_small_p_value():
     assert table.loc["residential", "enrichment"] > 2
 
 
+def test_evidence_z_is_the_class_mean_against_its_torus_null():
+    s, landuse = null_map(11)
+    small = np.zeros_like(landuse, bool)
+    small[40:46, 40:46] = True  # a small class: its mean varies a lot between offsets
+    landuse = np.where(small, 5, landuse)
+    classes = CLASSES | {5: "quarry"}
+    s = s + 1.5 * (landuse == 2)  # residential made sensitive over a quarter of the map
+    s[small] += 2.0  # the quarry's mean is higher, on 36 pixels
+    table = landuse_statistics(s, landuse, classes).table.set_index("class")
+    assert table.loc["quarry", "mean_sensitivity"] > table.loc["residential", "mean_sensitivity"]
+    # The evidence, in standard deviations of the class mean over the offsets, is stronger
+    # for the large class: a high mean on a few pixels is what chance alignments give too.
+    assert table.loc["residential", "evidence_z"] > table.loc["quarry", "evidence_z"] > 0
+    assert table.drop(["residential", "quarry"]).evidence_z.max() < 2
+    nulls = [landuse_statistics(*null_map(200 + k), CLASSES).table.evidence_z for k in range(10)]
+    z = pd.concat(nulls).to_numpy()
+    assert np.isfinite(z).all() and abs(z.mean()) < 0.5 and 0.5 < z.std() < 1.6
+
+
 def test_the_test_is_not_anti_conservative_on_autocorrelated_null_maps():
     p_torus, p_q, p_pixel = [], [], []
     rng = np.random.default_rng(0)

@@ -97,6 +97,7 @@ TABLE_COLUMNS = [
     "hotspot_share",
     "enrichment",
     "p_value",
+    "evidence_z",
     "rank",
     "driver",
 ]
@@ -219,17 +220,20 @@ def _mirrored(a: np.ndarray) -> np.ndarray:
     return np.pad(a, ((0, a.shape[0]), (0, a.shape[1])), mode="symmetric")
 
 
-def _torus_test(sums: _ZoneSums) -> tuple[np.ndarray, float]:
-    """One-sided p-value of each class's mean, and of q, over every offset of the land use."""
+def _torus_test(sums: _ZoneSums) -> tuple[np.ndarray, np.ndarray, float]:
+    """One-sided p-value of each class's mean, its standardised effect (how many standard
+    deviations of the class means over all offsets the observed mean lies above their
+    average), and the p-value of q, over every offset of the land use."""
     p_class = np.full(sums.n_classes, np.nan)
+    z_class = np.full(sums.n_classes, np.nan)
     n_all = sums.cover.sum()
     if n_all < 2:
-        return p_class, math.nan
+        return p_class, z_class, math.nan
     # Standardise so that the tie tolerance means the same for every map.
     mean = sums.total.sum() / n_all
     var = max(sums.square.sum() / n_all - mean**2, 0.0)
     if var <= 1e-24:
-        return p_class, math.nan
+        return p_class, z_class, math.nan
     total = (sums.total - mean * sums.cover) / math.sqrt(var)
     square = (sums.square - 2 * mean * sums.total + mean**2 * sums.cover) / var
     h, w = sums.cover.shape
@@ -253,7 +257,10 @@ def _torus_test(sums: _ZoneSums) -> tuple[np.ndarray, float]:
         np.divide(s, n, out=class_mean, where=valid)
         del n
         if valid[0, 0]:
-            p_class[j] = np.mean(class_mean[valid] >= class_mean[0, 0] - _TIE)
+            null = class_mean[valid]
+            p_class[j] = np.mean(null >= class_mean[0, 0] - _TIE)
+            spread = float(null.std())
+            z_class[j] = (class_mean[0, 0] - null.mean()) / spread if spread > _TIE else 0.0
         # within-class sum of squares: ss - s * mean, in place to bound memory
         ss = correlate(spectra[2], weights)
         np.multiply(s, class_mean, out=s, where=valid)
@@ -268,7 +275,7 @@ def _torus_test(sums: _ZoneSums) -> tuple[np.ndarray, float]:
         q = np.where((n >= 2) & (total_ss > _TIE), 1.0 - within / total_ss, np.nan)
     valid = np.isfinite(q)
     p_q = float(np.mean(q[valid] >= q[0, 0] - _TIE)) if valid[0, 0] else math.nan
-    return p_class, p_q
+    return p_class, z_class, p_q
 
 
 # --- statistics ---------------------------------------------------------------------------
@@ -299,7 +306,7 @@ def _results(
         area_share = count / n if n else np.full(codes.size, np.nan)
         hotspot_share = hot / n_hot if n_hot else np.full(codes.size, np.nan)
         enrichment = np.where(area_share > 0, hotspot_share / area_share, np.nan)
-    p_class, p_q = _torus_test(sums)
+    p_class, z_class, p_q = _torus_test(sums)
     grand = float(np.sum(count * sums.mean) / n) if n else math.nan
     between = float(np.sum(count * (sums.mean - grand) ** 2)) if n else math.nan
     total_ss = float(sums.m2.sum()) + between
@@ -315,6 +322,7 @@ def _results(
             "hotspot_share": hotspot_share,
             "enrichment": enrichment,
             "p_value": np.where(present, p_class, np.nan),
+            "evidence_z": np.where(present, z_class, np.nan),
         }
     )
     table["rank"] = table.mean_sensitivity.rank(ascending=False, method="min").astype("Int64")
