@@ -470,11 +470,14 @@ def meuse(workdir: Path, seeds: list[int]) -> None:
 
 
 SETTINGS: dict = {}
-"""patch.context_m and explain.occlude_context when given on the command line."""
+"""patch.context_m, explain.occlude_context and explain.occlude_with when given on the
+command line."""
 
 
 def with_settings(config):
-    """``config`` with the command line's context settings (both cases, every run)."""
+    """``config`` with the command line's settings (both cases, every run)."""
+    if "occlude_with" in SETTINGS:
+        config.explain.occlude_with = SETTINGS["occlude_with"]
     if "context_m" in SETTINGS:
         config.patch.context_m = SETTINGS["context_m"]
     if "occlude_context" in SETTINGS:
@@ -502,7 +505,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--occlude-context", choices=("yes", "no"), default=None, help="explain.occlude_context"
     )
+    parser.add_argument(
+        "--occlude-with", choices=("mean", "typical"), default=None, help="explain.occlude_with"
+    )
     args = parser.parse_args(argv)
+    if args.occlude_with is not None:
+        SETTINGS["occlude_with"] = args.occlude_with
     if args.context_m is not None:
         SETTINGS["context_m"] = [
             float(m) for m in args.context_m.split(",") if m not in ("", "none")

@@ -156,8 +156,8 @@ def test_no_room_for_the_context_bands_is_found_before_any_work(tmp_path, monkey
 
 
 def test_a_runs_occlusion_holds_the_context_bands_unless_asked(tmp_path):
-    """explain.occlude_context off (the default): the run's maps equal occlusion with the
-    context channels held; on: occlusion of every channel."""
+    """explain.occlude_context off: the run's maps equal occlusion with the context
+    channels held; on (the default): occlusion of every channel (band-mean baseline)."""
     import torch
 
     from soilsource.config import load_config
@@ -170,6 +170,7 @@ def test_a_runs_occlusion_holds_the_context_bands_unless_asked(tmp_path):
     config = load_config(tinyinputs.write_project(tmp_path))
     config.patch.context_m = [80.0]
     config.model.pretrain, config.model.baselines = False, []
+    config.explain.occlude_with = "mean"
     dataset = load_dataset(config)
     cv = evaluate(dataset, config, settings=TrainSettings(max_epochs=1))[MODEL]
     region = dataset.regions[0]

@@ -251,3 +251,33 @@ def test_held_channels_equal_captum_and_hide_nothing_of_them():
         model.stem[0].weight[:, :3] = 0.0  # the network no longer reads channels 0-2
     blind = occlusion_sensitivity(model, x, 6, 4, baseline=base)
     assert blind.abs().max() < TOL
+
+
+def test_typical_pixels_background_is_the_weighted_mean_of_captum_occlusions():
+    """explain.occlude_with typical: the map is the share-weighted mean of one exact
+    occlusion per typical pixel, each equal to Captum's with that pixel as the baseline."""
+    from soilsource.data.patches import BandStats, Patches
+    from soilsource.explain.sensitivity import sensitivity_maps, typical_pixels
+
+    rng = np.random.default_rng(3)
+    data = rng.normal(size=(3, 4, 25, 25)).astype(np.float32)
+    data[:, :, :, :12] += 2.0  # two kinds of place
+    valid = np.ones((3, 25, 25), bool)
+    patches = Patches(data, valid, np.zeros(3, int), np.zeros(3, int), np.arange(3), tuple("abcd"))
+    stats = BandStats.fit(patches)
+    x = torch.from_numpy(stats.transform(patches))
+    model = sensitive_model(4, 25, seed=6, x=x)
+    background = typical_pixels(x.numpy(), valid, 3)
+    assert len(background) == 3 and abs(sum(w for w, _ in background) - 1.0) < 1e-9
+    got = sensitivity_maps(
+        model, stats, patches, 6, 4, batch=2, progress=False, background=background
+    )
+    expected = sum(
+        w
+        * captum(model, x, 6, 4, baseline=torch.tensor(v).reshape(1, -1, 1, 1).expand_as(x).clone())
+        for w, v in background
+    )
+    assert expected.abs().max() > 1e-3
+    assert np.abs(got - expected.numpy()).max() < TOL
+    mean_only = sensitivity_maps(model, stats, patches, 6, 4, batch=2, progress=False)
+    assert np.abs(got - mean_only).max() > 1e-3  # the background changes the answer

@@ -26,6 +26,7 @@ from soilsource.pipeline.runner import (
     MODEL,
     evaluate,
     model_factory,
+    occlusion_background,
     oof,
     pretrained_trunks,
     run,
@@ -255,6 +256,23 @@ def test_pooled_scope_cross_validates_all_regions_on_knndm_folds(small_city, tmp
     for region in dataset:
         proba, fold = oof(pooled, region, dataset)
         assert len(proba) == len(region) and np.isfinite(proba).all() and (fold >= 0).all()
+
+
+def test_occlusion_background_follows_explain_occlude_with(small_city, tmp_path):
+    from soilsource.data.patches import BandStats
+
+    config = load_config(_small_config(small_city, tmp_path))
+    region = next(iter(load_dataset(config)))
+    stats = BandStats.fit(region.patches.read())
+    assert config.explain.occlude_with == "typical"  # the default
+    config.explain.occlude_with = "mean"  # one occlusion, with the band means
+    assert occlusion_background(region.patches, stats, config) == ()
+    config.explain.occlude_with, config.explain.typical_k = "typical", 4
+    background = occlusion_background(region.patches, stats, config)
+    assert len(background) == 4
+    assert abs(sum(w for w, _ in background) - 1.0) < 1e-9
+    assert all(len(pixel) == len(region.patches.band_names) for _, pixel in background)
+    assert occlusion_background(region.patches, stats, config) == background  # seeded
 
 
 def test_a_pretrained_trunk_starts_every_network_of_its_region(small_city, tmp_path):

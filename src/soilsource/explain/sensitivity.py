@@ -8,6 +8,7 @@ order, so the maps are the same arrays whether they were computed here or on wor
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -20,7 +21,17 @@ from soilsource.models.modelio import ModelState, model_state
 from soilsource.progress import track
 from soilsource.runtime import Session, session_or_local
 
-__all__ = ["occlusion_px", "sensitivity_maps", "sensitivity_task"]
+__all__ = [
+    "Background",
+    "occlusion_px",
+    "sensitivity_maps",
+    "sensitivity_task",
+    "typical_pixels",
+]
+
+Background = tuple[tuple[float, tuple[float, ...]], ...]
+"""Pixels that occluded windows take in turn, each with its weight: ``((w, (v_1 .. v_C)),
+...)`` in normalised units; the maps are the weighted mean of one occlusion per pixel."""
 
 
 def occlusion_px(window_m: float, stride_m: float, pixel_m: float) -> tuple[int, int]:
@@ -44,25 +55,81 @@ class _OcclusionJob:
     baseline: float
     output: Literal["probability", "raw"] = "probability"
     held: tuple[int, ...] = ()
+    background: Background = ()
 
 
-def occlusion_baseline(x: torch.Tensor, baseline: float, held: tuple[int, ...]):
-    """What occluded pixels become: ``baseline`` in every channel but the ``held`` ones,
-    which keep their own values (a window then hides nothing of them)."""
-    if not held:
-        return baseline
-    base = torch.full_like(x, baseline)
-    base[:, list(held)] = x[:, list(held)]
+def occlusion_baseline(
+    x: torch.Tensor, baseline: float | Sequence[float], held: tuple[int, ...]
+) -> float | torch.Tensor:
+    """What occluded pixels become: ``baseline`` (one value, or one per channel) in every
+    channel but the ``held`` ones, which keep their own values (a window then hides nothing
+    of them)."""
+    if not held and isinstance(baseline, float | int):
+        return float(baseline)
+    value = torch.as_tensor(baseline, dtype=x.dtype).reshape(-1, 1, 1)
+    base = torch.empty_like(x)
+    base[:] = value
+    if held:
+        base[:, list(held)] = x[:, list(held)]
     return base
 
 
 def sensitivity_task(job: _OcclusionJob, batch: np.ndarray) -> np.ndarray:
-    """Occlusion maps ``(n, S, S)`` float32 of one batch of normalised patches."""
+    """Occlusion maps ``(n, S, S)`` float32 of one batch of normalised patches: one
+    occlusion with ``job.baseline``, or the weighted mean over ``job.background``."""
     network = job.model.build()
     x = torch.from_numpy(batch)
-    base = occlusion_baseline(x, job.baseline, job.held)
-    maps = occlusion_sensitivity(network, x, job.window_px, job.stride_px, base, output=job.output)
+    pixels = job.background or ((1.0, job.baseline),)
+    maps = None
+    for weight, pixel in pixels:
+        base = occlusion_baseline(x, pixel, job.held)
+        one = occlusion_sensitivity(
+            network, x, job.window_px, job.stride_px, base, output=job.output
+        )
+        maps = weight * one if maps is None else maps + weight * one
+    assert maps is not None
     return maps.cpu().numpy().astype(np.float32, copy=False)
+
+
+def typical_pixels(
+    normalised: np.ndarray, valid: np.ndarray, k: int, *, seed: int = 0, max_pixels: int = 50_000
+) -> Background:
+    """``k`` typical pixels of normalised patches and their shares: the centres of k-means
+    clusters of the valid pixels (at most ``max_pixels`` of them, drawn at random).
+
+    Occluding with the band mean hides nothing where a place already looks like the mean
+    (an ordinary field among fields), and hides a lot where it looks unusual (water, bright
+    roofs), whatever the network learned about either: the drop is bounded by how far the
+    pixels are from the baseline. Averaging the drop over the region's typical pixels,
+    weighted by how common each is, asks instead what the prediction would be if the place
+    looked like the rest of the region (the expectation over a background distribution, as
+    in Lundberg & Lee 2017, SHAP, with a k-means summary of the background as in their
+    KernelExplainer). Every term is still one exact occlusion with a per-channel baseline.
+
+    >>> rng = np.random.default_rng(0)
+    >>> x = np.concatenate([rng.normal(-2, 0.1, (1, 2, 4, 8)), rng.normal(2, 0.1, (1, 2, 4, 8))], 3)
+    >>> pixels = typical_pixels(x.astype(np.float32), np.ones((1, 4, 16), bool), 2)
+    >>> sorted(round(w, 2) for w, _ in pixels), sorted(round(v[0]) for _, v in pixels)
+    ([0.5, 0.5], [-2, 2])
+    """
+    from sklearn.cluster import KMeans
+
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    pixels = np.moveaxis(np.asarray(normalised), 1, -1)[np.asarray(valid, bool)]
+    pixels = pixels[np.isfinite(pixels).all(axis=1)]
+    if len(pixels) > max_pixels:
+        pixels = pixels[np.random.default_rng(seed).choice(len(pixels), max_pixels, False)]
+    k = min(k, len(np.unique(pixels, axis=0)))
+    if k < 1:
+        return ()
+    km = KMeans(k, n_init=4, random_state=seed).fit(pixels.astype(np.float64))
+    shares = np.bincount(km.labels_, minlength=k) / len(pixels)
+    return tuple(
+        (float(w), tuple(float(v) for v in centre))
+        for w, centre in zip(shares, km.cluster_centers_, strict=True)
+        if w > 0
+    )
 
 
 def sensitivity_maps(
@@ -78,6 +145,7 @@ def sensitivity_maps(
     progress: bool = True,
     output: Literal["probability", "raw"] = "probability",
     held: tuple[int, ...] = (),
+    background: Background = (),
 ) -> np.ndarray:
     """Occlusion sensitivity ``(N, S, S)`` of every patch under a trained network.
 
@@ -104,6 +172,9 @@ def sensitivity_maps(
     held:
         Channels a window leaves as they are (:func:`occlusion_baseline`): the context
         bands, which describe a place's surroundings rather than the place itself.
+    background:
+        Pixels the windows take in turn, with weights (:func:`typical_pixels`); the maps
+        are the weighted mean of the occlusions. Empty: one occlusion with ``baseline``.
 
     Examples
     --------
@@ -120,7 +191,13 @@ def sensitivity_maps(
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
     job = _OcclusionJob(
-        model_state(network), window_px, stride_px, float(baseline), output, tuple(held)
+        model_state(network),
+        window_px,
+        stride_px,
+        float(baseline),
+        output,
+        tuple(held),
+        tuple(background),
     )
     starts = range(0, len(patches), batch)
 

@@ -766,6 +766,27 @@ def sensitivity_maps(
         session=session,
         output=attribution_output(model),
         held=held,
+        background=occlusion_background(patches, stats, config),
+    )
+
+
+TYPICAL_PATCHES = 256
+"""Sample patches (at most) whose pixels the typical pixels are found among."""
+
+
+def occlusion_background(
+    patches: Patches | PatchStore, stats: BandStats, config: Config
+) -> sensitivity.Background:
+    """The pixels an occluding window takes in turn (``explain.occlude_with``): none for
+    ``mean``; for ``typical``, the region's typical pixels among its sample patches'."""
+    if config.explain.occlude_with == "mean":
+        return ()
+    rng = np.random.default_rng(config.train.seed)
+    n = len(patches)
+    rows = np.sort(rng.choice(n, min(n, TYPICAL_PATCHES), replace=False))
+    part = patches.subset(rows)
+    return sensitivity.typical_pixels(
+        stats.transform(part), part.valid, config.explain.typical_k, seed=config.train.seed
     )
 
 
