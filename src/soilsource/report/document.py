@@ -468,8 +468,15 @@ def _inputs(
             else "none (patch.context_m: [])",
         )
     )
+    explain = config.explain
+    filled = (
+        f"filled in turn with the region's {explain.typical_k} typical pixels, the drops "
+        "weighted by how common each is (explain.occlude_with: typical)"
+        if explain.occlude_with == "typical"
+        else "filled with the band means (explain.occlude_with: mean)"
+    )
     rows.append(
-        ("occlusion", f"window {config.explain.window_m:g} m, stride {config.explain.stride_m:g} m")
+        ("occlusion", f"window {explain.window_m:g} m, stride {explain.stride_m:g} m; {filled}")
     )
     train = config.train
     rows.append(
