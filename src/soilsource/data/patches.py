@@ -611,8 +611,9 @@ class BandStats:
         std[std == 0] = 1.0  # a constant band: centre it, do not divide by zero
         return cls(mean.astype(np.float32), std.astype(np.float32), band_names)
 
-    def transform(self, patches: Patches) -> np.ndarray:
-        """float32 ``(N, C, S, S)`` normalised data; invalid pixels are 0 (the band mean)."""
+    def transform(self, patches: Patches | PatchStore) -> np.ndarray:
+        """float32 ``(N, C, S, S)`` normalised data; invalid pixels are 0 (the band mean).
+        A :class:`PatchStore` is read whole: give it a small selection."""
         out = (patches.data - self.mean[:, None, None]) / self.std[:, None, None]
         out *= patches.valid[:, None, :, :]
         return out.astype(np.float32, copy=False)
