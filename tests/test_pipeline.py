@@ -130,8 +130,9 @@ def test_landuse_table_and_hotspots_are_consistent(city_run):
     table = pd.read_csv(result.out / "landuse_sensitivity.csv")
     assert list(table.columns) == [
         "region", "class", "mean_sensitivity", "area_share", "hotspot_share",
-        "enrichment", "p_value", "rank", "driver",
+        "enrichment", "p_value", "evidence_z", "rank", "driver",
     ]  # fmt: skip
+    assert (table["evidence_z"].notna() == table["mean_sensitivity"].notna()).all()
     for _, group in table.groupby("region"):
         assert group["area_share"].sum() == pytest.approx(1.0, abs=1e-6)
     hotspots = gpd.read_file(result.out / "hotspots.gpkg", layer="hotspots")
