@@ -300,6 +300,18 @@ def test_standardized_batches_equal_the_whole_and_reading_stays_bounded(tmp_path
     )
 
 
+def test_transform_reads_a_store_once_and_equals_the_patches_read(tmp_path, monkeypatch):
+    store = _store(_two_rasters(tmp_path), cache=False).subset(np.arange(290, 310))
+    patches = store.read()
+    stats = BandStats.fit(patches)
+    assert patches.read() is patches  # patches in memory are their own reading
+    reads = []
+    read = PatchStore.read
+    monkeypatch.setattr(PatchStore, "read", lambda self, i=None: reads.append(i) or read(self, i))
+    np.testing.assert_array_equal(stats.transform(store), stats.transform(patches))
+    assert reads == [None]  # once: not once for .data and again for .valid
+
+
 def test_patch_array_indexing_and_refusals():
     data = np.arange(5 * 2 * 3 * 3, dtype=np.float32).reshape(5, 2, 3, 3)
     valid = np.ones((5, 3, 3), bool)

@@ -78,6 +78,11 @@ class Patches:
         """Share of each patch's pixels without data (outside the raster or nodata)."""
         return 1.0 - self.valid.reshape(len(self), -1).mean(axis=1)
 
+    def read(self, index: np.ndarray | slice | None = None) -> Patches:
+        """The patches at ``index`` (all, these very arrays, when None), as
+        :meth:`PatchStore.read` gives them: code that reads pixels once takes either."""
+        return self if index is None else self.subset(np.arange(len(self))[index])
+
     def subset(self, index: np.ndarray | Sequence[int]) -> Patches:
         """The patches at positions ``index`` (numpy indexing: copies)."""
         index = np.asarray(index)
@@ -613,9 +618,10 @@ class BandStats:
 
     def transform(self, patches: Patches | PatchStore) -> np.ndarray:
         """float32 ``(N, C, S, S)`` normalised data; invalid pixels are 0 (the band mean).
-        A :class:`PatchStore` is read whole: give it a small selection."""
-        out = (patches.data - self.mean[:, None, None]) / self.std[:, None, None]
-        out *= patches.valid[:, None, :, :]
+        A :class:`PatchStore` is read whole, once: give it a small selection."""
+        read = patches.read()  # a store's .data and .valid would each read the rasters
+        out = (read.data - self.mean[:, None, None]) / self.std[:, None, None]
+        out *= read.valid[:, None, :, :]
         return out.astype(np.float32, copy=False)
 
     def transform_physical(self, x: np.ndarray) -> np.ndarray:

@@ -784,7 +784,7 @@ def occlusion_background(
     rng = np.random.default_rng(config.train.seed)
     n = len(patches)
     rows = np.sort(rng.choice(n, min(n, TYPICAL_PATCHES), replace=False))
-    part = patches.subset(rows)
+    part = patches.subset(rows).read()  # the pixels once, for both uses below
     return sensitivity.typical_pixels(
         stats.transform(part), part.valid, config.explain.typical_k, seed=config.train.seed
     )
