@@ -660,9 +660,7 @@ def _scopes(dataset: Dataset, config: Config):
     areas = {r.name: prediction_area(r, config.mapping.area) if knndm else None for r in dataset}
     if config.train.scope == "pooled":
         patches, table = dataset.concat()
-        # `None in dict.values()` would compare arrays with None element by element
-        found = [a for a in areas.values() if a is not None]
-        area = np.concatenate(found) if knndm and found else None
+        area = np.concatenate(list(areas.values())) if knndm else None
         yield "pooled", patches, table, area
         return
     for region in dataset:
