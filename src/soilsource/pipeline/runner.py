@@ -776,7 +776,8 @@ def occlusion_background(
     patches: Patches | PatchStore, stats: BandStats, config: Config
 ) -> sensitivity.Background:
     """The pixels an occluding window takes in turn (``explain.occlude_with``): none for
-    ``mean``; for ``typical``, the region's typical pixels among its sample patches'."""
+    ``mean``; for ``typical``, the typical pixels among ``patches``' own: the explained
+    samples of one raster of a region (a region over several rasters gets them per raster)."""
     if config.explain.occlude_with == "mean":
         return ()
     rng = np.random.default_rng(config.train.seed)
