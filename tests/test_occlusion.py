@@ -281,3 +281,37 @@ def test_typical_pixels_background_is_the_weighted_mean_of_captum_occlusions():
     assert np.abs(got - expected.numpy()).max() < TOL
     mean_only = sensitivity_maps(model, stats, patches, 6, 4, batch=2, progress=False)
     assert np.abs(got - mean_only).max() > 1e-3  # the background changes the answer
+
+
+def test_windows_never_change_pixels_without_data():
+    """A pixel without data (outside the imagery, masked water) is the band mean the network
+    reads as unknown; a window filled with typical pixels leaves it so. The map equals the
+    weighted Captum occlusions with per-pixel baselines that keep those pixels, and a
+    window over unseen pixels only hides nothing: pixels covered by no other window get 0."""
+    from soilsource.data.patches import BandStats, Patches
+    from soilsource.explain.sensitivity import sensitivity_maps, typical_pixels
+
+    rng = np.random.default_rng(7)
+    data = rng.normal(size=(3, 4, 24, 24)).astype(np.float32)
+    data[:, :, :, 12:] += 2.0
+    valid = np.ones((3, 24, 24), bool)
+    valid[:, :8, :8] = False  # an unseen corner: two windows of 4 px wide, stride 4
+    data[~valid[:, None].repeat(4, 1)] = 0.0
+    patches = Patches(data, valid, np.zeros(3, int), np.zeros(3, int), np.arange(3), tuple("abcd"))
+    stats = BandStats.fit(patches)
+    x = torch.from_numpy(stats.transform(patches))
+    model = sensitive_model(4, 24, seed=8, x=x)
+    background = typical_pixels(x.numpy(), valid, 3)
+    got = sensitivity_maps(model, stats, patches, 4, 4, batch=2, progress=False, background=background)
+    unseen = torch.from_numpy(~valid)[:, None]
+    expected = sum(
+        w * captum(model, x, 4, 4, baseline=torch.where(unseen, x, torch.tensor(v).reshape(1, -1, 1, 1)))
+        for w, v in background
+    )
+    assert expected.abs().max() > 1e-3 and np.abs(got - expected.numpy()).max() < TOL
+    assert np.abs(got[:, :8, :8]).max() < TOL  # windows wholly unseen hide nothing
+    naive = sum(
+        w * captum(model, x, 4, 4, baseline=torch.tensor(v).reshape(1, -1, 1, 1).expand_as(x).clone())
+        for w, v in background
+    )
+    assert naive[:, :8, :8].abs().max() > 1e-3  # filling them would have made them matter

@@ -59,30 +59,51 @@ class _OcclusionJob:
 
 
 def occlusion_baseline(
-    x: torch.Tensor, baseline: float | Sequence[float], held: tuple[int, ...]
+    x: torch.Tensor,
+    baseline: float | Sequence[float],
+    held: tuple[int, ...],
+    valid: np.ndarray | torch.Tensor | None = None,
 ) -> float | torch.Tensor:
     """What occluded pixels become: ``baseline`` (one value, or one per channel) in every
     channel but the ``held`` ones, which keep their own values (a window then hides nothing
-    of them)."""
-    if not held and isinstance(baseline, float | int):
+    of them), and nothing at all where ``valid`` ``(N, H, W)`` is False.
+
+    A pixel without data (outside the imagery, under an alpha mask, nodata) is already the
+    band mean the network was trained to read as "unknown"; a window that turned it into a
+    typical pixel would measure what the network makes of land that nobody saw, and edges
+    and masked water would look sensitive (session 10: on the Meuse scene, whose water is
+    masked, windows over the river did exactly that). So a window changes only the pixels
+    that were seen; with the band mean as the baseline this changes nothing (those pixels
+    are 0 already).
+    """
+    unseen = None
+    if valid is not None:
+        unseen = ~torch.as_tensor(np.asarray(valid, bool), device=x.device)
+        if not unseen.any():
+            unseen = None
+    if not held and unseen is None and isinstance(baseline, float | int):
         return float(baseline)
     value = torch.as_tensor(baseline, dtype=x.dtype).reshape(-1, 1, 1)
     base = torch.empty_like(x)
     base[:] = value
     if held:
         base[:, list(held)] = x[:, list(held)]
+    if unseen is not None:
+        base = torch.where(unseen[:, None], x, base)
     return base
 
 
-def sensitivity_task(job: _OcclusionJob, batch: np.ndarray) -> np.ndarray:
-    """Occlusion maps ``(n, S, S)`` float32 of one batch of normalised patches: one
-    occlusion with ``job.baseline``, or the weighted mean over ``job.background``."""
+def sensitivity_task(job: _OcclusionJob, batch: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Occlusion maps ``(n, S, S)`` float32 of one batch of normalised patches and their
+    validity masks: one occlusion with ``job.baseline``, or the weighted mean over
+    ``job.background``; pixels without data are never changed (:func:`occlusion_baseline`)."""
     network = job.model.build()
-    x = torch.from_numpy(batch)
+    normalised, valid = batch
+    x = torch.from_numpy(normalised)
     pixels = job.background or ((1.0, job.baseline),)
     maps = None
     for weight, pixel in pixels:
-        base = occlusion_baseline(x, pixel, job.held)
+        base = occlusion_baseline(x, pixel, job.held, valid)
         one = occlusion_sensitivity(
             network, x, job.window_px, job.stride_px, base, output=job.output
         )
@@ -161,7 +182,8 @@ def sensitivity_maps(
     window_px, stride_px:
         The occluding window and its step (:func:`occlusion_px` converts metres).
     baseline:
-        Value of occluded pixels in standardised units (0 = the band mean).
+        Value of occluded pixels in standardised units (0 = the band mean). Pixels without
+        data keep theirs (:func:`occlusion_baseline`).
     batch:
         Patches per task.
     session:
@@ -203,8 +225,8 @@ def sensitivity_maps(
 
     def batches():
         for start in starts:
-            part = patches.subset(np.arange(start, min(start + batch, len(patches))))
-            yield stats.transform(part)
+            part = patches.subset(np.arange(start, min(start + batch, len(patches)))).read()
+            yield stats.transform(part), part.valid
 
     maps = np.empty((len(patches), patches.size_px, patches.size_px), dtype=np.float32)
     with session_or_local(session) as runner:
