@@ -125,5 +125,7 @@ def test_candidates_table_and_geopackage(tmp_path):
     assert [(t, d) for t, d, _ in styles] == [("candidates", 1)] and "0,229,255" in styles[0][2]
     only = candidates(classes=["residential"])  # the region's drivers
     assert only["class"].tolist() == ["residential"] and only["rank"].tolist() == [1]
-    empty = gpd.read_file(write_candidates(tmp_path / "none.gpkg", [], crs="EPSG:32649"))
+    empty = gpd.read_file(
+        write_candidates(tmp_path / "none.gpkg", [], crs="EPSG:32649"), layer="candidates"
+    )
     assert len(empty) == 0 and set(COLUMNS) <= set(empty.columns)

@@ -302,16 +302,22 @@ def test_windows_never_change_pixels_without_data():
     x = torch.from_numpy(stats.transform(patches))
     model = sensitive_model(4, 24, seed=8, x=x)
     background = typical_pixels(x.numpy(), valid, 3)
-    got = sensitivity_maps(model, stats, patches, 4, 4, batch=2, progress=False, background=background)
+    got = sensitivity_maps(
+        model, stats, patches, 4, 4, batch=2, progress=False, background=background
+    )
     unseen = torch.from_numpy(~valid)[:, None]
     expected = sum(
-        w * captum(model, x, 4, 4, baseline=torch.where(unseen, x, torch.tensor(v).reshape(1, -1, 1, 1)))
+        w
+        * captum(
+            model, x, 4, 4, baseline=torch.where(unseen, x, torch.tensor(v).reshape(1, -1, 1, 1))
+        )
         for w, v in background
     )
     assert expected.abs().max() > 1e-3 and np.abs(got - expected.numpy()).max() < TOL
     assert np.abs(got[:, :8, :8]).max() < TOL  # windows wholly unseen hide nothing
     naive = sum(
-        w * captum(model, x, 4, 4, baseline=torch.tensor(v).reshape(1, -1, 1, 1).expand_as(x).clone())
+        w
+        * captum(model, x, 4, 4, baseline=torch.tensor(v).reshape(1, -1, 1, 1).expand_as(x).clone())
         for w, v in background
     )
     assert naive[:, :8, :8].abs().max() > 1e-3  # filling them would have made them matter

@@ -138,7 +138,7 @@ def test_landuse_table_and_hotspots_are_consistent(city_run):
     hotspots = gpd.read_file(result.out / "hotspots.gpkg", layer="hotspots")
     assert {"region", "area_m2", "mean_sensitivity", "landuse"} <= set(hotspots.columns)
     assert hotspots.crs.to_epsg() == 32649
-    candidates = gpd.read_file(result.out / "candidates.gpkg")
+    candidates = gpd.read_file(result.out / "candidates.gpkg", layer="candidates")
     assert list(candidates.columns[:10]) == [
         "region", "rank", "class", "area_m2", "x", "y", "effect", "effect_lo", "effect_hi",
         "n_samples",
