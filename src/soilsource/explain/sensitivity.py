@@ -70,11 +70,10 @@ def occlusion_baseline(
 
     A pixel without data (outside the imagery, under an alpha mask, nodata) is already the
     band mean the network was trained to read as "unknown"; a window that turned it into a
-    typical pixel would measure what the network makes of land that nobody saw, and edges
-    and masked water would look sensitive (session 10: on the Meuse scene, whose water is
-    masked, windows over the river did exactly that). So a window changes only the pixels
-    that were seen; with the band mean as the baseline this changes nothing (those pixels
-    are 0 already).
+    typical pixel would measure what the network makes of land that nobody saw (17 % of the
+    Meuse patches' pixels are outside the scene or under its water mask). So a window changes
+    only the pixels that were seen; with the band mean as the baseline this changes nothing
+    (those pixels are 0 already). On the benchmarks it moved little (docs/method.md).
     """
     unseen = None
     if valid is not None:
