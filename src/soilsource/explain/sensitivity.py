@@ -95,10 +95,7 @@ def occlusion_baseline(
 def sensitivity_task(job: _OcclusionJob, batch: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """Occlusion maps ``(n, S, S)`` float32 of one batch of normalised patches and their
     validity masks: one occlusion with ``job.baseline``, or the weighted mean over
-    ``job.background``; pixels without data are never changed (:func:`occlusion_baseline`)
-    and get NaN: the drop of a window over them comes from the seen pixels beside them, so
-    a value there would put their evidence on water or cloud nobody saw. The mosaic, the
-    land-use statistics and the candidates leave NaN out."""
+    ``job.background``; pixels without data are never changed (:func:`occlusion_baseline`)."""
     network = job.model.build()
     normalised, valid = batch
     x = torch.from_numpy(normalised)
@@ -111,9 +108,7 @@ def sensitivity_task(job: _OcclusionJob, batch: tuple[np.ndarray, np.ndarray]) -
         )
         maps = weight * one if maps is None else maps + weight * one
     assert maps is not None
-    out = maps.cpu().numpy().astype(np.float32, copy=False)
-    out[~np.asarray(valid, bool)] = np.nan  # no evidence about a place nobody saw
-    return out
+    return maps.cpu().numpy().astype(np.float32, copy=False)
 
 
 def typical_pixels(
@@ -172,8 +167,7 @@ def sensitivity_maps(
     held: tuple[int, ...] = (),
     background: Background = (),
 ) -> np.ndarray:
-    """Occlusion sensitivity ``(N, S, S)`` of every patch under a trained network (NaN where
-    the patch has no data: :func:`sensitivity_task`).
+    """Occlusion sensitivity ``(N, S, S)`` of every patch under a trained network.
 
     Parameters
     ----------
