@@ -51,7 +51,7 @@ def test_predict_on_the_runs_own_imagery_reproduces_its_maps(tiny_run, capsys):
         code = main(["predict", str(tiny_run / "run"), "--imagery", str(imagery),
                      "--region", region, "--out", str(out / region)])  # fmt: skip
         assert code == 0, capsys.readouterr().err
-        for kind in ("probability", "concentration"):
+        for kind in ("probability", "concentration", "applicability"):
             mine = out / region / kind / f"{region}.tif"
             theirs = tiny_run / "run" / kind / f"{region}.tif"
             (a, tags_a), (b, tags_b) = _read(mine), _read(theirs)
@@ -64,7 +64,8 @@ def test_predict_on_the_runs_own_imagery_reproduces_its_maps(tiny_run, capsys):
         assert status["status"] == "complete" and status["kind"] == "predict"
         assert status["region"] == region
         report = (out / region / "report.html").read_text()
-        assert "Rule: Cd value &gt; 0.5 mg/kg" in report and "no applicability map" in report
+        assert "Rule: Cd value &gt; 0.5 mg/kg" in report and "no applicability map" not in report
+        assert "applicability" in status["maps"]
 
 
 def test_predict_refuses_swapped_bands_and_another_pixel_size(tiny_run, capsys):
@@ -181,3 +182,22 @@ def test_predict_derives_the_context_bands_the_model_was_trained_with(tmp_path, 
                  "--region", "r1", "--out", str(tmp_path / "no")])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and "2 bands, but the model was trained on 3 (blue, red, nir)" in err
+
+
+def test_predict_from_a_run_without_its_kept_applicability_says_so(tiny_run, tmp_path, capsys):
+    """A run saved before soilsource kept the area of applicability beside its model still
+    predicts; the report says why there is no applicability map."""
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(tiny_run / "run", old)
+    kept = sorted(old.glob("models/*/silicnet.aoa-*.npz"))
+    assert [p.name for p in kept] == ["silicnet.aoa-r1.npz", "silicnet.aoa-r2.npz"]
+    for path in kept:
+        path.unlink()
+    out = tmp_path / "pred"
+    code = main(["predict", str(old), "--imagery", str(tiny_run / "project" / "imagery.tif"),
+                 "--region", "r1", "--out", str(out)])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert not (out / "applicability").exists()
+    assert "no applicability map: the run was saved before" in (out / "report.html").read_text()

@@ -37,6 +37,7 @@ import torch
 from scipy.spatial.distance import pdist
 from sklearn.metrics import pairwise_distances_argmin
 
+from soilsource.atomic import atomic_path
 from soilsource.data.patches import BandStats, PatchesLike, read_windows
 from soilsource.gisout import RasterStyle, cog_path
 from soilsource.inputs import RasterInfo
@@ -77,6 +78,7 @@ class Applicability:
         features = np.asarray(features, np.float64)
         if len(features) < 2:
             raise ValueError("the area of applicability needs at least two training samples")
+        self.features, self.folds = features, np.asarray(folds, np.int64)
         self.mean = features.mean(axis=0)
         sd = features.std(axis=0)
         self.sd = np.where(sd > 0, sd, 1.0)
@@ -88,6 +90,20 @@ class Applicability:
     def di(self, features: np.ndarray) -> np.ndarray:
         """Dissimilarity index of new feature vectors ``(M, D)``."""
         return dissimilarity(features, self)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the training features and folds (``.npz``, no pickle), atomically: what
+        ``soilsource predict`` needs to map the area of applicability on new imagery."""
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(f, features=self.features, folds=self.folds)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Applicability:
+        """The :class:`Applicability` :meth:`save` wrote: the same threshold and ``d_bar``
+        (both are computed again from the same arrays)."""
+        with np.load(path, allow_pickle=False) as saved:
+            return cls(saved["features"], saved["folds"])
 
 
 EXACT_PAIRS_MAX = 4000

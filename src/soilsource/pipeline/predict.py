@@ -11,8 +11,9 @@ writes the maps with the second, exactly as ``run`` does:
 
 - ``OUT/probability/REGION.tif`` and ``OUT/concentration/REGION.tif`` (Cloud-Optimised
   GeoTIFFs with their QGIS styles, :mod:`soilsource.gisout`);
-- ``OUT/applicability/REGION.tif`` once the area of applicability exists (issue 13):
-  :func:`applicability_maps` is the hook;
+- ``OUT/applicability/REGION.tif``: the area of applicability on the new imagery, against
+  the run's training samples and threshold (:func:`applicability_maps`); the report blanks
+  the maps outside it, as ``run``'s does;
 - ``OUT/report.html``: a short report (what was applied to what, and the maps);
 - ``OUT/run.json``: ``"complete"`` only when every file is in place, with ``kind:
   predict``, the run, region and imagery.
@@ -30,11 +31,12 @@ from typing import cast
 from soilsource.data.context import context_of, with_context
 from soilsource.data.patches import BandStats
 from soilsource.inputs import RasterInfo
+from soilsource.mapping.applicability import Applicability, write_applicability
 from soilsource.mapping.probability import write_probability_map
 from soilsource.models.modelio import SavedModel
 from soilsource.models.silicnet import SILICNet
 from soilsource.pipeline.preflight import predict_plan
-from soilsource.pipeline.runner import MODEL, rule_of
+from soilsource.pipeline.runner import MODEL, applicability_file, rule_of
 from soilsource.report.document import write_predict_report
 from soilsource.rundir import mark, prepare, safe_stem
 
@@ -112,7 +114,9 @@ def predict(
     )
     if rule is not None:
         result.maps["concentration"] = out / "concentration" / name
-    result.notes += applicability_maps(result, raster, saved)
+    result.notes += applicability_maps(
+        result, raster, saved, stats, found.model_path, config.patch.max_nodata_share, how
+    )
     write_predict_report(out, run_dir, region, imagery, result.notes)
     mark(
         out,
@@ -126,15 +130,40 @@ def predict(
     return result
 
 
-def applicability_maps(result: Prediction, raster: RasterInfo, saved: SavedModel) -> list[str]:
-    """Hook for ``applicability/REGION.tif`` (area of applicability) on the new imagery.
+def applicability_maps(
+    result: Prediction,
+    raster: RasterInfo,
+    saved: SavedModel,
+    stats: BandStats,
+    model_path: Path,
+    max_nodata_share: float,
+    how: dict,
+) -> list[str]:
+    """``applicability/REGION.tif`` on the new imagery: the dissimilarity index of its patches
+    to the run's training samples of the region, with the run's threshold (Meyer & Pebesma
+    2021, :mod:`soilsource.mapping.applicability`), from the training set the run kept beside
+    its model file. New imagery is where the area of applicability matters most: another
+    area or year can hold land the samples never saw.
 
-    The area of applicability (issue 13) is not in this version of soilsource; when it is,
-    it is computed here from the run's training data and ``raster``, written to
-    ``result.out / "applicability"`` and added to ``result.maps``. Returns the notes the
-    report shows (for now, that there is no applicability map).
+    Returns the notes the report shows: none, or why there is no map (a run saved before
+    soilsource kept its area of applicability).
     """
-    return [
-        "no applicability map: this version of soilsource does not compute the area of "
-        "applicability; read the maps with care far from the training samples' imagery"
-    ]
+    kept = applicability_file(model_path, result.region)
+    if not kept.is_file():
+        return [
+            "no applicability map: the run was saved before soilsource kept its area of "
+            "applicability; run its configuration again to get one, and read the maps with "
+            "care far from the training samples' imagery"
+        ]
+    name = f"{safe_stem(result.region)}.tif"
+    result.maps["applicability"] = write_applicability(
+        result.out / "applicability" / name,
+        cast(SILICNet, saved.model),
+        stats,
+        raster,
+        Applicability.load(kept),
+        max_nodata_share=max_nodata_share,
+        model_text=how["model_text"],
+        rule_text=how["rule_text"],
+    )
+    return []

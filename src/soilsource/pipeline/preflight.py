@@ -87,7 +87,8 @@ MAP_BYTES_PER_PX = 24
 applicability and sensitivity maps, float32 each (16 B), as Cloud-Optimised GeoTIFFs whose
 overviews add a third (21.3 B), rounded up; compression only makes them smaller."""
 SAMPLE_BYTES = 8192
-"""Output bytes per sample: its rows in predictions.csv and the candidate and land-use
+"""Output bytes per sample: its rows in predictions.csv, its features in the kept area of
+applicability (``silicnet.aoa-REGION.npz``, 0.7 KiB in the demo), the candidate and land-use
 tables, and its share of the random forest's nodes (about 4 KiB a sample in the quick
 demo, written twice: the model and its checkpoint)."""
 FIXED_BYTES = 8 * 2**20

@@ -1294,7 +1294,17 @@ def save_models(
                     region.name: map_record(region, estimator, config, dataset)
                     for region in _scope_regions(dataset, key)
                 }
+                for region in _scope_regions(dataset, key):
+                    region_applicability(estimator, region, cv[name], dataset).save(
+                        applicability_file(folder / safe_stem(key) / name, region.name)
+                    )
             save_estimator(folder / safe_stem(key) / name, estimator, metadata)
+
+
+def applicability_file(model_path: Path, region: str) -> Path:
+    """Where a region's area-of-applicability training set is kept beside its model file
+    (``models/SCOPE/silicnet.aoa-REGION.npz``), for ``predict``."""
+    return model_path.with_name(f"{model_path.stem}.aoa-{safe_stem(region)}.npz")
 
 
 def _scope_regions(dataset: Dataset, key: str) -> list[RegionSamples]:
