@@ -68,3 +68,17 @@ def test_the_raster_holds_the_di_and_the_threshold(tmp_path):
     west, east = di[8:24, 6:16], di[8:24, 40:44]
     assert limit < np.nanmin(east)  # unlike any training patch: outside
     assert np.nanmedian(west) < np.nanmin(east) / 3  # where the samples are: far more alike
+
+
+def test_a_kept_training_set_loads_to_the_same_threshold_and_di(tmp_path):
+    """What a run keeps for ``predict`` (npz, no pickle) rebuilds the very same area of
+    applicability: threshold, ``d_bar`` and the DI of new points, bit for bit."""
+    rng = np.random.default_rng(5)
+    aoa = Applicability(rng.normal(size=(50, 6)).astype(np.float32), np.arange(50) % 4)
+    path = aoa.save(tmp_path / "m.aoa-r1.npz")
+    again = Applicability.load(path)
+    new = rng.normal(size=(20, 6)) * 3
+    assert again.threshold == aoa.threshold and again.d_bar == aoa.d_bar
+    np.testing.assert_array_equal(again.di(new), aoa.di(new))
+    with np.load(path, allow_pickle=False) as saved:  # plain arrays only
+        assert sorted(saved.files) == ["features", "folds"]

@@ -1002,8 +1002,16 @@ def probability_maps(
             name = f"{output_name(region, k)}.tif"
             where = folder.parent / "applicability" / name
             if not where.is_file():  # else finished before a resumed run's kill
-                if aoa is None:
-                    aoa = region_applicability(model, region, cv, dataset)
+                if aoa is None:  # the training set save_models kept, else computed
+                    scope = "pooled" if config.train.scope == "pooled" else region.name
+                    kept = applicability_file(
+                        folder.parent / "models" / safe_stem(scope) / MODEL, region.name
+                    )
+                    aoa = (
+                        Applicability.load(kept)
+                        if kept.is_file()
+                        else region_applicability(model, region, cv, dataset)
+                    )
                 write_applicability(
                     where,
                     *_network(model),
