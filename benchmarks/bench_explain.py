@@ -506,7 +506,10 @@ def main(argv: list[str] | None = None) -> None:
         "--occlude-context", choices=("yes", "no"), default=None, help="explain.occlude_context"
     )
     parser.add_argument(
-        "--occlude-with", choices=("mean", "typical"), default=None, help="explain.occlude_with"
+        "--occlude-with",
+        choices=("mean", "typical", "clean"),
+        default=None,
+        help="explain.occlude_with",
     )
     args = parser.parse_args(argv)
     if args.occlude_with is not None:

@@ -265,7 +265,7 @@ def test_occlusion_background_follows_explain_occlude_with(small_city, tmp_path)
     config = load_config(_small_config(small_city, tmp_path))
     region = next(iter(load_dataset(config)))
     stats = BandStats.fit(region.patches.read())
-    assert config.explain.occlude_with == "typical"  # the default
+    assert config.explain.occlude_with == "clean"  # the default
     config.explain.occlude_with = "mean"  # one occlusion, with the band means
     assert occlusion_background(region.patches, stats, config) == ()
     config.explain.occlude_with, config.explain.typical_k = "typical", 4
@@ -274,6 +274,19 @@ def test_occlusion_background_follows_explain_occlude_with(small_city, tmp_path)
     assert abs(sum(w for w, _ in background) - 1.0) < 1e-9
     assert all(len(pixel) == len(region.patches.band_names) for _, pixel in background)
     assert occlusion_background(region.patches, stats, config) == background  # seeded
+    # 'clean': the typical pixels of the clean samples' patches (below their own limit)
+    clean = np.arange(len(region)) % 3 == 0  # which samples are clean is the caller's
+    assert 10 <= clean.sum() <= 256
+    config.explain.occlude_with = "clean"
+    from_clean = occlusion_background(region.patches, stats, config, clean)
+    config.explain.occlude_with = "typical"
+    rows = np.flatnonzero(clean)
+    assert from_clean == occlusion_background(region.patches.subset(rows), stats, config)
+    assert from_clean != background
+    config.explain.occlude_with = "clean"  # too few clean samples: all of them
+    few = np.zeros(len(clean), bool)
+    few[:3] = True
+    assert occlusion_background(region.patches, stats, config, few) == background
 
 
 def test_a_pretrained_trunk_starts_every_network_of_its_region(small_city, tmp_path):

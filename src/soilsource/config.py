@@ -248,22 +248,27 @@ class ExplainConfig(_Section):
             "(0 = the band mean)."
         ),
     )
-    occlude_with: Literal["mean", "typical"] = Field(
-        default="typical",
+    occlude_with: Literal["mean", "typical", "clean"] = Field(
+        default="clean",
         description=(
-            "What an occluding window is filled with: 'typical' (default), in turn each of "
-            "the region's typical pixels (k-means centres of the sample patches' pixels, "
-            "explain.typical_k of them), the drops averaged with the pixels' shares as "
-            "weights; 'mean', the band means (explain.baseline). The mean hides nothing where "
-            "a place already looks average and a lot where it looks unusual (water, bright "
-            "roofs), whatever the network learned: on real Landsat imagery with planted "
-            "emitters it made bright land a false driver (bench_planted); 'typical' asks what "
-            "the prediction would be if the place looked like the rest of the region. Costs "
-            "typical_k occlusions (docs/method.md)."
+            "What an occluding window is filled with: 'clean' (default), in turn each of the "
+            "typical pixels of the clean samples' patches (below their own limit; k-means "
+            "centres, explain.typical_k of them), the drops averaged with the pixels' shares "
+            "as weights: what the prediction would be if the place looked like land where the "
+            "soil was found clean (all samples' patches when fewer than 10 are clean); "
+            "'typical', the same with every sample's patches; 'mean', the band means "
+            "(explain.baseline). The mean hides nothing where a place already looks average "
+            "and a lot where it looks unusual (water, bright roofs), whatever the network "
+            "learned: on real Landsat imagery with planted emitters it made bright land a "
+            "false driver (bench_planted). Synthetic source AUC: mean 0.800, typical 0.784, "
+            "clean 0.820. Costs typical_k occlusions (docs/method.md)."
         ),
     )
     typical_k: int = Field(
-        default=5, ge=1, le=32, description="Typical pixels of explain.occlude_with: typical."
+        default=5,
+        ge=1,
+        le=32,
+        description="Typical pixels of explain.occlude_with: typical or clean.",
     )
     occlude_context: bool = Field(
         default=True,

@@ -737,6 +737,7 @@ def sensitivity_maps(
     batch: int = 16,
     *,
     session: Session | None = None,
+    clean: np.ndarray | None = None,
 ) -> np.ndarray:
     """Occlusion sensitivity (N, H, W) of every patch under the final SI-LICNet.
 
@@ -764,25 +765,43 @@ def sensitivity_maps(
         session=session,
         output=attribution_output(model),
         held=held,
-        background=occlusion_background(patches, stats, config),
+        background=occlusion_background(patches, stats, config, clean),
     )
 
 
 TYPICAL_PATCHES = 256
 """Sample patches (at most) whose pixels the typical pixels are found among."""
+MIN_CLEAN = 10
+"""Clean samples (below their limit) needed for ``occlude_with: clean``; fewer: all."""
 
 
 def occlusion_background(
-    patches: Patches | PatchStore, stats: BandStats, config: Config
+    patches: Patches | PatchStore,
+    stats: BandStats,
+    config: Config,
+    clean: np.ndarray | None = None,
 ) -> sensitivity.Background:
     """The pixels an occluding window takes in turn (``explain.occlude_with``): none for
     ``mean``; for ``typical``, the typical pixels among ``patches``' own: the explained
-    samples of one raster of a region (a region over several rasters gets them per raster)."""
+    samples of one raster of a region (a region over several rasters gets them per raster);
+    for ``clean``, among those of them that ``clean`` marks (samples below their own limit),
+    or all when fewer than :data:`MIN_CLEAN` are.
+
+    Why clean (session 10): the question is what made the contaminated samples
+    contaminated, so a place is compared with what land looks like where the soil is clean.
+    An emitting land type that is common is among the region's typical pixels and could
+    hardly be hidden by them; it is rarer around clean samples. Measured
+    (``bench_explain``, ``bench_planted``): synthetic source AUC 0.784 -> 0.820, land-use
+    Spearman 0.763 -> 0.783, the planted and Meuse rankings as with ``typical``."""
     if config.explain.occlude_with == "mean":
         return ()
     rng = np.random.default_rng(config.train.seed)
-    n = len(patches)
-    rows = np.sort(rng.choice(n, min(n, TYPICAL_PATCHES), replace=False))
+    pool = np.arange(len(patches))
+    if config.explain.occlude_with == "clean" and clean is not None:
+        marked = np.asarray(clean, bool)
+        pool = pool[marked] if int(marked.sum()) >= MIN_CLEAN else pool
+    n = len(pool)
+    rows = np.sort(pool[rng.choice(n, min(n, TYPICAL_PATCHES), replace=False)])
     part = patches.subset(rows).read()  # the pixels once, for both uses below
     return sensitivity.typical_pixels(
         stats.transform(part), part.valid, config.explain.typical_k, seed=config.train.seed
@@ -847,10 +866,11 @@ def explain(
             name = output_name(region, k)
             path = out / "sensitivity" / f"{name}.tif"
             patches = region.patches.subset(members)
+            clean = region.labels[members] == 0  # below their own limit
             grid = effects = None
             if not path.is_file():  # else finished before a resumed run's kill
                 maps = sensitivity_maps(
-                    model, patches, config, raster.pixel_size_m, session=session
+                    model, patches, config, raster.pixel_size_m, session=session, clean=clean
                 )
                 if skill:  # what the candidates are ranked by, kept before the raster
                     grid = _object_grid(patches, raster, landuse, config)
@@ -890,7 +910,7 @@ def explain(
                 effects = checkpoints.load_effects(name)
             if effects is None:  # a run killed before its effects were kept
                 maps = sensitivity_maps(
-                    model, patches, config, raster.pixel_size_m, session=session
+                    model, patches, config, raster.pixel_size_m, session=session, clean=clean
                 )
                 effects = _sample_effects(maps, patches, grid)
             candidates.append(
