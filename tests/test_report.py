@@ -104,7 +104,7 @@ def test_pipeline_writes_a_complete_report(run_dir):
     assert "train:" in html and "torch" in html and "rasterio" in html
     assert "kNNDM cross-validation" in html and "Optimistic" not in html
     assert "none (patch.context_m: [])" in html  # the context bands, said
-    assert "typical pixels, the drops weighted" in html  # what occlusion fills windows with
+    assert "typical pixels of the clean samples" in html  # what fills the windows
 
 
 @pytest.mark.slow

@@ -469,12 +469,14 @@ def _inputs(
         )
     )
     explain = config.explain
-    filled = (
-        f"filled in turn with the region's {explain.typical_k} typical pixels, the drops "
-        "weighted by how common each is (explain.occlude_with: typical)"
-        if explain.occlude_with == "typical"
-        else "filled with the band means (explain.occlude_with: mean)"
-    )
+    filled = {
+        "clean": f"filled in turn with the {explain.typical_k} typical pixels of the clean "
+        "samples' patches (below their own limit), the drops weighted by how common each is "
+        "(explain.occlude_with: clean)",
+        "typical": f"filled in turn with the region's {explain.typical_k} typical pixels, the "
+        "drops weighted by how common each is (explain.occlude_with: typical)",
+        "mean": "filled with the band means (explain.occlude_with: mean)",
+    }[explain.occlude_with]
     rows.append(
         ("occlusion", f"window {explain.window_m:g} m, stride {explain.stride_m:g} m; {filled}")
     )
