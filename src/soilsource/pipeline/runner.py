@@ -673,9 +673,14 @@ def block_m(config: Config, table: pd.DataFrame) -> float:
     return config.train.default_block_m(config.patch.size_m, float(extent))
 
 
+def scope_key(cv: dict[str, CVResult], region: str) -> str:
+    """The scope whose model covers ``region``: its own, or ``pooled``."""
+    return region if region in cv else "pooled"
+
+
 def region_result(cv: dict[str, CVResult], region: str) -> CVResult:
     """The cross-validation that covers ``region`` (its own, or the pooled one)."""
-    return cv[region] if region in cv else cv["pooled"]
+    return cv[scope_key(cv, region)]
 
 
 def oof(
@@ -1022,15 +1027,10 @@ def probability_maps(
             name = f"{output_name(region, k)}.tif"
             where = folder.parent / "applicability" / name
             if not where.is_file():  # else finished before a resumed run's kill
-                if aoa is None:  # the training set save_models kept, else computed
-                    scope = "pooled" if config.train.scope == "pooled" else region.name
-                    kept = applicability_file(
-                        folder.parent / "models" / safe_stem(scope) / MODEL, region.name
-                    )
-                    aoa = (
-                        Applicability.load(kept)
-                        if kept.is_file()
-                        else region_applicability(model, region, cv, dataset)
+                if aoa is None:  # the training set save_models kept before the maps
+                    scope = safe_stem(scope_key(cv, region.name))
+                    aoa = Applicability.load(
+                        applicability_file(folder.parent / "models" / scope / MODEL, region.name)
                     )
                 write_applicability(
                     where,
