@@ -77,7 +77,7 @@ def occlusion_baseline(
     """
     unseen = None
     if valid is not None:
-        unseen = ~torch.as_tensor(np.asarray(valid, bool), device=x.device)
+        unseen = ~torch.as_tensor(valid, dtype=torch.bool, device=x.device)
         if not unseen.any():
             unseen = None
     if not held and unseen is None and isinstance(baseline, float | int):
@@ -99,10 +99,11 @@ def sensitivity_task(job: _OcclusionJob, batch: tuple[np.ndarray, np.ndarray]) -
     network = job.model.build()
     normalised, valid = batch
     x = torch.from_numpy(normalised)
+    seen = torch.as_tensor(valid, dtype=torch.bool)  # once for every typical pixel
     pixels = job.background or ((1.0, job.baseline),)
     maps = None
     for weight, pixel in pixels:
-        base = occlusion_baseline(x, pixel, job.held, valid)
+        base = occlusion_baseline(x, pixel, job.held, seen)
         one = occlusion_sensitivity(
             network, x, job.window_px, job.stride_px, base, output=job.output
         )
