@@ -82,6 +82,7 @@ class Variant:
     model: dict | None = None  # other model.* settings (sectors, pretrain)
     augment: str | None = None  # train.augment; None: the default
     tta: bool = False  # predictions averaged over the 8 rotations and flips
+    shift_px: int = 0  # training patches also moved by up to this many pixels
     scope: str | None = None  # train.scope; None: the configuration's ("region")
 
 
@@ -124,6 +125,9 @@ VARIANTS = {
         scope="pooled",
     ),
     "noaug": Variant("new, no rotation augmentation", "value", None, None, None, "none"),
+    "shift1": Variant("new + shifts of up to 1 px", "value", None, None, shift_px=1),
+    "shift2": Variant("new + shifts of up to 2 px", "value", None, None, shift_px=2),
+    "members5": Variant("new with 5 members", "value", 5, None),
     "sectors_aug": Variant(
         "new + quadrant sectors (rotations kept)", "value", None, None, {"sectors": 4}
     ),
@@ -179,6 +183,8 @@ def run_case(
                 setattr(local.model, key, value)
             if variant.tta:
                 settings = replace(settings, tta=True)
+            if variant.shift_px:
+                settings = replace(settings, shift_px=variant.shift_px)
             if variant.augment is not None:
                 local.train.augment = variant.augment
                 settings = replace(settings, augment=variant.augment == "dihedral")

@@ -26,6 +26,7 @@ from soilsource.learn.training import (
     inner_split,
     predict_proba,
     resolve_device,
+    shift,
 )
 
 FAST = TrainSettings(max_epochs=12, batch_size=16, patience=4, lr=1e-2, monitor="auc")
@@ -95,6 +96,41 @@ def test_augment_applies_one_group_element_per_patch_and_uses_all():
     a = augment(x, torch.Generator().manual_seed(5))
     b = augment(x, torch.Generator().manual_seed(5))
     assert torch.equal(a, b)
+
+
+def test_shift_moves_each_patch_by_one_offset_within_the_limit_and_fills_with_no_data():
+    x = torch.arange(1, 64 * 2 * 7 * 7 + 1, dtype=torch.float32).reshape(64, 2, 7, 7)
+    out = shift(x, torch.Generator().manual_seed(0), 2)
+    seen = set()
+    for i in range(len(x)):
+        matches = []
+        for dy in range(-2, 3):
+            for dx in range(-2, 3):
+                moved = torch.zeros_like(x[i])
+                moved[:, max(0, dy) : 7 + min(0, dy), max(0, dx) : 7 + min(0, dx)] = x[
+                    i, :, max(0, -dy) : 7 - max(0, dy), max(0, -dx) : 7 - max(0, dx)
+                ]
+                if torch.equal(out[i], moved):
+                    matches.append((dy, dx))
+        assert len(matches) == 1  # one offset, the same for every band
+        seen.add(matches[0])
+    assert len(seen) > 15  # of the 25 offsets, most drawn among 64 patches
+    assert torch.equal(shift(x, torch.Generator().manual_seed(0), 0), x)
+    with pytest.raises(ValueError, match="shift_px"):
+        shift(x, torch.Generator(), -1)
+
+
+def test_augment_with_shift_rotates_then_moves():
+    x = torch.randn(16, 1, 6, 6)
+    rotated = augment(x, torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)
+    both = augment(x, g, shift_px=1)
+    # the same draws of rotation, then shifts; moved patches lose at most one row and column
+    kept = (both != 0).reshape(16, -1).sum(1)
+    assert torch.all(kept >= 25) and torch.any(kept < 36)
+    for i in range(16):
+        inside = both[i] != 0
+        assert torch.isin(both[i][inside], rotated[i]).all()
 
 
 # --- small pieces ---------------------------------------------------------------------------

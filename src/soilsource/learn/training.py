@@ -69,6 +69,7 @@ __all__ = [
     "predict_proba",
     "resolve_device",
     "share_cpus",
+    "shift",
 ]
 
 DIHEDRAL_ORDER = 8
@@ -131,6 +132,10 @@ class TrainSettings:
     predict_batch_size: int = 64
     schedule: Literal["constant", "cosine"] = "cosine"
     min_steps: int = 0
+    shift_px: int = 0
+    """Training augmentation: each patch also moved by a random whole-pixel offset of at most
+    this many pixels (:func:`shift`), after its rotation/flip. A measurement lever
+    (``benchmarks/bench_accuracy.py``, variants ``shift1`` and ``shift2``)."""
     tta: bool = False
     """Test-time augmentation: predictions averaged over the 8 rotations and flips of each
     patch. A measurement lever (``benchmarks/bench_accuracy.py``, variant ``tta``); the
@@ -263,14 +268,41 @@ def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
     return torch.flip(y, dims=(-1,)) if k >= 4 else y
 
 
-def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Each patch of the batch under its own random rotation/flip, drawn from ``generator``."""
+def augment(x: torch.Tensor, generator: torch.Generator, shift_px: int = 0) -> torch.Tensor:
+    """Each patch of the batch under its own random rotation/flip, drawn from ``generator``;
+    with ``shift_px``, then moved by its own random whole-pixel offset (:func:`shift`)."""
     which = torch.randint(0, DIHEDRAL_ORDER, (x.shape[0],), generator=generator)
     out = torch.empty_like(x)
     for k in range(DIHEDRAL_ORDER):
         idx = torch.nonzero(which == k).flatten().to(x.device)
         if idx.numel():
             out[idx] = dihedral(x[idx], k)
+    return shift(out, generator, shift_px) if shift_px else out
+
+
+def shift(x: torch.Tensor, generator: torch.Generator, shift_px: int) -> torch.Tensor:
+    """Each patch moved by its own offset ``(dy, dx)``, each uniform in ``-shift_px..shift_px``;
+    the strip that enters at the edge is 0, which in normalised patches is "no data".
+
+    Why: a sample is a point (or a composite of a few metres) whose position and the
+    image's registration are each uncertain by about a pixel, so the network should not
+    depend on which pixel exactly is under it.
+
+    >>> moved = shift(torch.ones(6, 1, 5, 5), torch.Generator().manual_seed(0), 1)
+    >>> moved.sum(dim=(1, 2, 3)).tolist()  # 25: not moved; 20: along one axis; 16: both
+    [16.0, 16.0, 16.0, 16.0, 20.0, 16.0]
+    """
+    if shift_px < 0:
+        raise ValueError(f"shift_px must be >= 0, got {shift_px}")
+    n, size = x.shape[0], 2 * shift_px + 1
+    offsets = torch.randint(0, size * size, (n,), generator=generator)
+    out = torch.zeros_like(x)
+    height, width = x.shape[-2:]
+    for code in torch.unique(offsets).tolist():
+        dy, dx = code // size - shift_px, code % size - shift_px
+        idx = torch.nonzero(offsets == code).flatten().to(x.device)
+        src = x[idx][..., max(0, -dy) : height - max(0, dy), max(0, -dx) : width - max(0, dx)]
+        out[idx, ..., max(0, dy) : height - max(0, -dy), max(0, dx) : width - max(0, -dx)] = src
     return out
 
 
@@ -537,7 +569,9 @@ def fit(
             for batch in _batches(order, settings.batch_size):
                 xb = _take(x_all, batch).to(device, non_blocking=True)
                 if settings.augment:
-                    xb = augment(xb, generator)
+                    xb = augment(xb, generator, settings.shift_px)
+                elif settings.shift_px:
+                    xb = shift(xb, generator, settings.shift_px)
                 yb = y_all[batch].to(device)
                 if members > 1:  # every member scored on its own: an ensemble, not one net
                     out = model.member_outputs(xb)  # type: ignore[operator]  # SI-LICNet's
