@@ -16,7 +16,13 @@ way, in memory (ranking by mean sensitivity per class over the covered pixels, a
 column of ``landuse_sensitivity.csv`` is). The tables give the mean and standard deviation
 over regions and seeds. Occlusion itself is the same in every variant.
 
-Usage: ``python benchmarks/bench_explain.py [--seeds 0 1] [--quick] [--size-px N]``.
+``--profile default`` trains as ``soilsource run`` does by default (``model.members``,
+``model.pretrain``, ``train.min_steps``, 20 epochs; what ``bench_accuracy`` measures) on
+the demo's city, patches and folds, instead of the demo's one network for 10 epochs;
+``--no-variants`` scores only the run's own outputs (the variants recompute every map).
+
+Usage: ``python benchmarks/bench_explain.py [--seeds 0 1] [--quick] [--size-px N]
+[--profile demo|default] [--no-variants]``.
 """
 
 from __future__ import annotations
@@ -234,7 +240,12 @@ class SeedResult:
 
 
 def one_seed(seed: int, quick: bool, size_px: int | None, workdir: Path) -> SeedResult:
-    """Train (SI-LICNet only), explain and score one synthetic city."""
+    """Train (SI-LICNet only), explain and score one synthetic city.
+
+    Training follows the demo (one network, ``DEMO_EPOCHS``, no pretraining) unless
+    ``--profile default`` asked for the configuration's defaults (``model.members``,
+    ``model.pretrain``, ``train.min_steps``, 20 epochs), as ``bench_accuracy`` trains them.
+    """
     city_px, patch_m, folds, epochs = demo_profile(quick)
     run_dir = prepare(workdir / f"run{seed}", force=True)
     city = run_dir / "city"
@@ -242,14 +253,16 @@ def one_seed(seed: int, quick: bool, size_px: int | None, workdir: Path) -> Seed
     config = load_config(city / "config.yaml")
     config.train.seed = seed
     config.patch.size_m, config.train.folds = patch_m, folds
-    config.model.members = getattr(cli, "DEMO_MEMBERS", 1)  # what the demo trains
-    config.model.pretrain = getattr(cli, "DEMO_PRETRAIN", False)
+    if not SETTINGS.get("default_training"):
+        config.model.members = getattr(cli, "DEMO_MEMBERS", 1)  # what the demo trains
+        config.model.pretrain = getattr(cli, "DEMO_PRETRAIN", False)
     config.model.baselines = []  # the explanation is SI-LICNet's; baselines only cost time
     config = with_settings(config)
     seconds = {}
     start = time.perf_counter()
     dataset = load_dataset(config)
-    cv = evaluate(dataset, config, settings=TrainSettings(max_epochs=epochs))
+    settings = None if SETTINGS.get("default_training") else TrainSettings(max_epochs=epochs)
+    cv = evaluate(dataset, config, settings=settings)
     seconds["training"] = time.perf_counter() - start
     start = time.perf_counter()
     explain(run_dir, dataset, config, cv[MODEL])  # what soilsource run writes
@@ -265,7 +278,7 @@ def one_seed(seed: int, quick: bool, size_px: int | None, workdir: Path) -> Seed
     official.insert(0, "seed", seed)
     truth = json.loads((city / "truth" / "summary.json").read_text(encoding="utf-8"))["regions"]
     rows = []
-    for rm in region_maps(cv[MODEL], dataset, config):
+    for rm in region_maps(cv[MODEL], dataset, config) if SETTINGS.get("variants", True) else []:
         np.savez(run_dir / f"maps_{rm.name}.npz", maps=rm.maps[SHIPPED], row_off=rm.row_off,
                  col_off=rm.col_off, height=rm.height, width=rm.width)  # fmt: skip
         for key, maps in rm.maps.items():
@@ -336,6 +349,9 @@ def print_scores(official: pd.DataFrame, variants: pd.DataFrame) -> None:
     print("\nPer region over seeds (mean, sd):\n")
     print(markdown(summary))
     scores = ["source_auc", "spearman", "precision@10 weighted", "precision@10 unweighted"]
+    if variants.empty:
+        print("\nVariants of attribution not scored (--no-variants).")
+        return
     for title, part in (
         ("all regions", variants),
         ("regions with skill", variants[variants.skill]),
@@ -511,7 +527,22 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="explain.occlude_with",
     )
+    parser.add_argument(
+        "--profile",
+        choices=("demo", "default"),
+        default="demo",
+        help="training: the demo's (one network, 10 epochs) or the defaults (bench_accuracy's)",
+    )
+    parser.add_argument(
+        "--no-variants",
+        action="store_true",
+        help="score only the run's own outputs (the variants recompute every occlusion map)",
+    )
     args = parser.parse_args(argv)
+    if args.profile == "default":
+        SETTINGS["default_training"] = True
+    if args.no_variants:
+        SETTINGS["variants"] = False
     if args.occlude_with is not None:
         SETTINGS["occlude_with"] = args.occlude_with
     if args.context_m is not None:
@@ -546,10 +577,15 @@ def main(argv: list[str] | None = None) -> None:
                 title,
             )
     city_px, patch_m, folds, epochs = demo_profile(args.quick)
+    training = (
+        "the default training (model.members, model.pretrain, train.min_steps, 20 epochs)"
+        if args.profile == "default"
+        else f"{epochs} epochs, one network"
+    )
     print(
         f"Synthetic city, {'demo --quick' if args.quick else 'demo'} profile: "
         f"{args.size_px or city_px} px regions, {patch_m:g} m patches, {folds} folds, "
-        f"{epochs} epochs; seeds {', '.join(map(str, args.seeds))}. Load average "
+        f"{training}; seeds {', '.join(map(str, args.seeds))}. Load average "
         f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; {time.perf_counter() - start:.0f} s.\n"
     )
     print_scores(
