@@ -135,7 +135,8 @@ class TrainSettings:
     shift_px: int = 0
     """Training augmentation: each patch also moved by a random whole-pixel offset of at most
     this many pixels (:func:`shift`), after its rotation/flip. A measurement lever
-    (``benchmarks/bench_accuracy.py``, variants ``shift1`` and ``shift2``)."""
+    (``benchmarks/bench_accuracy.py``, variants ``shift1`` and ``shift2``): on Meuse it did
+    not help (0.863 and 0.865 against 0.870, 3 seeds; ``docs/method.md``), so it is 0."""
     tta: bool = False
     """Test-time augmentation: predictions averaged over the 8 rotations and flips of each
     patch. A measurement lever (``benchmarks/bench_accuracy.py``, variant ``tta``); the
