@@ -118,6 +118,8 @@ def test_shift_moves_each_patch_by_one_offset_within_the_limit_and_fills_with_no
     assert torch.equal(shift(x, torch.Generator().manual_seed(0), 0), x)
     with pytest.raises(ValueError, match="shift_px"):
         shift(x, torch.Generator(), -1)
+    with pytest.raises(ValueError, match="shift_px"):
+        TrainSettings(shift_px=-1)
 
 
 def test_augment_with_shift_rotates_then_moves():

@@ -165,6 +165,8 @@ class TrainSettings:
             raise ValueError(f"monitor must be 'auc' or 'loss', got {self.monitor!r}")
         if self.schedule not in ("constant", "cosine"):
             raise ValueError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
+        if self.shift_px < 0:
+            raise ValueError(f"shift_px must be >= 0, got {self.shift_px}")
 
 
 @dataclass(frozen=True)
