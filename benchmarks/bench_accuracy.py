@@ -27,8 +27,10 @@ The cross-validation is :func:`soilsource.pipeline.runner.evaluate`, the code be
 
 Usage: ``python benchmarks/bench_accuracy.py [--seeds N] [--first-seed S] [--only synthetic|meuse]
 [--designs knndm,buffered] [--variants a,b] [--baselines random_forest,mobilenet_v3_small]
-[--regions a,b] [--patch-m M] [--context-m M,...|none]`` (``--patch-m``: Meuse with another
-patch side than the example's, e.g. 960 m, its side before issue 12; ``--context-m``: the
+[--regions a,b] [--patch-m M] [--city-patch-m M] [--context-m M,...|none]``
+(``--patch-m``: Meuse with another patch side than the example's, e.g. 960 m, its side
+before issue 12; ``--city-patch-m``: the synthetic city's, e.g. 1280 m, the side its own
+``config.yaml`` sets, instead of the demo's 640 m; ``--context-m``: the
 context bands of :mod:`soilsource.data.context` for every model of both cases). The variant
 ``pooled`` and a baseline with the suffix ``@pooled`` (``random_forest@pooled``) train one
 model on all regions' samples at once (``train.scope: pooled``, pooled folds) and are scored
@@ -224,7 +226,8 @@ def collect(args: argparse.Namespace, work: Path) -> dict:
             city = work / f"city_{seed}"
             summary = write_city(city, seed=seed, size_px=cli.DEMO_CITY_PX)
             config = load_config(city / "config.yaml")
-            config.patch.size_m, config.train.folds = cli.DEMO_PATCH_M, cli.DEMO_FOLDS
+            config.patch.size_m = args.city_patch_m or cli.DEMO_PATCH_M
+            config.train.folds = cli.DEMO_FOLDS
             if args.context_m is not None:
                 config.patch.context_m = args.context_m
             for region, info in summary["regions"].items():
@@ -303,7 +306,12 @@ def tables(args: argparse.Namespace, found: dict) -> list[str]:
         f"{ModelConfig().members}. Meuse patch: "
         + (f"{args.patch_m:g} m (--patch-m)" if args.patch_m else "the example's")
         + f"; synthetic city: demo profile ({cli.DEMO_CITY_PX} px regions, "
-        f"{cli.DEMO_PATCH_M:g} m patches, {cli.DEMO_FOLDS} folds). Context bands "
+        + (
+            f"{args.city_patch_m:g} m patches (--city-patch-m)"
+            if args.city_patch_m
+            else f"{cli.DEMO_PATCH_M:g} m patches"
+        )
+        + f", {cli.DEMO_FOLDS} folds). Context bands "
         "(patch.context_m), for every model: "
         + (
             "the configuration's"
@@ -395,6 +403,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baselines", default=FOREST, help="comma-separated")
     parser.add_argument("--regions", default="", help="synthetic regions (default all)")
     parser.add_argument("--patch-m", type=float, default=None, help="Meuse patch side (m)")
+    parser.add_argument(
+        "--city-patch-m", type=float, default=None, help="synthetic city's patch side (m)"
+    )
     parser.add_argument(
         "--context-m",
         default=None,
