@@ -122,11 +122,11 @@ def test_shift_moves_each_patch_by_one_offset_within_the_limit_and_fills_with_no
         TrainSettings(shift_px=-1)
 
 
-def test_augment_with_shift_rotates_then_moves():
+def test_shift_after_augment_rotates_then_moves():
     x = torch.randn(16, 1, 6, 6)
     rotated = augment(x, torch.Generator().manual_seed(3))
     g = torch.Generator().manual_seed(3)
-    both = augment(x, g, shift_px=1)
+    both = shift(augment(x, g), g, 1)  # as fit applies them
     # the same draws of rotation, then shifts; moved patches lose at most one row and column
     kept = (both != 0).reshape(16, -1).sum(1)
     assert torch.all(kept >= 25) and torch.any(kept < 36)

@@ -271,16 +271,15 @@ def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
     return torch.flip(y, dims=(-1,)) if k >= 4 else y
 
 
-def augment(x: torch.Tensor, generator: torch.Generator, shift_px: int = 0) -> torch.Tensor:
-    """Each patch of the batch under its own random rotation/flip, drawn from ``generator``;
-    with ``shift_px``, then moved by its own random whole-pixel offset (:func:`shift`)."""
+def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each patch of the batch under its own random rotation/flip, drawn from ``generator``."""
     which = torch.randint(0, DIHEDRAL_ORDER, (x.shape[0],), generator=generator)
     out = torch.empty_like(x)
     for k in range(DIHEDRAL_ORDER):
         idx = torch.nonzero(which == k).flatten().to(x.device)
         if idx.numel():
             out[idx] = dihedral(x[idx], k)
-    return shift(out, generator, shift_px) if shift_px else out
+    return out
 
 
 def shift(x: torch.Tensor, generator: torch.Generator, shift_px: int) -> torch.Tensor:
@@ -572,8 +571,8 @@ def fit(
             for batch in _batches(order, settings.batch_size):
                 xb = _take(x_all, batch).to(device, non_blocking=True)
                 if settings.augment:
-                    xb = augment(xb, generator, settings.shift_px)
-                elif settings.shift_px:
+                    xb = augment(xb, generator)
+                if settings.shift_px:  # after the rotation, from the same generator
                     xb = shift(xb, generator, settings.shift_px)
                 yb = y_all[batch].to(device)
                 if members > 1:  # every member scored on its own: an ensemble, not one net
