@@ -50,7 +50,6 @@ from soilsource.data.dataset import load_dataset
 from soilsource.explain.mosaic import accumulate_window, expected_map, mosaic_sensitivity
 from soilsource.explain.scoring import candidate_scores, ranking_spearman, score_run, source_auc
 from soilsource.explain.sensitivity import occlusion_px
-from soilsource.learn.training import TrainSettings
 from soilsource.pipeline.runner import (
     MODEL,
     build_metrics,
@@ -253,16 +252,17 @@ def one_seed(seed: int, quick: bool, size_px: int | None, workdir: Path) -> Seed
     config = load_config(city / "config.yaml")
     config.train.seed = seed
     config.patch.size_m, config.train.folds = patch_m, folds
-    if not SETTINGS.get("default_training"):
-        config.model.members = getattr(cli, "DEMO_MEMBERS", 1)  # what the demo trains
+    if not SETTINGS.get("default_training"):  # what the demo trains (soilsource demo)
+        config.model.members = getattr(cli, "DEMO_MEMBERS", 1)
         config.model.pretrain = getattr(cli, "DEMO_PRETRAIN", False)
+        config.train.max_epochs = epochs
+        config.train.min_steps = getattr(cli, "DEMO_MIN_STEPS", 0)
     config.model.baselines = []  # the explanation is SI-LICNet's; baselines only cost time
     config = with_settings(config)
     seconds = {}
     start = time.perf_counter()
     dataset = load_dataset(config)
-    settings = None if SETTINGS.get("default_training") else TrainSettings(max_epochs=epochs)
-    cv = evaluate(dataset, config, settings=settings)
+    cv = evaluate(dataset, config)  # the configuration's training, as soilsource run does
     seconds["training"] = time.perf_counter() - start
     start = time.perf_counter()
     explain(run_dir, dataset, config, cv[MODEL])  # what soilsource run writes

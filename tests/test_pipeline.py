@@ -30,6 +30,7 @@ from soilsource.pipeline.runner import (
     oof,
     pretrained_trunks,
     run,
+    train_settings,
 )
 from soilsource.rundir import is_complete
 
@@ -311,3 +312,15 @@ def test_a_pretrained_trunk_starts_every_network_of_its_region(small_city, tmp_p
             assert torch.equal(net.state_dict()[key], value)
     config.train.scope = "pooled"
     assert set(pretrained_trunks(dataset, config, "cpu", settings=tiny)) == {"pooled"}
+
+
+def test_model_factory_without_settings_trains_as_the_configuration_says(small_city, tmp_path):
+    config = load_config(_small_config(small_city, tmp_path))
+    config.model.pretrain = False
+    config.train.min_steps, config.train.max_epochs, config.train.augment = 123, 7, "none"
+    dataset = load_dataset(config)
+    net = model_factory(MODEL, dataset, config, None)().inner
+    assert net.settings == train_settings(config)  # what soilsource run trains with
+    assert (net.settings.min_steps, net.settings.max_epochs) == (123, 7)
+    assert net.settings.augment is False
+    assert model_factory(MODEL, dataset, config, FAST)().inner.settings == FAST  # given wins

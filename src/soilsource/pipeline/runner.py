@@ -544,11 +544,15 @@ def model_factory(
     """A zero-argument factory of a fresh, untrained estimator for ``name``
     (:func:`~soilsource.models.registry.estimator`, with the configured SI-LICNet).
 
-    Every model learns ``model.target`` (the concentration, or the label). ``trunk``: a
+    Every model learns ``model.target`` (the concentration, or the label). ``settings``: the
+    torch models' training; None = the configuration's (:func:`train_settings`: its
+    ``train.min_steps``, ``max_epochs``, ``patience`` and ``augment``), so that
+    :func:`evaluate` called without settings trains as ``soilsource run`` does. ``trunk``: a
     pretrained SI-LICNet trunk (:mod:`soilsource.models.pretrain`) every network starts from.
     """
     channels, size = len(dataset.band_names), dataset.patch_px
     device, target = config.compute.device, config.model.target
+    settings = train_settings(config, settings)
     build = None
     if name == MODEL:
         silicnet = silicnet_builder(dataset, config)
@@ -619,6 +623,8 @@ def evaluate(
     taken from, ``checkpoints``. ``models`` (default SI-LICNet and the configured
     baselines), ``final`` (train the final models) and ``n_boot`` (bootstrap resamples
     of the AUC interval) let benchmarks run the same evaluation for less.
+    ``settings``: the torch models' training; None = the configuration's
+    (:func:`train_settings`), as ``soilsource run`` trains.
     """
     models = models or [MODEL, *config.model.baselines]
     scopes = list(_scopes(dataset, config))  # prediction areas read once for every model
