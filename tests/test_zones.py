@@ -14,7 +14,9 @@ import tinyinputs
 from soilsource.analysis.zones import (
     GEODETECTOR_COLUMNS,
     TABLE_COLUMNS,
+    ZoneResult,
     landuse_statistics,
+    mark_drivers,
     region_landuse_statistics,
     write_geodetector,
     write_landuse_sensitivity,
@@ -118,6 +120,25 @@ def test_a_sensitive_class_is_ranked_first_with_a_small_p_value():
     assert result.geodetector["p_value"] < 0.01 and result.geodetector["q"] > 0.15
     # The hotspots fall on residential land.
     assert table.loc["residential", "enrichment"] > 2
+
+
+def test_drivers_rank_before_classes_with_a_higher_but_insignificant_mean():
+    table = pd.DataFrame(
+        {
+            "class": ["water", "sparse", "dense", "bright", "absent"],
+            "mean_sensitivity": [0.09, 0.05, 0.05, 0.03, np.nan],
+            "p_value": [0.40, 0.01, 0.02, 0.30, np.nan],
+        }
+    )
+    ranked = mark_drivers(ZoneResult(table, {})).table
+    assert ranked["class"].tolist() == ["dense", "sparse", "water", "bright", "absent"]
+    assert ranked["rank"].tolist()[:4] == [1, 1, 3, 4]  # tied drivers share the best rank
+    assert ranked["driver"].tolist() == [True, True, False, False, False]
+    assert pd.isna(ranked["rank"].iloc[4])  # not in the covered area: no rank
+    without_skill = mark_drivers(ZoneResult(table, {}), skill=False).table
+    assert without_skill["class"].tolist()[:4] == ["water", "dense", "sparse", "bright"]
+    assert not without_skill["driver"].any()
+    assert without_skill["rank"].tolist()[:4] == [1, 2, 2, 4]
 
 
 def test_evidence_z_is_the_class_mean_against_its_torus_null():

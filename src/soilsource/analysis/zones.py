@@ -9,7 +9,8 @@ For each region and land-use class (``landuse_sensitivity.csv``):
 - ``enrichment``: ``hotspot_share / area_share`` (above 1: over-represented in hotspots);
 - ``p_value``: one-sided, for "the class is more sensitive than the rest", from a torus
   translation test (below);
-- ``rank``: by mean sensitivity, 1 = most sensitive (ties share the best rank);
+- ``rank``: the drivers first, then the other classes, each group by mean sensitivity, 1 =
+  most sensitive (ties share the best rank; :func:`mark_drivers`);
 - ``driver``: the class drives contamination in this region: significant positive
   evidence (``mean_sensitivity > 0`` and ``p_value < 0.05``) in a region whose model has
   skill (:func:`mark_drivers`). Never true for a class whose evidence is negative.
@@ -325,9 +326,8 @@ def _results(
             "evidence_z": np.where(present, z_class, np.nan),
         }
     )
-    table["rank"] = table.mean_sensitivity.rank(ascending=False, method="min").astype("Int64")
+    table["rank"] = pd.NA  # set with the drivers
     table["driver"] = False
-    table = table.sort_values(["rank", "class"], na_position="last", ignore_index=True)
     geodetector = {
         "region": region,
         "q": q,
@@ -345,19 +345,40 @@ DRIVER_P = 0.05
 
 
 def mark_drivers(result: ZoneResult, skill: bool = True, p: float = DRIVER_P) -> ZoneResult:
-    """``result`` with the ``driver`` column set: positive mean, p-value below ``p``, skill.
+    """``result`` with the ``driver`` column set (positive mean, p-value below ``p``, skill)
+    and ranked: the drivers first, then the rest, each group by mean sensitivity.
+
+    Why drivers first. ``rank`` answers the user's question, which land types drive
+    contamination. A class whose mean is high but not distinguishable from where the land
+    use happens to lie (the torus test: a small or patchy class near one strong source) is
+    weaker evidence than a driver's, so it should not be named above one. Measured on the
+    same runs' tables, re-ordered (session 12; the default training): planted
+    ``sparse_vegetation`` emitters first in 4 of 6 seeds instead of 3 (the sixth-best by
+    mean no longer outranks the one significant class), ``bright`` 6 of 6 either way; the
+    synthetic city's land-use Spearman 0.831 against 0.829 over 18 region-seeds; Meuse
+    unchanged (its first class is its only driver). Without skill there are no drivers, and
+    the order is the mean's.
 
     >>> table = pd.DataFrame({"class": ["a", "b", "c"], "mean_sensitivity": [0.2, -0.1, 0.3],
     ...                       "p_value": [0.01, 0.01, 0.2]})
-    >>> mark_drivers(ZoneResult(table, {})).table["driver"].tolist()
-    [True, False, False]
-    >>> mark_drivers(ZoneResult(table, {}), skill=False).table["driver"].tolist()
-    [False, False, False]
+    >>> mark_drivers(ZoneResult(table, {})).table[["class", "driver", "rank"]]
+      class  driver  rank
+    0     a    True     1
+    1     c   False     2
+    2     b   False     3
+    >>> mark_drivers(ZoneResult(table, {}), skill=False).table["class"].tolist()
+    ['c', 'a', 'b']
     """
     table = result.table.copy()
-    positive = table["mean_sensitivity"].fillna(0.0) > 0
+    mean = table["mean_sensitivity"]
+    positive = mean.fillna(0.0) > 0
     significant = table["p_value"].fillna(1.0) < p
-    table["driver"] = (positive & significant & skill).astype(bool)
+    driver = (positive & significant & skill).astype(bool)
+    table["driver"] = driver
+    first = mean.where(driver).rank(ascending=False, method="min")
+    rest = mean.where(~driver).rank(ascending=False, method="min") + int(driver.sum())
+    table["rank"] = first.fillna(rest).astype("Int64")
+    table = table.sort_values(["rank", "class"], na_position="last", ignore_index=True)
     return ZoneResult(table, result.geodetector)
 
 
