@@ -8,7 +8,7 @@ Two questions per region, matching what the explanation is for:
   top ``1 - source_quantile`` (default: top 10 %) of the covered pixels: the places that
   actually load the soil with Cd, judged where the map has values. 0.5 is chance.
 - *Does it rank the land types right?* Spearman correlation between the ranking of land
-  use by mean sensitivity (``landuse_sensitivity.csv``) and the true ranking by mean
+  use of ``landuse_sensitivity.csv`` (its ``rank``) and the true ranking by mean
   contribution: the city's own ``landuse_ranking`` (whole region, ``truth/summary.json``)
   and the same ranking recomputed over the covered pixels only, which is all the model
   could see. Both use the classes the two rankings share (at least three, else NaN).
