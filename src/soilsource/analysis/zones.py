@@ -351,13 +351,14 @@ def mark_drivers(result: ZoneResult, skill: bool = True, p: float = DRIVER_P) ->
     Why drivers first. ``rank`` answers the user's question, which land types drive
     contamination. A class whose mean is high but not distinguishable from where the land
     use happens to lie (the torus test: a small or patchy class near one strong source) is
-    weaker evidence than a driver's, so it should not be named above one. Measured on the
-    same runs' tables, re-ordered (session 12; the default training): planted
-    ``sparse_vegetation`` emitters first in 4 of 6 seeds instead of 3 (the sixth-best by
-    mean no longer outranks the one significant class), ``bright`` 6 of 6 either way; the
-    synthetic city's land-use Spearman 0.831 against 0.829 over 18 region-seeds; Meuse
-    unchanged (its first class is its only driver). Without skill there are no drivers, and
-    the order is the mean's.
+    weaker evidence than a driver's, so it should not be named above one. Measured in
+    session 12 (``bench_planted``, ``bench_explain``; docs/method.md): planted
+    ``sparse_vegetation`` emitters first in 4 of 6 seeds instead of 3 (in the seed that
+    changed, the one driver was third by mean, behind two classes with p 0.2-0.5),
+    ``bright`` 6 of 6 either way; the synthetic city's land-use Spearman 0.831 against 0.829
+    at the default training, 0.776 against 0.783 at the demo's; Meuse unchanged (its first
+    class is its only driver). Without skill there are no drivers, and the order is the
+    mean's.
 
     >>> table = pd.DataFrame({"class": ["a", "b", "c"], "mean_sensitivity": [0.2, -0.1, 0.3],
     ...                       "p_value": [0.01, 0.01, 0.2]})
