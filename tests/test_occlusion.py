@@ -85,6 +85,20 @@ def test_incremental_equals_captum(channels, patch_px, window, stride, n):
     assert (got - expected).abs().max() < TOL
 
 
+def test_default_batches_sized_in_bytes_equal_one_batch(monkeypatch):
+    # The default splits the windows by the bytes of their crops (whole rows of windows);
+    # a budget too small for one window still takes a row, and the map is the same.
+    from soilsource.explain import occlusion
+
+    x = torch.randn(2, 3, 40, 40, generator=torch.Generator().manual_seed(2))
+    model = sensitive_model(3, 40, seed=4, x=x)
+    one_batch = occlusion_sensitivity(model, x, 8, 4, batch_windows=10**6)
+    monkeypatch.setattr(occlusion, "_BATCH_BYTES", 1)
+    row_by_row = occlusion_sensitivity(model, x, 8, 4)
+    assert one_batch.abs().max() > 1e-3
+    assert (row_by_row - one_batch).abs().max() < 1e-6
+
+
 @pytest.mark.parametrize("kind", ["number", "per band", "per pixel"])
 def test_baselines_number_per_band_or_per_pixel(kind):
     x = torch.randn(2, 3, 25, 25)
