@@ -47,10 +47,7 @@ N_BOOT = 1000
 def demo_config(city: Path):
     """The configuration ``soilsource demo`` runs on ``city``."""
     config = load_config(city / "config.yaml")
-    config.patch.size_m, config.train.folds = cli.DEMO_PATCH_M, cli.DEMO_FOLDS
-    config.train.max_epochs = cli.DEMO_EPOCHS
-    config.model.members, config.train.min_steps = cli.DEMO_MEMBERS, cli.DEMO_MIN_STEPS
-    config.model.pretrain = cli.DEMO_PRETRAIN
+    cli.apply_demo_profile(config)
     return config
 
 

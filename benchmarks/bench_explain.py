@@ -121,13 +121,6 @@ OUTPUTS = ("probability", "raw")
 """What a drop measures: sigmoid of the output, or the output (log concentration) itself."""
 
 
-def demo_profile(quick: bool) -> tuple[int, float, int, int]:
-    """City side (px), patch (m), folds and epochs of ``soilsource demo [--quick]``."""
-    if quick or not hasattr(cli, "DEMO_CITY_PX"):
-        return cli.QUICK_CITY_PX, cli.QUICK_PATCH_M, cli.QUICK_FOLDS, cli.QUICK_EPOCHS
-    return cli.DEMO_CITY_PX, cli.DEMO_PATCH_M, cli.DEMO_FOLDS, cli.DEMO_EPOCHS
-
-
 def region_maps(cv, dataset, config) -> list[RegionMaps]:
     """Every sample's occlusion map under the run's final model, per region, for every
     output and baseline."""
@@ -241,22 +234,17 @@ class SeedResult:
 def one_seed(seed: int, quick: bool, size_px: int | None, workdir: Path) -> SeedResult:
     """Train (SI-LICNet only), explain and score one synthetic city.
 
-    Training follows the demo (one network, ``DEMO_EPOCHS``, no pretraining) unless
+    Training follows the demo (``cli.apply_demo_profile``: one network, no pretraining) unless
     ``--profile default`` asked for the configuration's defaults (``model.members``,
     ``model.pretrain``, ``train.min_steps``, 20 epochs), as ``bench_accuracy`` trains them.
     """
-    city_px, patch_m, folds, epochs = demo_profile(quick)
     run_dir = prepare(workdir / f"run{seed}", force=True)
     city = run_dir / "city"
-    write_city(city, seed=seed, size_px=size_px or city_px)
+    write_city(city, seed=seed, size_px=size_px or cli.demo_profile(quick)[0])
     config = load_config(city / "config.yaml")
     config.train.seed = seed
-    config.patch.size_m, config.train.folds = patch_m, folds
-    if not SETTINGS.get("default_training"):  # what the demo trains (soilsource demo)
-        config.model.members = getattr(cli, "DEMO_MEMBERS", 1)
-        config.model.pretrain = getattr(cli, "DEMO_PRETRAIN", False)
-        config.train.max_epochs = epochs
-        config.train.min_steps = getattr(cli, "DEMO_MIN_STEPS", 0)
+    # the demo's patch and folds; its training too, unless --profile default
+    cli.apply_demo_profile(config, quick=quick, training=not SETTINGS.get("default_training"))
     config.model.baselines = []  # the explanation is SI-LICNet's; baselines only cost time
     config = with_settings(config)
     seconds = {}
@@ -576,7 +564,7 @@ def main(argv: list[str] | None = None) -> None:
                 / f"sensitivity_{args.figure}.png",
                 title,
             )
-    city_px, patch_m, folds, epochs = demo_profile(args.quick)
+    city_px, patch_m, folds, epochs = cli.demo_profile(args.quick)
     training = (
         "the default training (model.members, model.pretrain, train.min_steps, 20 epochs)"
         if args.profile == "default"

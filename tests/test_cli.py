@@ -62,3 +62,20 @@ def test_console_script_version():
     proc = subprocess.run([str(script), "--version"], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"soilsource {__version__}"
+
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_demo_profile_sets_the_demos_patch_folds_and_cheap_training(small_city, quick):
+    from soilsource import cli
+    from soilsource.config import load_config
+
+    config = load_config(small_city / "config.yaml")
+    members, min_steps = config.model.members, config.train.min_steps
+    assert (members, min_steps) != (cli.DEMO_MEMBERS, cli.DEMO_MIN_STEPS)  # else no test
+    cli.apply_demo_profile(config, quick=quick, training=False)  # the default training kept
+    _, patch_m, folds, epochs = cli.demo_profile(quick)
+    assert (config.patch.size_m, config.train.folds) == (patch_m, folds)
+    assert (config.model.members, config.train.min_steps) == (members, min_steps)
+    cli.apply_demo_profile(config, quick=quick)
+    assert (config.train.max_epochs, config.train.min_steps) == (epochs, cli.DEMO_MIN_STEPS)
+    assert (config.model.members, config.model.pretrain) == (1, False)

@@ -10,7 +10,7 @@ import sys
 import traceback
 from importlib import metadata
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from typer.exceptions import TyperException
@@ -25,6 +25,9 @@ from soilsource.errors import (
     environment_error,
 )
 from soilsource.progress import stdout
+
+if TYPE_CHECKING:
+    from soilsource.config import Config
 
 app = typer.Typer(
     name="soilsource",
@@ -68,6 +71,28 @@ QUICK_FOLDS = 3
 QUICK_EPOCHS = 3
 """``demo --quick`` also uses 640 m patches, 3 folds and 3 epochs: the same pipeline in
 under a minute, for tests."""
+
+
+def demo_profile(quick: bool = False) -> tuple[int, float, int, int]:
+    """City side (px), patch side (m), folds and epochs of ``soilsource demo [--quick]``."""
+    if quick:
+        return QUICK_CITY_PX, QUICK_PATCH_M, QUICK_FOLDS, QUICK_EPOCHS
+    return DEMO_CITY_PX, DEMO_PATCH_M, DEMO_FOLDS, DEMO_EPOCHS
+
+
+def apply_demo_profile(config: Config, *, quick: bool = False, training: bool = True) -> None:
+    """Give ``config`` (the city's own) what ``soilsource demo [--quick]`` runs.
+
+    Its patch side and folds and, with ``training``, its cheap training: one network for
+    exactly the profile's epochs, without ``train.min_steps`` or pretraining. The demo and
+    the benchmarks that measure it (``bench_explain``, ``bench_context``) all call this, so
+    they measure what the demo runs.
+    """
+    _, patch_m, folds, epochs = demo_profile(quick)
+    config.patch.size_m, config.train.folds = patch_m, folds
+    if training:
+        config.train.max_epochs, config.train.min_steps = epochs, DEMO_MIN_STEPS
+        config.model.members, config.model.pretrain = DEMO_MEMBERS, DEMO_PRETRAIN
 
 
 def _version(value: bool) -> None:
@@ -151,20 +176,13 @@ def demo(
     check_out(out, force=force)  # before the lock file is written into it
     with claim(out):  # one run per directory (the city is its input, written first)
         run_dir = prepare(out, force=force)
-        size_px, patch_m, folds, epochs = (
-            (QUICK_CITY_PX, QUICK_PATCH_M, QUICK_FOLDS, QUICK_EPOCHS)
-            if quick
-            else (DEMO_CITY_PX, DEMO_PATCH_M, DEMO_FOLDS, DEMO_EPOCHS)
-        )
-        summary = write_city(run_dir / "city", seed=seed, size_px=size_px)
+        summary = write_city(run_dir / "city", seed=seed, size_px=demo_profile(quick)[0])
         _print_city_summary(summary)
         config = load_config(run_dir / "city" / "config.yaml")
         config.train.seed = seed
         config.compute.scheduler = scheduler
         # in the run's config.yaml, so `soilsource run OUT/config.yaml` repeats the demo
-        config.patch.size_m, config.train.folds, config.train.max_epochs = patch_m, folds, epochs
-        config.model.members, config.train.min_steps = DEMO_MEMBERS, DEMO_MIN_STEPS
-        config.model.pretrain = DEMO_PRETRAIN
+        apply_demo_profile(config, quick=quick)
         if metals:
             several = demo_metals_config(config)
             plan_several(several)  # as run_several: every metal and the sources first
