@@ -92,7 +92,8 @@ def occlusion_sensitivity(
     batch_windows:
         Occluded windows evaluated together; memory grows with it. Default: for
         incremental, as many whole rows of windows as keep a batch's largest crop within
-        6 MiB (145 windows at the defaults; always at least one row), 64 for full.
+        6 MiB on a CPU (145 windows at the defaults), 48 MiB on a GPU (always at least one
+        row); 64 for full.
     method:
         ``"incremental"`` (SI-LICNet only: recompute only what a window changes),
         ``"full"`` (any model: one full forward pass per window, batched), or
@@ -289,7 +290,8 @@ def _incremental_drops(
         + [(s0 + 2 * e + sum(extents[:b])) ** 2 * model.width for b, e in enumerate(extents)]
     )
     per_window = widest * x.element_size()
-    cap = batch_windows if batch_windows is not None else max(1, _BATCH_BYTES // per_window)
+    budget = _BATCH_BYTES if x.device.type == "cpu" else _BATCH_BYTES_GPU
+    cap = batch_windows if batch_windows is not None else max(1, budget // per_window)
     per_batch = max(1, cap // len(xs))
     batches = []
     for top in range(0, len(ys), per_batch):
@@ -345,6 +347,10 @@ _BATCH_BYTES = 6 * 2**20
 """Largest crop of a batch of windows, in bytes. On a 2-core EPYC (2 MiB L2 a core, 32 MiB
 L3) 116 to 232 windows of SI-LICNet's default crops (37 KiB each) were fastest, 1.6 times
 faster than 1,024 windows, with one member and three (``bench_occlusion``)."""
+_BATCH_BYTES_GPU = 48 * 2**20
+"""The same on a GPU, which wants large batches rather than small crops: about 1,300
+windows at the defaults, so a patch's 841 windows stay one batch, as before session 13
+(not re-measured on a GPU since)."""
 
 
 def _member_stages(model: SILICNet) -> list[list[nn.Sequential]]:
